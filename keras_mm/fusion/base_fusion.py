@@ -1,0 +1,93 @@
+import keras
+from keras import ops
+
+
+class BaseFusion(keras.layers.Layer):
+    """Base class of the fusion layers: dict inputs and a presence mask.
+
+    A fusion layer takes a dict `{modality name: tower output}` and an
+    optional presence mask `[batch, num_modalities]` (1 = present, 0 =
+    absent). Column `j` of the presence mask refers to `modalities[j]`.
+    A modality marked absent must contribute nothing to the output: each
+    subclass removes it (masked softmax, masked attention keys, identity
+    factors...), never feeds zeros as if they were data.
+
+    Subclasses set the class attribute `input_kind` to what they expect
+    from the towers: `"vector"` (`[batch, dim]`), `"sequence"`
+    (`[batch, tokens, dim]` with a token mask) or `"feature_map"`.
+
+    Args:
+        modalities: the modality names in presence-mask column order. `None`
+            takes the sorted keys of the first input dict.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: dict of tower outputs.
+        presence: optional float or bool `[batch, num_modalities]`.
+        training: Python bool.
+        mask: optional dict `{modality: boolean [batch, tokens] or None}`
+            (token masks of sequence inputs).
+    """
+
+    input_kind = "vector"
+
+    def __init__(self, modalities=None, **kwargs):
+        super().__init__(**kwargs)
+        self.modalities = list(modalities) if modalities is not None else None
+        self.supports_masking = True
+
+    # -- helpers for subclasses -------------------------------------------
+
+    def resolve_modalities(self, input_shape):
+        """Fixes the modality order from the input dict; returns shapes.
+
+        Returns the list of input shapes in `self.modalities` order.
+        """
+        if not isinstance(input_shape, dict):
+            raise TypeError(
+                f"{self.__class__.__name__} takes a dict "
+                "{modality name: tower output}; got "
+                f"{type(input_shape).__name__}"
+            )
+        names = sorted(input_shape)
+        if self.modalities is None:
+            self.modalities = names
+        elif sorted(self.modalities) != names:
+            raise ValueError(
+                f"{self.__class__.__name__}({self.name!r}): input keys "
+                f"{names} do not match modalities={self.modalities}; pass "
+                "one tower output per listed modality"
+            )
+        if len(self.modalities) < 1:
+            raise ValueError(f"{self.__class__.__name__}: no modalities")
+        return [tuple(input_shape[m]) for m in self.modalities]
+
+    def split_inputs(self, inputs, presence=None, mask=None):
+        """Orders the call arguments by `self.modalities`.
+
+        Returns:
+            `(features, present, masks)`: lists with one entry per modality.
+            `present[j]` is a `[batch, 1]` tensor in the compute dtype (or
+            `None` when no presence mask was given); `masks[j]` is a boolean
+            `[batch, tokens]` or `None`.
+        """
+        features = [inputs[m] for m in self.modalities]
+        if presence is None:
+            present = [None] * len(features)
+        else:
+            presence = ops.cast(presence, self.compute_dtype)
+            present = [presence[:, j:j + 1] for j in range(len(features))]
+        if isinstance(mask, dict):
+            masks = [mask.get(m) for m in self.modalities]
+        else:
+            masks = [None] * len(features)
+        masks = [None if m is None else ops.cast(m, "bool") for m in masks]
+        return features, present, masks
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"modalities": self.modalities})
+        return config

@@ -1,0 +1,1 @@
+"""Pure TensorFlow functions shared by towers, preprocessors and export."""

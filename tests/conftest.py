@@ -1,0 +1,30 @@
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+SHARED_DATA = pathlib.Path(
+    os.environ.get("KERAS_MM_SHARED_DATA",
+                   pathlib.Path(__file__).resolve().parents[2] / "shared"
+                   / "data"))
+
+
+@pytest.fixture
+def shared_data():
+    """Path of ../shared/data; skips the test where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent; set "
+                    "KERAS_MM_SHARED_DATA to its path to run this test")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    import keras
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()
