@@ -84,6 +84,47 @@ class BaseFusion(keras.layers.Layer):
         masks = [None if m is None else ops.cast(m, "bool") for m in masks]
         return features, present, masks
 
+    # -- helpers for sequence fusions --------------------------------------
+
+    @staticmethod
+    def as_sequence(x):
+        """Returns `x` as a token sequence: a vector `[B, d]` becomes one
+        token `[B, 1, d]`; a sequence `[B, T, d]` is returned unchanged."""
+        if len(x.shape) == 2:
+            return ops.expand_dims(x, 1)
+        return x
+
+    @staticmethod
+    def token_validity(sequence, present=None, mask=None):
+        """Boolean `[B, T]` key mask of a `[B, T, d]` sequence.
+
+        A token is valid when its token mask is True (all tokens when `mask`
+        is None) and its modality is present (`present` is `[B, 1]`, > 0
+        means present; None means present). An absent modality therefore
+        has all its tokens masked.
+        """
+        if mask is None:
+            valid = ops.ones_like(sequence[:, :, 0], dtype="bool")
+        else:
+            valid = ops.cast(mask, "bool")
+            if len(valid.shape) == 1:
+                valid = ops.expand_dims(valid, 1)
+        if present is not None:
+            valid = ops.logical_and(valid, ops.greater(present, 0))
+        return valid
+
+    @staticmethod
+    def masked_token_mean(sequence, valid):
+        """Mean of `[B, T, d]` over its valid tokens (`valid`: bool `[B, T]`).
+
+        Rows without any valid token give zeros (never NaN). Invalid tokens
+        get exactly zero weight, so their values cannot leak into the mean.
+        """
+        weights = ops.expand_dims(ops.cast(valid, sequence.dtype), -1)
+        total = ops.sum(ops.where(weights > 0, sequence, 0), axis=1)
+        count = ops.maximum(ops.sum(weights, axis=1), 1)
+        return total / count
+
     def compute_mask(self, inputs, mask=None):
         return None
 

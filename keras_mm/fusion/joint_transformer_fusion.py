@@ -1,0 +1,185 @@
+import keras
+from keras import ops
+
+from keras_mm.fusion.base_fusion import BaseFusion
+from keras_mm.layers.position_embedding import PositionEmbedding
+from keras_mm.layers.transformer_encoder import TransformerEncoder
+from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.registry import FUSIONS
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@FUSIONS.register("joint_transformer")
+class JointTransformerFusion(BaseFusion):
+    """Early, single-stream fusion with one shared ("joint") transformer.
+
+    Each modality's tokens `[batch, tokens_m, dim_m]` (a vector
+    `[batch, dim_m]` counts as one token) are projected to `units`, get a
+    learned modality-type embedding (and, with `use_positions=True`, a
+    learned position embedding of their own modality). A learned `[CLS]`
+    token is prepended, all tokens are concatenated, and one pre-norm
+    `TransformerEncoder` runs over the joint sequence. The output is the
+    `[CLS]` vector (or the mean of the valid tokens).
+
+    Args:
+        units: width of the joint sequence and of the output.
+        num_layers: encoder layers.
+        num_heads: attention heads; must divide `units`.
+        intermediate_dim: MLP width of the encoder (`None`: 4 x `units`).
+        dropout: encoder dropout rate.
+        activation: encoder MLP activation.
+        use_positions: add a learned position embedding per modality.
+        max_length: size of each position table; `None` uses each
+            modality's token count (which must then be known when building).
+        output: `"cls"` (the `[CLS]` vector) or `"mean"` (masked mean of the
+            `[CLS]` and every valid token).
+        kernel_initializer: initializer of the projections and the encoder.
+        embeddings_initializer: initializer of the type/`[CLS]` embeddings.
+        modalities: modality names in presence-mask column order
+            (default: sorted input keys).
+
+    Call arguments:
+        inputs: dict `{modality: [batch, tokens, dim] or [batch, dim]}`.
+        presence: optional `[batch, num_modalities]`, 1 = present.
+        training: Python bool.
+        mask: optional dict `{modality: bool [batch, tokens] or None}`.
+
+    Masking: the encoder's key mask is the token mask AND the presence of
+    the token's modality, so an absent modality (all its tokens masked)
+    and padded tokens are never attended to and do not change the output.
+    Masked tokens are also zeroed before projection. The `[CLS]` token is
+    always valid, so no attention row is empty.
+
+    Example:
+
+    >>> fusion = JointTransformerFusion(units=16, num_layers=1, num_heads=2)
+    >>> out = fusion({"text": keras.ops.ones((2, 7, 8)),
+    ...               "audio": keras.ops.ones((2, 5, 12)),
+    ...               "tab": keras.ops.ones((2, 4))})
+    >>> out.shape
+    (2, 16)
+    """
+
+    input_kind = "sequence"
+
+    def __init__(self, units=64, num_layers=2, num_heads=4,
+                 intermediate_dim=None, dropout=0.1, activation="gelu",
+                 use_positions=False, max_length=None, output="cls",
+                 kernel_initializer="glorot_uniform",
+                 embeddings_initializer="truncated_normal",
+                 modalities=None, **kwargs):
+        super().__init__(modalities=modalities, **kwargs)
+        self.units = int(units)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.activation = keras.activations.get(activation)
+        self.use_positions = bool(use_positions)
+        self.max_length = max_length
+        self.output = check_choice("JointTransformerFusion", "output",
+                                   output, ("cls", "mean"))
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer)
+        if self.units % self.num_heads:
+            raise ValueError(
+                f"JointTransformerFusion: units={self.units} is not "
+                f"divisible by num_heads={self.num_heads}; change one of them")
+
+    def build(self, input_shape):
+        shapes = self.resolve_modalities(input_shape)
+        self.projections, self.position_embeddings = [], []
+        total_tokens = 1
+        for name, shape in zip(self.modalities, shapes):
+            if len(shape) not in (2, 3):
+                raise ValueError(
+                    f"JointTransformerFusion: input {name!r} has shape "
+                    f"{shape}; expected [batch, dim] or [batch, tokens, dim]")
+            seq_shape = (shape[0], 1, shape[1]) if len(shape) == 2 else shape
+            proj = keras.layers.Dense(
+                self.units,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy, name=f"{name}_projection")
+            proj.build(seq_shape)
+            self.projections.append(proj)
+            tokens = seq_shape[1]
+            if self.use_positions:
+                length = self.max_length or tokens
+                if length is None:
+                    raise ValueError(
+                        f"JointTransformerFusion: input {name!r} has an "
+                        "unknown token count; pass max_length= to size the "
+                        "position embeddings, or use_positions=False")
+                pos = PositionEmbedding(
+                    sequence_length=length,
+                    initializer=clone_initializer(
+                        self.embeddings_initializer),
+                    dtype=self.dtype_policy, name=f"{name}_positions")
+                pos.build(seq_shape[:2] + (self.units,))
+                self.position_embeddings.append(pos)
+            total_tokens = None if (tokens is None or total_tokens is None) \
+                else total_tokens + tokens
+        self.type_embeddings = self.add_weight(
+            name="type_embeddings",
+            shape=(len(self.modalities), self.units),
+            initializer=clone_initializer(self.embeddings_initializer))
+        self.cls_token = self.add_weight(
+            name="cls_token", shape=(1, 1, self.units),
+            initializer=clone_initializer(self.embeddings_initializer))
+        self.encoder = TransformerEncoder(
+            num_layers=self.num_layers, num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim, dropout=self.dropout,
+            activation=self.activation,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=self.dtype_policy, name="joint_encoder")
+        self.encoder.build((shapes[0][0], total_tokens, self.units))
+        self.built = True
+
+    def call(self, inputs, presence=None, training=None, mask=None):
+        features, present, masks = self.split_inputs(inputs, presence, mask)
+        tokens, valids = [], []
+        for j, (x, p, m) in enumerate(zip(features, present, masks)):
+            x = self.as_sequence(ops.cast(x, self.compute_dtype))
+            valid = self.token_validity(x, p, m)
+            x = ops.where(ops.expand_dims(valid, -1), x, 0)
+            h = self.projections[j](x)
+            type_embedding = ops.cast(self.type_embeddings[j], h.dtype)
+            h = h + type_embedding[None, None, :]
+            if self.use_positions:
+                h = self.position_embeddings[j](h)
+            tokens.append(h)
+            valids.append(valid)
+        batch = ops.shape(tokens[0])[0]
+        cls = ops.broadcast_to(ops.cast(self.cls_token, tokens[0].dtype),
+                               (batch, 1, self.units))
+        sequence = ops.concatenate([cls] + tokens, axis=1)
+        cls_valid = ops.ones_like(valids[0][:, :1])
+        key_mask = ops.concatenate([cls_valid] + valids, axis=1)
+        encoded = self.encoder(sequence, mask=key_mask, training=training)
+        if self.output == "cls":
+            return encoded[:, 0, :]
+        return self.masked_token_mean(encoded, key_mask)
+
+    def compute_output_shape(self, input_shape):
+        first = next(iter(input_shape.values()))
+        return (first[0], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "activation": keras.activations.serialize(self.activation),
+            "use_positions": self.use_positions,
+            "max_length": self.max_length,
+            "output": self.output,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+            "embeddings_initializer": keras.initializers.serialize(
+                self.embeddings_initializer),
+        })
+        return config

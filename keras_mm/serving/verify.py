@@ -1,0 +1,69 @@
+"""`verify(path)`: checks an export in a fresh interpreter.
+
+The checks themselves live in `verify_savedmodel.py`, a script that imports
+only tensorflow and tensorflow_text; this wrapper runs it with `python -I`
+(isolated: no keras_mm on the path), bounds it in time and returns its JSON
+report. A crash or a hang is a failure that names the step it was in.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from keras_mm.errors import ExportError
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      "verify_savedmodel.py")
+
+
+def verify(path, timeout=600, raise_on_failure=False):
+    """Verifies the SavedModel at `path`; returns the report dict.
+
+    Args:
+        path: a version folder (`saved_models/<name>/<version>`).
+        timeout: seconds before the verifier is killed (a hang fails).
+        raise_on_failure: raise `ExportError` instead of returning a
+            failed report.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        report = {"path": path, "ok": False,
+                  "error": f"{path} holds no saved_model.pb; pass a "
+                           "version folder such as saved_models/NAME/1"}
+    else:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-I", SCRIPT, path], capture_output=True,
+                text=True, timeout=timeout, env=env)
+            report = _parse(proc.stdout, proc.stderr, proc.returncode, path)
+        except subprocess.TimeoutExpired as e:
+            report = {"path": path, "ok": False,
+                      "error": f"verifier hung for {timeout}s during "
+                               f"{_last_step(e.stderr)}"}
+    if raise_on_failure and not report["ok"]:
+        raise ExportError("verification failed:\n"
+                          + json.dumps(report, indent=2))
+    return report
+
+
+def _last_step(stderr):
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    steps = [line for line in (stderr or "").splitlines()
+             if line.startswith("verify: ")]
+    return steps[-1][len("verify: "):] if steps else "start-up"
+
+
+def _parse(stdout, stderr, returncode, path):
+    start = stdout.find("{")
+    if start >= 0:
+        try:
+            return json.loads(stdout[start:])
+        except json.JSONDecodeError:
+            pass
+    return {"path": path, "ok": False,
+            "error": f"verifier exited with code {returncode} during "
+                     f"{_last_step(stderr)}",
+            "stderr_tail": (stderr or "")[-2000:]}
