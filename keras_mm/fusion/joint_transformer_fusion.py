@@ -19,7 +19,8 @@ class JointTransformerFusion(BaseFusion):
     learned position embedding of their own modality). A learned `[CLS]`
     token is prepended, all tokens are concatenated, and one pre-norm
     `TransformerEncoder` runs over the joint sequence. The output is the
-    `[CLS]` vector (or the mean of the valid tokens).
+    `[CLS]` vector (or, with `pooling="mean"`, the mean of the valid
+    tokens).
 
     Args:
         units: width of the joint sequence and of the output.
@@ -31,8 +32,8 @@ class JointTransformerFusion(BaseFusion):
         use_positions: add a learned position embedding per modality.
         max_length: size of each position table; `None` uses each
             modality's token count (which must then be known when building).
-        output: `"cls"` (the `[CLS]` vector) or `"mean"` (masked mean of the
-            `[CLS]` and every valid token).
+        pooling: `"cls"` (output the `[CLS]` vector) or `"mean"` (masked
+            mean of the `[CLS]` and every valid token).
         kernel_initializer: initializer of the projections and the encoder.
         embeddings_initializer: initializer of the type/`[CLS]` embeddings.
         modalities: modality names in presence-mask column order
@@ -64,7 +65,7 @@ class JointTransformerFusion(BaseFusion):
 
     def __init__(self, units=64, num_layers=2, num_heads=4,
                  intermediate_dim=None, dropout=0.1, activation="gelu",
-                 use_positions=False, max_length=None, output="cls",
+                 use_positions=False, max_length=None, pooling="cls",
                  kernel_initializer="glorot_uniform",
                  embeddings_initializer="truncated_normal",
                  modalities=None, **kwargs):
@@ -77,8 +78,8 @@ class JointTransformerFusion(BaseFusion):
         self.activation = keras.activations.get(activation)
         self.use_positions = bool(use_positions)
         self.max_length = max_length
-        self.output = check_choice("JointTransformerFusion", "output",
-                                   output, ("cls", "mean"))
+        self.pooling = check_choice("JointTransformerFusion", "pooling",
+                                    pooling, ("cls", "mean"))
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer)
@@ -157,7 +158,7 @@ class JointTransformerFusion(BaseFusion):
         cls_valid = ops.ones_like(valids[0][:, :1])
         key_mask = ops.concatenate([cls_valid] + valids, axis=1)
         encoded = self.encoder(sequence, mask=key_mask, training=training)
-        if self.output == "cls":
+        if self.pooling == "cls":
             return encoded[:, 0, :]
         return self.masked_token_mean(encoded, key_mask)
 
@@ -176,7 +177,7 @@ class JointTransformerFusion(BaseFusion):
             "activation": keras.activations.serialize(self.activation),
             "use_positions": self.use_positions,
             "max_length": self.max_length,
-            "output": self.output,
+            "pooling": self.pooling,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),
             "embeddings_initializer": keras.initializers.serialize(
