@@ -273,8 +273,6 @@ def _convert(value, kind):
     if kind in (None, "string"):
         if value is None:
             return ""
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value)) if False else str(value)
         return str(value)
     if kind == "float":
         if value in (None, ""):

@@ -1,0 +1,204 @@
+import keras
+from keras import ops
+
+from keras_mm.fusion.base_fusion import BaseFusion
+from keras_mm.layers.utils import clone_initializer
+from keras_mm.registry import FUSIONS
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@FUSIONS.register("film")
+class FiLMFusion(BaseFusion):
+    """"Mixed feature maps": FiLM conditioning (Perez et al., 2018).
+
+    The `target` modality gives a feature map, `[batch, H, W, C]` (image)
+    or `[batch, T, H, W, C]` (video); every other modality gives a
+    conditioning vector `[batch, dim]` (a sequence `[batch, tokens, dim]`
+    is first averaged over its valid tokens). One generator (`Dense`) per
+    conditioning modality maps its vector to per-channel `(dgamma, beta)`;
+    the present modalities' outputs are summed and the map is modulated
+    feature-wise:
+
+        y = activation((1 + dgamma) * x + beta)
+
+    The generators start at zero (`generator_initializer="zeros"`), so the
+    layer starts as the identity on the map; their gradients are still
+    non-zero. The output is the global average of `y` (with the target's
+    presence flag) projected to `units`, or `y` itself with
+    `return_feature_map=True`.
+
+    Args:
+        target: name of the modality giving the feature map.
+        units: output width (vector output).
+        return_feature_map: return the modulated map instead of a vector.
+        activation: applied after the modulation (default: none).
+        generator_initializer: kernel initializer of the generators. Note:
+            with zeros, the conditioning towers get no gradient on the very
+            first step (nothing flows back through a zero kernel); they do
+            once the generators moved. Pass e.g. a small `RandomNormal` when
+            that matters.
+        kernel_initializer: initializer of the output projection.
+        modalities: modality names in presence-mask column order
+            (default: sorted input keys).
+
+    Call arguments:
+        inputs: dict `{modality: tensor}`: the target's feature map and the
+            other modalities' vectors (or sequences).
+        presence: optional `[batch, num_modalities]`, 1 = present.
+        training: Python bool.
+        mask: optional dict of boolean token masks: `[batch, T]` frame mask
+            of a video target, `[batch, tokens]` for sequence conditioners.
+
+    Masking: an absent conditioning modality's generator output is dropped
+    from the sum (all of them absent gives exactly the identity modulation).
+    Padded frames of a video target are left out of the pooling (and zeroed
+    in the returned map). An absent target gives a zero pooled vector with
+    flag 0 (the flag is an input of the output projection), or a zero map.
+
+    Example:
+
+    >>> fusion = FiLMFusion(target="image", units=16)
+    >>> out = fusion({"image": keras.ops.ones((2, 7, 7, 32)),
+    ...               "text": keras.ops.ones((2, 8))})
+    >>> out.shape
+    (2, 16)
+    """
+
+    input_kind = "sequence"
+
+    def __init__(self, target, units=64, return_feature_map=False,
+                 activation=None, generator_initializer="zeros",
+                 kernel_initializer="glorot_uniform", modalities=None,
+                 **kwargs):
+        super().__init__(modalities=modalities, **kwargs)
+        if not isinstance(target, str) or not target:
+            raise ValueError(
+                f"FiLMFusion: target={target!r}; pass the name of the "
+                "modality whose input is the image or video feature map")
+        self.target = target
+        self.units = int(units)
+        self.return_feature_map = bool(return_feature_map)
+        self.activation = keras.activations.get(activation)
+        self.generator_initializer = keras.initializers.get(
+            generator_initializer)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        shapes = self.resolve_modalities(input_shape)
+        if self.target not in self.modalities:
+            raise ValueError(
+                f"FiLMFusion: target={self.target!r} is not one of the "
+                f"modalities {self.modalities}; pass target= the feature-map "
+                "modality")
+        if len(self.modalities) < 2:
+            raise ValueError(
+                "FiLMFusion needs at least one conditioning modality besides "
+                f"target={self.target!r}")
+        self.target_index = self.modalities.index(self.target)
+        target_shape = shapes[self.target_index]
+        if len(target_shape) not in (4, 5) or target_shape[-1] is None:
+            raise ValueError(
+                f"FiLMFusion: target {self.target!r} has shape "
+                f"{target_shape}; expected an image feature map [batch, H, W,"
+                " C] or a video feature map [batch, T, H, W, C] with known C")
+        self.channels = int(target_shape[-1])
+        self.generators = []
+        for j, (name, shape) in enumerate(zip(self.modalities, shapes)):
+            if j == self.target_index:
+                continue
+            if len(shape) not in (2, 3):
+                raise ValueError(
+                    f"FiLMFusion: conditioning input {name!r} has shape "
+                    f"{shape}; expected a vector [batch, dim] (or a sequence "
+                    "[batch, tokens, dim])")
+            gen = keras.layers.Dense(
+                2 * self.channels,
+                kernel_initializer=clone_initializer(
+                    self.generator_initializer),
+                bias_initializer="zeros",
+                dtype=self.dtype_policy, name=f"{name}_film_generator")
+            gen.build((shape[0], shape[-1]))
+            self.generators.append(gen)
+        if not self.return_feature_map:
+            self.output_projection = keras.layers.Dense(
+                self.units,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy, name="output_projection")
+            self.output_projection.build((target_shape[0], self.channels + 1))
+        self.built = True
+
+    def call(self, inputs, presence=None, training=None, mask=None):
+        features, present, masks = self.split_inputs(inputs, presence, mask)
+        dtype = self.compute_dtype
+        shift = None
+        g = 0
+        for j, (v, p, m) in enumerate(zip(features, present, masks)):
+            if j == self.target_index:
+                continue
+            v = ops.cast(v, dtype)
+            if len(v.shape) == 3:
+                valid = self.token_validity(v, p, m)
+                on = ops.any(valid, axis=1, keepdims=True)
+                v = self.masked_token_mean(v, valid)
+            else:
+                on = None if p is None else ops.greater(p, 0)
+            if on is not None:
+                v = ops.where(on, v, 0)
+            out = self.generators[g](v)
+            if on is not None:
+                out = ops.where(on, out, 0)
+            shift = out if shift is None else shift + out
+            g += 1
+        dgamma, beta = ops.split(shift, 2, axis=-1)
+        x = ops.cast(features[self.target_index], dtype)
+        spatial_rank = len(x.shape) - 2
+        new_shape = (-1,) + (1,) * spatial_rank + (self.channels,)
+        gamma = ops.reshape(1 + dgamma, new_shape)
+        beta = ops.reshape(beta, new_shape)
+        y = x * gamma + beta
+        y = self.activation(y)
+
+        p_t = present[self.target_index]
+        m_t = masks[self.target_index]
+        if len(x.shape) == 5:
+            frames = ops.mean(y, axis=(2, 3))  # [B, T, C]
+            valid = self.token_validity(frames, p_t, m_t)
+            on = ops.any(valid, axis=1, keepdims=True)
+            keep = valid[:, :, None, None, None]
+            pooled = self.masked_token_mean(frames, valid)
+        else:
+            if m_t is not None:
+                raise ValueError(
+                    f"FiLMFusion: got a token mask for the image target "
+                    f"{self.target!r}; a mask applies only to a video target "
+                    "[batch, T, H, W, C] (one entry per frame)")
+            on = ops.ones_like(y[:, :1, 0, 0], dtype="bool") if p_t is None \
+                else ops.greater(p_t, 0)
+            keep = on[:, :, None, None]
+            pooled = ops.mean(y, axis=(1, 2))
+        if self.return_feature_map:
+            return ops.where(keep, y, 0)
+        pooled = ops.where(on, pooled, 0)
+        flag = ops.cast(on, pooled.dtype)
+        return self.output_projection(
+            ops.concatenate([pooled, flag], axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        target_shape = tuple(input_shape[self.target])
+        if self.return_feature_map:
+            return target_shape
+        return (target_shape[0], self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "target": self.target,
+            "units": self.units,
+            "return_feature_map": self.return_feature_map,
+            "activation": keras.activations.serialize(self.activation),
+            "generator_initializer": keras.initializers.serialize(
+                self.generator_initializer),
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+        })
+        return config

@@ -1,0 +1,362 @@
+import math
+import os
+
+import keras
+from keras import ops
+
+from keras_mm.layers.position_embedding import PositionEmbedding
+from keras_mm.layers.transformer_encoder import TransformerEncoder
+from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.registry import TOWERS
+from keras_mm.towers.resnet_backbone import ResNetBackbone
+
+ENCODERS = ("cnn", "resnet", "vit")
+OUTPUTS = ("vector", "sequence", "feature_map")
+BACKBONES = (None, "resnet50", "mobilenet_v3_small", "efficientnet_b0")
+
+
+def _application(backbone, input_shape, weights):
+    """Builds a keras.applications backbone without its classifier."""
+    apps = keras.applications
+    if backbone == "resnet50":
+        return apps.ResNet50(include_top=False, weights=weights,
+                             input_shape=input_shape)
+    if backbone == "mobilenet_v3_small":
+        return apps.MobileNetV3Small(include_top=False, weights=weights,
+                                     input_shape=input_shape,
+                                     include_preprocessing=False)
+    return apps.EfficientNetB0(include_top=False, weights=weights,
+                               input_shape=input_shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@TOWERS.register("image")
+class ImageTower(keras.layers.Layer):
+    """Image tower: encodes float images `[batch, height, width, channels]`.
+
+    Encoders:
+
+    - `"cnn"`: a small conv stack, one block per entry of `filters`
+      (3x3 convolution, batch norm, ReLU, 2x2 max pool). `filters=(6, 16)`
+      on 28x28 digits is LeNet-sized.
+    - `"resnet"`: with `backbone=None`, a ResNet-18/34 built here
+      (`depth`, `base_filters`; see `ResNetBackbone`); or a
+      `keras.applications` backbone without its classifier:
+      `"resnet50"`, `"mobilenet_v3_small"` (built without its internal
+      rescaling) or `"efficientnet_b0"` (which keeps its built-in
+      rescaling/normalization and so expects pixel values in [0, 255]).
+      These need images of at least 32x32 and 3 channels. Their
+      `weights` are `None` (random) or the path of a local weights file of
+      the application model with `include_top=False` (e.g. a
+      `..._notop.h5` file or `app.save_weights("x.weights.h5")`); nothing
+      is downloaded. The file is read when the tower is first built; a
+      tower restored from a `.keras` file does not need it.
+    - `"vit"`: a vision transformer: non-overlapping `patch_size` patches
+      embedded by a strided convolution, a learned [CLS] token, learned
+      position embeddings and `num_layers` pre-norm transformer layers.
+
+    The encoder's feature map is projected to `dim` channels by a dense
+    layer, then:
+
+    - `output="feature_map"`: `[batch, H', W', dim]`;
+    - `output="sequence"`: the spatial positions (patch tokens for `vit`)
+      as tokens, `[batch, H' * W', dim]`; every token is valid, so
+      `compute_mask` returns None;
+    - `output="vector"`: `[batch, dim]`, the mean over positions (the
+      [CLS] token for `vit`).
+
+    `H', W'` are `ceil(H / 2**len(filters))` for `cnn`, `ceil(H / 32)` for
+    `resnet` and `H // patch_size` for `vit`.
+
+    Args:
+        encoder: `"cnn"`, `"resnet"` or `"vit"`.
+        output: `"vector"`, `"sequence"` or `"feature_map"`.
+        dim: output width.
+        dropout: dropout rate on the output (and inside the transformer).
+        filters: `cnn` channels per conv block.
+        kernel_size: `cnn` convolution size.
+        depth: `resnet` depth when `backbone` is None: `18` or `34`.
+        base_filters: width of the first ResNet-18/34 stage.
+        backbone: None or `"resnet50"`, `"mobilenet_v3_small"`,
+            `"efficientnet_b0"` (only with `encoder="resnet"`).
+        weights: None or a local weights file path (only with `backbone`).
+        patch_size: `vit` patch size in pixels.
+        num_layers, num_heads, intermediate_dim: `vit` transformer sizes.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float `[batch, height, width, channels]`, already
+            normalized by the preprocessor.
+        training: Python bool (batch norm and dropout).
+        mask: not supported (images have no padding); must be None.
+
+    Example:
+
+    >>> images = keras.random.uniform((2, 28, 28, 1))
+    >>> ImageTower(encoder="cnn", filters=(6, 16), dim=32)(images).shape
+    (2, 32)
+    >>> ImageTower(encoder="vit", patch_size=7, dim=16, num_heads=2,
+    ...            num_layers=1, output="sequence")(images).shape
+    (2, 16, 16)
+    """
+
+    input_dtype = "float32"
+
+    def __init__(self, encoder="cnn", output="vector", dim=64, dropout=0.0,
+                 filters=(32, 64), kernel_size=3, depth=18, base_filters=64,
+                 backbone=None, weights=None, patch_size=4, num_layers=2,
+                 num_heads=4, intermediate_dim=None,
+                 kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        name = "ImageTower"
+        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        self.output = check_choice(name, "output", output, OUTPUTS)
+        self.dim = int(dim)
+        self.dropout = float(dropout)
+        self.filters = tuple(int(f) for f in filters)
+        if not self.filters:
+            raise ValueError(f"{name}: filters must list at least one "
+                             "conv block width, e.g. filters=(32, 64)")
+        self.kernel_size = int(kernel_size)
+        self.depth = check_choice(name, "depth", depth, (18, 34))
+        self.base_filters = int(base_filters)
+        self.backbone = check_choice(name, "backbone", backbone, BACKBONES)
+        if backbone is not None and encoder != "resnet":
+            raise ValueError(
+                f"{name}: backbone={backbone!r} needs encoder='resnet'; got "
+                f"encoder={encoder!r}")
+        if weights is not None:
+            if backbone is None:
+                raise ValueError(
+                    f"{name}: weights={weights!r} needs a keras.applications "
+                    "backbone (backbone='resnet50', 'mobilenet_v3_small' or "
+                    "'efficientnet_b0'); use weights=None otherwise")
+            if not isinstance(weights, (str, os.PathLike)) or \
+                    str(weights) == "imagenet":
+                raise ValueError(
+                    f"{name}: weights={weights!r} must be None or the path "
+                    "of a local weights file (nothing is downloaded; "
+                    "'imagenet' is not accepted)")
+            weights = os.fspath(weights)
+        self.weights_path = None  # set below; `weights` is a Layer property
+        self._weights_arg = weights
+        self.patch_size = int(patch_size)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.intermediate_dim = intermediate_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self._restoring = False
+
+    # -- building -----------------------------------------------------------
+
+    def build_from_config(self, config):
+        # Called when restoring a saved model: the saved variables replace
+        # the initial ones, so the weights file is not read (or needed).
+        self._restoring = True
+        try:
+            super().build_from_config(config)
+        finally:
+            self._restoring = False
+
+    def _spatial(self, input_shape):
+        _, height, width, _ = input_shape
+        if self.encoder == "cnn":
+            def down(s):
+                return None if s is None else math.ceil(
+                    s / 2 ** len(self.filters))
+        elif self.encoder == "resnet":
+            def down(s):
+                return None if s is None else math.ceil(s / 32)
+        else:
+            def down(s):
+                return None if s is None else s // self.patch_size
+        return down(height), down(width)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 4 or shape[-1] is None:
+            raise ValueError(
+                "ImageTower takes float images [batch, height, width, "
+                f"channels] with known channels; got shape {shape}")
+        policy = self.dtype_policy
+        if self.encoder == "cnn":
+            self.convs, self.norms, self.pools = [], [], []
+            for i, f in enumerate(self.filters):
+                conv = keras.layers.Conv2D(
+                    f, self.kernel_size, padding="same", use_bias=False,
+                    kernel_initializer=clone_initializer(
+                        self.kernel_initializer),
+                    dtype=policy, name=f"conv{i}")
+                norm = keras.layers.BatchNormalization(dtype=policy,
+                                                       name=f"norm{i}")
+                pool = keras.layers.MaxPooling2D(2, padding="same",
+                                                 dtype=policy,
+                                                 name=f"pool{i}")
+                conv.build(shape)
+                shape = conv.compute_output_shape(shape)
+                norm.build(shape)
+                shape = pool.compute_output_shape(shape)
+                self.convs.append(conv)
+                self.norms.append(norm)
+                self.pools.append(pool)
+        elif self.encoder == "resnet" and self.backbone is None:
+            self.resnet = ResNetBackbone(
+                depth=self.depth, base_filters=self.base_filters,
+                kernel_initializer=clone_initializer(
+                    self.kernel_initializer),
+                dtype=policy, name="resnet")
+            self.resnet.build(shape)
+            shape = self.resnet.compute_output_shape(shape)
+        elif self.encoder == "resnet":
+            self._build_application(shape)
+            shape = tuple(self.application.output.shape)
+        else:
+            height, width = shape[1], shape[2]
+            if height is None or width is None:
+                raise ValueError(
+                    "ImageTower(encoder='vit') needs a fixed image size for "
+                    f"its position embeddings; got shape {shape}")
+            if height < self.patch_size or width < self.patch_size:
+                raise ValueError(
+                    f"ImageTower: patch_size={self.patch_size} is larger "
+                    f"than the {height}x{width} images; lower patch_size")
+            self.patch_embedding = keras.layers.Conv2D(
+                self.dim, self.patch_size, strides=self.patch_size,
+                padding="valid", kernel_initializer="glorot_uniform",
+                dtype=policy, name="patch_embedding")
+            self.patch_embedding.build(shape)
+            grid = self._spatial(shape)
+            tokens = grid[0] * grid[1]
+            self.cls_token = self.add_weight(
+                name="cls_token", shape=(1, 1, self.dim),
+                initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+            self.position_embedding = PositionEmbedding(
+                tokens + 1, dtype=policy, name="position_embedding")
+            self.position_embedding.build((None, tokens + 1, self.dim))
+            self.transformer = TransformerEncoder(
+                num_layers=self.num_layers, num_heads=self.num_heads,
+                intermediate_dim=self.intermediate_dim,
+                dropout=self.dropout, dtype=policy, name="transformer")
+            self.transformer.build((None, tokens + 1, self.dim))
+        if self.encoder != "vit":
+            self.projection = keras.layers.Dense(
+                self.dim, kernel_initializer="glorot_uniform", dtype=policy,
+                name="projection")
+            self.projection.build(shape)
+        self.output_dropout = keras.layers.Dropout(self.dropout,
+                                                   dtype=policy)
+        self.built = True
+
+    def _build_application(self, shape):
+        weights = self._weights_arg
+        if self._restoring:
+            weights = None
+        elif weights is not None and not os.path.exists(weights):
+            raise ValueError(
+                f"ImageTower: weights={weights!r}: no such file; give the "
+                f"path of a local {self.backbone} weights file "
+                "(include_top=False) or weights=None")
+        if shape[1] is None or shape[2] is None:
+            raise ValueError(
+                f"ImageTower(backbone={self.backbone!r}) needs a fixed "
+                f"image size; got shape {shape}")
+        if min(shape[1], shape[2]) < 32 or shape[3] != 3:
+            raise ValueError(
+                f"ImageTower(backbone={self.backbone!r}) needs images of at "
+                f"least 32x32 with 3 channels; got shape {shape}")
+        # keras.applications take no dtype argument: build them under this
+        # tower's policy so that mixed precision reaches their layers.
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.dtype_policy)
+        try:
+            self.application = _application(self.backbone, shape[1:],
+                                             weights)
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    # -- calling ------------------------------------------------------------
+
+    def _feature_map(self, inputs, training):
+        if self.encoder == "cnn":
+            x = inputs
+            for conv, norm, pool in zip(self.convs, self.norms, self.pools):
+                x = keras.activations.relu(norm(conv(x), training=training))
+                x = pool(x)
+            return self.projection(x)
+        if self.encoder == "resnet":
+            if self.backbone is None:
+                x = self.resnet(inputs, training=training)
+            else:
+                x = self.application(inputs, training=training)
+            return self.projection(x)
+        return self.patch_embedding(inputs)
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            raise ValueError(
+                "ImageTower does not take a mask (images have no padding); "
+                "mark a missing image with the fusion presence mask instead")
+        x = self._feature_map(inputs, training)
+        if self.encoder == "vit":
+            batch = ops.shape(x)[0]
+            grid_h, grid_w = x.shape[1], x.shape[2]
+            tokens = ops.reshape(x, (batch, grid_h * grid_w, self.dim))
+            cls = ops.cast(self.cls_token, tokens.dtype)
+            cls = ops.broadcast_to(cls, (batch, 1, self.dim))
+            tokens = ops.concatenate([cls, tokens], axis=1)
+            tokens = self.position_embedding(tokens)
+            tokens = self.output_dropout(tokens, training=training)
+            tokens = self.transformer(tokens, training=training)
+            if self.output == "vector":
+                return tokens[:, 0]
+            patches = tokens[:, 1:]
+            if self.output == "sequence":
+                return patches
+            return ops.reshape(patches, (batch, grid_h, grid_w, self.dim))
+        x = self.output_dropout(x, training=training)
+        if self.output == "feature_map":
+            return x
+        if self.output == "vector":
+            return ops.mean(x, axis=(1, 2))
+        shape = ops.shape(x)
+        return ops.reshape(x, (shape[0], -1, self.dim))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0]
+        if self.output == "vector":
+            return (batch, self.dim)
+        height, width = self._spatial(input_shape)
+        if self.output == "feature_map":
+            return (batch, height, width, self.dim)
+        tokens = None if height is None or width is None else height * width
+        return (batch, tokens, self.dim)
+
+    @property
+    def weights_file(self):
+        """The local weights file of the application backbone, or None."""
+        return self._weights_arg
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": self.encoder,
+            "output": self.output,
+            "dim": self.dim,
+            "dropout": self.dropout,
+            "filters": list(self.filters),
+            "kernel_size": self.kernel_size,
+            "depth": self.depth,
+            "base_filters": self.base_filters,
+            "backbone": self.backbone,
+            "weights": self._weights_arg,
+            "patch_size": self.patch_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+        })
+        return config

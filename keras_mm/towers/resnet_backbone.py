@@ -1,0 +1,143 @@
+import math
+
+import keras
+
+from keras_mm.layers.utils import check_choice, clone_initializer
+
+_STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+class ResNetBackbone(keras.layers.Layer):
+    """ResNet-18 / ResNet-34 feature extractor (basic residual blocks).
+
+    The ImageNet layout of He et al. (2016): a 7x7 stride-2 convolution and
+    a 3x3 stride-2 max pool, then four stages of basic blocks (two 3x3
+    convolutions with batch norm and a residual connection) whose widths
+    are `base_filters * (1, 2, 4, 8)`; stages 2-4 halve the resolution.
+    All convolutions use `"same"` padding, so the output is
+    `ceil(H / 32) x ceil(W / 32)` for any input size. No classifier.
+
+    Args:
+        depth: `18` (blocks 2-2-2-2) or `34` (blocks 3-4-6-3).
+        base_filters: width of the first stage (64 in the paper).
+        kernel_initializer: initializer of every convolution kernel.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float `[batch, height, width, channels]`.
+        training: Python bool; batch norm uses batch statistics when True.
+
+    Returns:
+        The last stage's feature map `[batch, ceil(H/32), ceil(W/32),
+        8 * base_filters]`.
+
+    Example:
+
+    >>> x = keras.random.normal((2, 64, 64, 3))
+    >>> ResNetBackbone(depth=18, base_filters=8)(x).shape
+    (2, 2, 2, 64)
+    """
+
+    def __init__(self, depth=18, base_filters=64,
+                 kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.depth = check_choice("ResNetBackbone", "depth", depth,
+                                  tuple(_STAGE_BLOCKS))
+        self.base_filters = int(base_filters)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def _conv(self, filters, kernel_size, strides, name):
+        return keras.layers.Conv2D(
+            filters, kernel_size, strides=strides, padding="same",
+            use_bias=False,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=self.dtype_policy, name=name)
+
+    def _norm(self, name):
+        return keras.layers.BatchNormalization(dtype=self.dtype_policy,
+                                               name=name)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if shape[-1] is None:
+            raise ValueError(
+                "ResNetBackbone needs a known channel count; got input "
+                f"shape {shape}")
+        self.stem_conv = self._conv(self.base_filters, 7, 2, "stem_conv")
+        self.stem_norm = self._norm("stem_norm")
+        self.stem_pool = keras.layers.MaxPooling2D(
+            3, strides=2, padding="same", dtype=self.dtype_policy,
+            name="stem_pool")
+        self.stem_conv.build(shape)
+        shape = self.stem_conv.compute_output_shape(shape)
+        self.stem_norm.build(shape)
+        shape = self.stem_pool.compute_output_shape(shape)
+        # Flat lists, one entry per block (Identity where no projection).
+        self.convs1, self.norms1, self.convs2, self.norms2 = [], [], [], []
+        self.shortcut_convs, self.shortcut_norms = [], []
+        for stage, blocks in enumerate(_STAGE_BLOCKS[self.depth]):
+            filters = self.base_filters * 2 ** stage
+            for block in range(blocks):
+                strides = 2 if (stage > 0 and block == 0) else 1
+                prefix = f"stage{stage + 1}_block{block + 1}"
+                conv1 = self._conv(filters, 3, strides, f"{prefix}_conv1")
+                norm1 = self._norm(f"{prefix}_norm1")
+                conv2 = self._conv(filters, 3, 1, f"{prefix}_conv2")
+                norm2 = self._norm(f"{prefix}_norm2")
+                conv1.build(shape)
+                out_shape = conv1.compute_output_shape(shape)
+                norm1.build(out_shape)
+                conv2.build(out_shape)
+                norm2.build(out_shape)
+                if strides != 1 or shape[-1] != filters:
+                    sc_conv = self._conv(filters, 1, strides,
+                                         f"{prefix}_shortcut_conv")
+                    sc_norm = self._norm(f"{prefix}_shortcut_norm")
+                    sc_conv.build(shape)
+                    sc_norm.build(out_shape)
+                else:
+                    sc_conv = keras.layers.Identity(
+                        dtype=self.dtype_policy,
+                        name=f"{prefix}_shortcut_conv")
+                    sc_norm = keras.layers.Identity(
+                        dtype=self.dtype_policy,
+                        name=f"{prefix}_shortcut_norm")
+                self.convs1.append(conv1)
+                self.norms1.append(norm1)
+                self.convs2.append(conv2)
+                self.norms2.append(norm2)
+                self.shortcut_convs.append(sc_conv)
+                self.shortcut_norms.append(sc_norm)
+                shape = out_shape
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = self.stem_conv(inputs)
+        x = keras.activations.relu(self.stem_norm(x, training=training))
+        x = self.stem_pool(x)
+        for i in range(len(self.convs1)):
+            h = self.convs1[i](x)
+            h = keras.activations.relu(self.norms1[i](h, training=training))
+            h = self.norms2[i](self.convs2[i](h), training=training)
+            shortcut = self.shortcut_norms[i](self.shortcut_convs[i](x),
+                                              training=training)
+            x = keras.activations.relu(h + shortcut)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        def down(size):
+            return None if size is None else math.ceil(size / 32)
+
+        return (input_shape[0], down(input_shape[1]), down(input_shape[2]),
+                8 * self.base_filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "depth": self.depth,
+            "base_filters": self.base_filters,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+        })
+        return config
