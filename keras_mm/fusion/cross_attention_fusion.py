@@ -20,7 +20,10 @@ class CrossAttentionFusion(BaseFusion):
         z = z + MLP(LN(z))
 
     (pre-norm, separate weights per pair and layer, then a final layer
-    norm). Each pair's output is averaged over the target's valid tokens;
+    norm). A learned "null" key/value token is prepended to every source
+    (as PyTorch's `add_bias_kv`): attention can then prefer "nothing" and
+    is never a constant softmax over a single key (a vector source is one
+    token), so the query/key projections always learn. Each pair's output is averaged over the target's valid tokens;
     per target the pair vectors are concatenated (as MulT concatenates the
     crossmodal streams), the blocks of all targets and one presence flag per
     target are concatenated and projected to `units`.
@@ -43,12 +46,11 @@ class CrossAttentionFusion(BaseFusion):
         training: Python bool.
         mask: optional dict `{modality: bool [batch, tokens] or None}`.
 
-    Masking: a source's keys are masked by its token mask AND its presence.
-    When a source has no valid key in a row (absent, or all padding) its
-    attention update is zeroed in that row - a softmax over only masked keys
-    would otherwise spread uniformly over them and leak their values - so
-    the block reduces to the target's own residual path and the source
-    contributes nothing. Padded target tokens are left out of the pooling.
+    Masking: a source's keys are masked by its token mask AND its presence
+    (the null token is always valid, so no softmax row is empty). When a
+    source has no valid key in a row (absent, or all padding) its attention
+    update is zeroed in that row, so the block reduces to the target's own
+    residual path and the source contributes nothing. Padded target tokens are left out of the pooling.
     An absent target's block is zeroed and its flag (an input of the output
     projection) is 0, so the projection can tell "absent" from data.
 
@@ -117,7 +119,10 @@ class CrossAttentionFusion(BaseFusion):
         self.mlp_norms, self.fc1s, self.fc2s, self.final_norms = [], [], [], []
         for t, s in self._pairs():
             pair = f"{self.modalities[s]}_to_{self.modalities[t]}"
-            q_shape, kv_shape = seq_shapes[t], seq_shapes[s]
+            q_shape = seq_shapes[t]
+            tokens = seq_shapes[s][1]
+            kv_shape = (seq_shapes[s][0],
+                        None if tokens is None else tokens + 1, self.units)
             for i in range(self.num_layers):
                 q_norm = keras.layers.LayerNormalization(
                     epsilon=eps, dtype=self.dtype_policy,
@@ -143,7 +148,7 @@ class CrossAttentionFusion(BaseFusion):
                     kernel_initializer=init(self.kernel_initializer),
                     dtype=self.dtype_policy, name=f"{pair}_layer{i}_mlp_fc2")
                 q_norm.build(q_shape)
-                kv_norm.build(kv_shape)
+                kv_norm.build(seq_shapes[s])
                 attn.build(q_shape, kv_shape)
                 mlp_norm.build(q_shape)
                 fc1.build(q_shape)
@@ -158,6 +163,10 @@ class CrossAttentionFusion(BaseFusion):
                 epsilon=eps, dtype=self.dtype_policy, name=f"{pair}_norm")
             final.build(q_shape)
             self.final_norms.append(final)
+        self.null_tokens = self.add_weight(
+            name="null_tokens",
+            shape=(len(self._pairs()) * self.num_layers, self.units),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02))
         self.residual_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy)
         m = len(self.modalities)
@@ -183,14 +192,21 @@ class CrossAttentionFusion(BaseFusion):
         pooled = [[] for _ in self.modalities]
         for k, (t, s) in enumerate(self._pairs()):
             z = sequences[t]
+            key_valid = ops.concatenate(
+                [ops.ones_like(valids[s][:, :1]), valids[s]], axis=1)
             attention_mask = ops.logical_and(
                 ops.expand_dims(ops.ones_like(valids[t]), 2),
-                ops.expand_dims(valids[s], 1))
+                ops.expand_dims(key_valid, 1))
             source_on = ops.cast(on[s], z.dtype)[:, None, None]
             for i in range(self.num_layers):
                 idx = k * self.num_layers + i
                 query = self.query_norms[idx](z)
                 source = self.source_norms[idx](sequences[s])
+                null = ops.cast(self.null_tokens[idx], source.dtype)
+                null = ops.broadcast_to(
+                    null[None, None, :],
+                    (ops.shape(source)[0], 1, self.units))
+                source = ops.concatenate([null, source], axis=1)
                 h = self.attns[idx](query, source,
                                     attention_mask=attention_mask,
                                     training=training)

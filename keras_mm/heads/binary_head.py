@@ -72,6 +72,12 @@ class BinaryHead(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (1,)
 
+    def compute_output_spec(self, inputs, training=None):
+        # The output is float32 whatever the policy (the default spec would
+        # claim the compute dtype, e.g. bfloat16).
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape),
+                                 dtype="float32")
+
     def default_loss(self):
         """Binary cross-entropy on 0/1 labels."""
         return keras.losses.BinaryCrossentropy()

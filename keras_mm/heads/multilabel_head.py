@@ -84,6 +84,12 @@ class MultilabelHead(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.num_labels,)
 
+    def compute_output_spec(self, inputs, training=None):
+        # The output is float32 whatever the policy (the default spec would
+        # claim the compute dtype, e.g. bfloat16).
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape),
+                                 dtype="float32")
+
     def default_loss(self):
         """Binary cross-entropy on multi-hot labels `[batch, num_labels]`."""
         return keras.losses.BinaryCrossentropy()

@@ -75,6 +75,12 @@ class RegressionHead(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units,)
 
+    def compute_output_spec(self, inputs, training=None):
+        # The output is float32 whatever the policy (the default spec would
+        # claim the compute dtype, e.g. bfloat16).
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape),
+                                 dtype="float32")
+
     def default_loss(self):
         """Mean squared error."""
         return keras.losses.MeanSquaredError()

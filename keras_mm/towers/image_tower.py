@@ -110,7 +110,7 @@ class ImageTower(keras.layers.Layer):
         super().__init__(**kwargs)
         name = "ImageTower"
         self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
-        self.output = check_choice(name, "output", output, OUTPUTS)
+        self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.dim = int(dim)
         self.dropout = float(dropout)
         self.filters = tuple(int(f) for f in filters)
@@ -138,8 +138,9 @@ class ImageTower(keras.layers.Layer):
                     "of a local weights file (nothing is downloaded; "
                     "'imagenet' is not accepted)")
             weights = os.fspath(weights)
-        self.weights_path = None  # set below; `weights` is a Layer property
-        self._weights_arg = weights
+        # `weights` and `output` are Keras Layer properties, so these two
+        # arguments are stored as `weights_file` and `output_mode`.
+        self.weights_file = weights
         self.patch_size = int(patch_size)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)
@@ -248,7 +249,7 @@ class ImageTower(keras.layers.Layer):
         self.built = True
 
     def _build_application(self, shape):
-        weights = self._weights_arg
+        weights = self.weights_file
         if self._restoring:
             weights = None
         elif weights is not None and not os.path.exists(weights):
@@ -307,16 +308,16 @@ class ImageTower(keras.layers.Layer):
             tokens = self.position_embedding(tokens)
             tokens = self.output_dropout(tokens, training=training)
             tokens = self.transformer(tokens, training=training)
-            if self.output == "vector":
+            if self.output_mode == "vector":
                 return tokens[:, 0]
             patches = tokens[:, 1:]
-            if self.output == "sequence":
+            if self.output_mode == "sequence":
                 return patches
             return ops.reshape(patches, (batch, grid_h, grid_w, self.dim))
         x = self.output_dropout(x, training=training)
-        if self.output == "feature_map":
+        if self.output_mode == "feature_map":
             return x
-        if self.output == "vector":
+        if self.output_mode == "vector":
             return ops.mean(x, axis=(1, 2))
         shape = ops.shape(x)
         return ops.reshape(x, (shape[0], -1, self.dim))
@@ -326,24 +327,19 @@ class ImageTower(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0]
-        if self.output == "vector":
+        if self.output_mode == "vector":
             return (batch, self.dim)
         height, width = self._spatial(input_shape)
-        if self.output == "feature_map":
+        if self.output_mode == "feature_map":
             return (batch, height, width, self.dim)
         tokens = None if height is None or width is None else height * width
         return (batch, tokens, self.dim)
-
-    @property
-    def weights_file(self):
-        """The local weights file of the application backbone, or None."""
-        return self._weights_arg
 
     def get_config(self):
         config = super().get_config()
         config.update({
             "encoder": self.encoder,
-            "output": self.output,
+            "output": self.output_mode,
             "dim": self.dim,
             "dropout": self.dropout,
             "filters": list(self.filters),
@@ -351,7 +347,7 @@ class ImageTower(keras.layers.Layer):
             "depth": self.depth,
             "base_filters": self.base_filters,
             "backbone": self.backbone,
-            "weights": self._weights_arg,
+            "weights": self.weights_file,
             "patch_size": self.patch_size,
             "num_layers": self.num_layers,
             "num_heads": self.num_heads,

@@ -1,0 +1,50 @@
+import json
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+class MultimodalModel(keras.Model):
+    """A functional model that also carries its builder spec.
+
+    `keras_mm.build_model` returns one. It behaves exactly like the
+    functional `keras.Model` it wraps (same inputs, outputs, layers and
+    config); it only adds the normalized spec (`spec_json`, a JSON string)
+    to the config so that a `.keras` file keeps it:
+    `keras_mm.builder.model_spec(keras.saving.load_model(path))` gives the
+    spec back without custom_objects.
+
+    Args:
+        inputs, outputs, name: as for a functional `keras.Model`.
+        spec_json: the JSON text of the normalized spec (set by the builder).
+
+    Example:
+
+    >>> inputs = keras.Input((4,), name="x")
+    >>> model = MultimodalModel(inputs, keras.layers.Dense(2)(inputs),
+    ...                         spec_json='{"name": "toy"}')
+    >>> model.spec_json
+    '{"name": "toy"}'
+    """
+
+    def __init__(self, *args, spec_json=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec_json = spec_json
+
+    @property
+    def spec(self):
+        """The normalized spec as a dict (None when unknown)."""
+        return None if self.spec_json is None else json.loads(self.spec_json)
+
+    def get_config(self):
+        config = super().get_config()
+        config["spec_json"] = self.spec_json
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        spec_json = config.pop("spec_json", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.spec_json = spec_json
+        return model

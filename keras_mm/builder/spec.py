@@ -1,0 +1,745 @@
+"""Validation and normalization of `keras_mm.build_model` specs.
+
+A spec is a plain dict (a YAML recipe maps onto it 1:1):
+
+```yaml
+name: demo                                   # optional model name
+inputs:                                      # order = presence-mask columns
+  image: {modality: image, shape: [28, 28, 1], tower: {encoder: cnn}}
+  audio: {modality: audio, shape: [8000], tower: {encoder: cnn, frontend: log_mel}}
+  text:  {modality: text, shape: [16], vocab_size: 1000, tower: {encoder: bag}}
+  clip:  {modality: video, shape: [8, 32, 32, 3], mask: true, tower: {encoder: frames}}
+  tab:   {modality: tabular, numeric: 5, categorical: [10, 4]}
+fusion: {type: gated, presence_mask: false, units: 64}
+trunk: {hidden_units: [128], dropout: 0.1, activation: relu}   # optional
+heads:
+  label: {type: classification, num_classes: 10, loss_weight: 1.0,
+          metrics: [accuracy]}
+```
+
+Keys of each section:
+
+- `inputs.<name>`: `modality` (a registered tower type), `shape` (the
+  per-example shape without the batch axis; not for tabular), `tower`
+  (keyword arguments of the tower class), `mask` (video/sensor: adds a
+  boolean `<name>_mask` input of shape `[shape[0]]`), `vocab_size` (text),
+  `numeric` / `categorical` (tabular: number of numeric columns, and the
+  cardinality of each categorical column), and two keys the model ignores
+  but the data pipeline reads: `source` (manifest column(s)) and
+  `preprocess` (keyword arguments of the modality's preprocessor).
+- `fusion`: `type` (a registered fusion type), `presence_mask` (adds a
+  float32 `presence` input `[num_inputs]`, columns in `inputs` order) and
+  the fusion class's keyword arguments. Optional with a single input.
+- `trunk`: `hidden_units`, `dropout`, `activation` (an MLP after fusion).
+- `heads.<name>`: `type` (a registered head type), `loss`, `loss_weight`,
+  `metrics` (used by `compile_model`), `source` (the label column, for the
+  data pipeline) and the head class's keyword arguments.
+
+Tower / fusion / head keyword arguments are checked against the class's
+`__init__` signature, so an unknown key fails at once with the allowed
+keys; constructor errors (bad choices) become `ConfigError`s naming the
+key path.
+"""
+
+import copy
+import inspect
+import json
+import numbers
+import re
+
+from keras_mm.errors import ConfigError, not_one_of
+
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+TOP_LEVEL_KEYS = ("name", "inputs", "fusion", "trunk", "heads")
+COMMON_INPUT_KEYS = ("modality", "shape", "tower", "source", "preprocess")
+MODALITY_INPUT_KEYS = {
+    "text": ("vocab_size",),
+    "video": ("mask",),
+    "sensor": ("mask",),
+    "tabular": ("numeric", "categorical"),
+}
+# Rank of the per-example input (without batch) of each modality.
+INPUT_RANKS = {"image": (3,), "audio": (1, 2), "text": (1,), "video": (4,),
+               "sensor": (2,)}
+FEATURE_MAP_MODALITIES = ("image", "video")
+TRUNK_KEYS = ("hidden_units", "dropout", "activation")
+HEAD_COMPILE_KEYS = ("loss", "loss_weight", "metrics")
+HEAD_DATA_KEYS = ("source",)
+# Layer arguments set by the builder, never by the spec.
+BUILDER_OWNED = ("name", "dtype", "modalities", "input_shape", "batch_size",
+                 "autocast", "input_dim")
+# Tower arguments the builder derives from input-level keys.
+DERIVED_TOWER_ARGS = {
+    "text": {"sequence_length": "shape", "vocab_size": "vocab_size"},
+    "tabular": {"num_numeric": "numeric", "cardinalities": "categorical"},
+}
+PREPROCESSOR_FEATURES_KEY = "features"
+# Keys that a recipe may leave out: the pipeline fills them in once the
+# preprocessors are fitted (`normalize_spec(..., complete=False)`).
+DERIVABLE_INPUT_KEYS = ("shape", "vocab_size", "numeric", "categorical")
+
+_REQUIRED = inspect.Parameter.empty
+
+
+def load_registries():
+    """Imports the tower, fusion and head packages (fills the registries)."""
+    import keras_mm.fusion  # noqa: F401
+    import keras_mm.heads  # noqa: F401
+    import keras_mm.towers  # noqa: F401
+    from keras_mm.registry import FUSIONS, HEADS, TOWERS
+    return TOWERS, FUSIONS, HEADS
+
+
+def constructor_arguments(cls):
+    """`{argument: default}` of `cls.__init__` (and of the parents it
+    forwards `**kwargs` to, up to the Keras base classes). Required
+    arguments have the default `inspect.Parameter.empty`."""
+    arguments = {}
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.split(".")[0] == "keras":
+            break
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        forwards = False
+        for parameter in list(inspect.signature(init).parameters.values())[1:]:
+            if parameter.kind is parameter.VAR_KEYWORD:
+                forwards = True
+            elif parameter.kind is not parameter.VAR_POSITIONAL:
+                arguments.setdefault(parameter.name, parameter.default)
+        if not forwards:
+            break
+    return {k: v for k, v in arguments.items() if k not in BUILDER_OWNED}
+
+
+def _type_name(value):
+    return type(value).__name__
+
+
+def _require_mapping(value, key_path, what="a mapping"):
+    if not isinstance(value, dict):
+        raise ConfigError(
+            key_path, f"expected {what}, got {_type_name(value)} {value!r}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(
+                key_path, f"key {key!r} is not a string; use names such as "
+                "'image'")
+    return value
+
+
+def _check_keys(mapping, allowed, key_path):
+    """Raises a ConfigError on the first key of `mapping` not in `allowed`."""
+    for key in mapping:
+        if key not in allowed:
+            where = f"{key_path}.{key}" if key_path else key
+            raise ConfigError(
+                where, f"unknown key {key!r}; allowed keys are "
+                f"{', '.join(sorted(allowed))}")
+
+
+def _check_required(mapping, required, key_path, owner=None):
+    for key in required:
+        if key not in mapping or mapping[key] is None:
+            where = f"{key_path}.{key}" if key_path else key
+            why = f" ({owner} needs it)" if owner else ""
+            raise ConfigError(where, f"missing required key {key!r}{why}")
+
+
+def _check_name(name, key_path):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(
+            key_path, f"name {name!r} is not valid; use letters, digits and "
+            "'_', starting with a letter (it names model inputs and layers)")
+    return name
+
+
+def _positive_int(value, key_path, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or value < minimum:
+        raise ConfigError(
+            key_path, f"{value!r} is not an integer >= {minimum}")
+    return int(value)
+
+
+def _number(value, key_path, low=None, high=None, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(key_path, f"{value!r} is not a number")
+    value = float(value)
+    if low is not None and value < low:
+        raise ConfigError(key_path, f"{value!r} is below {low}")
+    if high is not None and (value >= high if high_open else value > high):
+        bound = f"< {high}" if high_open else f"<= {high}"
+        raise ConfigError(key_path, f"{value!r} must be {bound}")
+    return value
+
+
+def _bool(value, key_path):
+    if not isinstance(value, bool):
+        raise ConfigError(key_path, f"{value!r} is not one of true, false")
+    return value
+
+
+def _int_list(value, key_path, minimum=1, allow_empty=True):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            key_path, f"expected a list of integers, got {value!r}")
+    if not value and not allow_empty:
+        raise ConfigError(key_path, "expected a non-empty list of integers")
+    return [_positive_int(v, f"{key_path}[{i}]", minimum)
+            for i, v in enumerate(value)]
+
+
+def _plain(value, key_path):
+    """Checks that a value is JSON-like (recipes and specs are plain data)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            key_path, f"value {value!r} is not plain data (numbers, strings, "
+            f"lists, mappings): {error}") from None
+    return value
+
+
+def _argument_from_error(message, allowed):
+    """The constructor argument a check_choice-style message names."""
+    for match in re.finditer(r"\b([A-Za-z_][A-Za-z0-9_]*)=", message):
+        if match.group(1) in allowed:
+            return match.group(1)
+    return None
+
+
+def instantiate(cls, kwargs, key_path, name=None, **builder_kwargs):
+    """Calls `cls(**kwargs)`, turning a ValueError/TypeError into a
+    ConfigError that names the key path of the offending argument."""
+    try:
+        return cls(**kwargs, **builder_kwargs, **({"name": name} if name
+                                                   else {}))
+    except (ValueError, TypeError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        argument = _argument_from_error(str(error), kwargs)
+        path = f"{key_path}.{argument}" if argument else key_path
+        raise ConfigError(path, str(error)) from error
+
+
+def _check_class_kwargs(kwargs, cls, key_path, builder_set=(),
+                        extra_allowed=(), derived=None):
+    """Checks `kwargs` against `cls`'s constructor arguments."""
+    arguments = constructor_arguments(cls)
+    allowed = [a for a in arguments if a not in builder_set]
+    allowed = sorted(set(allowed) | set(extra_allowed))
+    for key in kwargs:
+        if key in builder_set and derived and key in derived:
+            raise ConfigError(
+                f"{key_path}.{key}",
+                f"{key!r} is set by the builder from {derived[key]}; remove "
+                "it here")
+        if key not in allowed:
+            raise ConfigError(
+                f"{key_path}.{key}",
+                f"unknown key {key!r} for {cls.__name__}; allowed keys are "
+                f"{', '.join(allowed)}")
+    return arguments
+
+
+# -- sections -----------------------------------------------------------------
+
+
+def _normalize_input(name, raw, towers, complete):
+    path = f"inputs.{name}"
+    _check_name(name, path)
+    if raw is None:
+        raw = {}
+    _require_mapping(raw, path)
+    if "modality" not in raw:
+        raise ConfigError(
+            f"{path}.modality", "missing required key 'modality'; one of "
+            f"{', '.join(towers.names())}")
+    modality = raw["modality"]
+    if not isinstance(modality, str) or modality not in towers:
+        raise not_one_of(f"{path}.modality", modality, towers.names())
+    allowed = COMMON_INPUT_KEYS + MODALITY_INPUT_KEYS.get(modality, ())
+    if modality == "tabular":
+        allowed = tuple(k for k in allowed if k != "shape")
+    _check_keys(raw, allowed, path)
+    tower_cls = towers.get(modality)
+    spec = {"modality": modality}
+
+    if modality == "tabular":
+        if "numeric" in raw or complete:
+            spec["numeric"] = _positive_int(raw.get("numeric", 0),
+                                            f"{path}.numeric", 0)
+        if "categorical" in raw or complete:
+            spec["categorical"] = _int_list(raw.get("categorical") or [],
+                                            f"{path}.categorical")
+        if complete and not spec["numeric"] and not spec["categorical"]:
+            raise ConfigError(
+                path, "a tabular input needs numeric columns (numeric: N) "
+                "and/or categorical columns (categorical: [cardinality, "
+                "...])")
+    else:
+        if "shape" in raw and raw["shape"] is not None:
+            shape = _int_list(raw["shape"], f"{path}.shape",
+                              allow_empty=False)
+            ranks = INPUT_RANKS.get(modality)
+            if ranks and len(shape) not in ranks:
+                expected = " or ".join(str(r) for r in ranks)
+                raise ConfigError(
+                    f"{path}.shape", f"{shape} has {len(shape)} axes; a "
+                    f"{modality} input has {expected} (without the batch "
+                    "axis)")
+            spec["shape"] = shape
+        elif complete:
+            raise ConfigError(
+                f"{path}.shape", "missing required key 'shape' (the "
+                "per-example input shape, without the batch axis)")
+    if modality == "text":
+        if raw.get("vocab_size") is not None:
+            spec["vocab_size"] = _positive_int(raw["vocab_size"],
+                                               f"{path}.vocab_size", 2)
+    if modality in ("video", "sensor"):
+        spec["mask"] = _bool(raw.get("mask", False), f"{path}.mask")
+    if "source" in raw and raw["source"] is not None:
+        source = raw["source"]
+        if isinstance(source, str):
+            pass
+        elif isinstance(source, list) and all(isinstance(s, str)
+                                              for s in source):
+            source = list(source)
+        elif isinstance(source, dict):
+            source = _plain(copy.deepcopy(source), f"{path}.source")
+        else:
+            raise ConfigError(
+                f"{path}.source", f"{source!r} is not a column name, a list "
+                "of column names or a mapping")
+        spec["source"] = source
+    preprocess = raw.get("preprocess")
+    if preprocess is not None:
+        _require_mapping(preprocess, f"{path}.preprocess")
+        spec["preprocess"] = _plain(copy.deepcopy(preprocess),
+                                    f"{path}.preprocess")
+    tower = raw.get("tower")
+    tower = {} if tower is None else dict(
+        _require_mapping(tower, f"{path}.tower"))
+    derived = DERIVED_TOWER_ARGS.get(modality, {})
+    derived_paths = {k: f"{path}.{v}" for k, v in derived.items()}
+    builder_set = [k for k in derived if k != "vocab_size"]
+    arguments = _check_class_kwargs(tower, tower_cls, f"{path}.tower",
+                                    builder_set=builder_set,
+                                    extra_allowed=("trainable",),
+                                    derived=derived_paths)
+    if modality == "text" and "vocab_size" in tower:
+        if "vocab_size" in spec and spec["vocab_size"] != tower["vocab_size"]:
+            raise ConfigError(
+                f"{path}.tower.vocab_size",
+                f"{tower['vocab_size']!r} differs from {path}.vocab_size="
+                f"{spec['vocab_size']!r}; set it once, at {path}.vocab_size")
+        spec["vocab_size"] = _positive_int(tower.pop("vocab_size"),
+                                           f"{path}.tower.vocab_size", 2)
+    if modality == "text" and complete and "vocab_size" not in spec:
+        raise ConfigError(f"{path}.vocab_size",
+                          "missing required key 'vocab_size' (TextTower "
+                          "needs it)")
+    for argument, default in arguments.items():
+        if default is _REQUIRED and argument not in tower \
+                and argument not in derived:
+            raise ConfigError(
+                f"{path}.tower.{argument}",
+                f"missing required key {argument!r} ({tower_cls.__name__} "
+                "needs it)")
+    _plain(tower, f"{path}.tower")
+    _check_audio_features(path, modality, spec, tower, arguments)
+    spec["tower"] = tower
+    return spec
+
+
+def _check_audio_features(path, modality, spec, tower, arguments):
+    """Log-mel lives in the preprocessor or the tower, never both."""
+    if modality != "audio" or "frontend" not in arguments:
+        return
+    features = (spec.get("preprocess") or {}).get(PREPROCESSOR_FEATURES_KEY)
+    pre_features = features not in (None, "waveform", "none", "raw")
+    frontend = tower.get("frontend", arguments["frontend"])
+    shape = spec.get("shape")
+    if pre_features and frontend is not None:
+        if "frontend" in tower:
+            raise ConfigError(
+                f"{path}.tower.frontend",
+                f"{frontend!r} computes features that {path}.preprocess."
+                f"{PREPROCESSOR_FEATURES_KEY}={features!r} already computes; "
+                "compute them in one place: set frontend: null, or remove "
+                "preprocess.features")
+        tower["frontend"] = None
+        frontend = None
+    if shape is None:
+        return
+    if len(shape) == 2 and frontend is not None:
+        if "frontend" in tower:
+            raise ConfigError(
+                f"{path}.tower.frontend",
+                f"{frontend!r} takes a waveform [samples], but {path}.shape="
+                f"{shape} is a spectrogram [frames, bins]; set frontend: "
+                "null, or give the waveform shape")
+        tower["frontend"] = None
+    elif len(shape) == 1 and frontend is None:
+        raise ConfigError(
+            f"{path}.tower.frontend",
+            f"null takes a spectrogram [frames, bins], but {path}.shape="
+            f"{shape} is a waveform; set frontend: log_mel (or mfcc), or "
+            "give the spectrogram shape")
+
+
+def _normalize_fusion(raw, input_specs, fusions):
+    path = "fusion"
+    if raw is None:
+        if len(input_specs) > 1:
+            raise ConfigError(
+                path, f"missing required key 'fusion' ({len(input_specs)} "
+                f"inputs need a fusion layer); type is one of "
+                f"{', '.join(fusions.names())}")
+        return None
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    _require_mapping(raw, path)
+    if "type" not in raw:
+        raise ConfigError(
+            f"{path}.type", "missing required key 'type'; one of "
+            f"{', '.join(fusions.names())}")
+    fusion_type = raw["type"]
+    if not isinstance(fusion_type, str) or fusion_type not in fusions:
+        raise not_one_of(f"{path}.type", fusion_type, fusions.names())
+    cls = fusions.get(fusion_type)
+    kwargs = {k: v for k, v in raw.items()
+              if k not in ("type", "presence_mask")}
+    arguments = _check_class_kwargs(kwargs, cls, path,
+                                    extra_allowed=("type", "presence_mask"))
+    for argument, default in arguments.items():
+        if default is _REQUIRED and argument not in kwargs:
+            raise ConfigError(
+                f"{path}.{argument}",
+                f"missing required key {argument!r} ({cls.__name__} needs "
+                "it)")
+    spec = {"type": fusion_type,
+            "presence_mask": _bool(raw.get("presence_mask", False),
+                                   f"{path}.presence_mask")}
+    spec.update(_plain(copy.deepcopy(kwargs), path))
+    if "target" in arguments:
+        target = kwargs.get("target")
+        if target not in input_specs:
+            raise not_one_of(f"{path}.target", target, list(input_specs))
+        modality = input_specs[target]["modality"]
+        if modality not in FEATURE_MAP_MODALITIES:
+            raise ConfigError(
+                f"{path}.target",
+                f"{target!r} is a {modality} input; the target must give a "
+                f"feature map: one of the "
+                f"{'/'.join(FEATURE_MAP_MODALITIES)} inputs "
+                f"{[n for n, s in input_specs.items() if s['modality'] in FEATURE_MAP_MODALITIES]}")
+    return spec
+
+
+def _normalize_trunk(raw):
+    path = "trunk"
+    if raw is None or raw is False:
+        return None
+    _require_mapping(raw, path)
+    _check_keys(raw, TRUNK_KEYS, path)
+    spec = {
+        "hidden_units": _int_list(raw.get("hidden_units", []),
+                                  f"{path}.hidden_units"),
+        "dropout": _number(raw.get("dropout", 0.0), f"{path}.dropout", 0.0,
+                           1.0, high_open=True),
+        "activation": raw.get("activation", "relu"),
+    }
+    _check_activation(spec["activation"], f"{path}.activation")
+    return spec
+
+
+def _check_activation(value, key_path):
+    import keras
+    if not isinstance(value, str):
+        raise ConfigError(key_path, f"{value!r} is not an activation name")
+    try:
+        keras.activations.get(value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            key_path, f"{value!r} is not a Keras activation (e.g. relu, "
+            "gelu, tanh, swish)") from None
+
+
+_COMPILE_METRIC_ALIASES = ("accuracy", "acc", "crossentropy", "ce")
+
+
+def _check_loss(value, key_path):
+    import keras
+    if value is None:
+        return None
+    _plain(value, key_path)
+    try:
+        if isinstance(value, dict):
+            keras.losses.deserialize(value)
+        elif isinstance(value, str):
+            keras.losses.get(value)
+        else:
+            raise ValueError(value)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            key_path, f"{value!r} is not a Keras loss name (e.g. "
+            "sparse_categorical_crossentropy, binary_crossentropy, mse) or "
+            "a serialized loss") from None
+    return copy.deepcopy(value)
+
+
+def _check_metrics(value, key_path):
+    import keras
+    if value is None:
+        return None
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(key_path, f"expected a list of metric names, got "
+                          f"{value!r}")
+    for i, metric in enumerate(value):
+        item_path = f"{key_path}[{i}]"
+        _plain(metric, item_path)
+        if isinstance(metric, str) and metric in _COMPILE_METRIC_ALIASES:
+            continue
+        try:
+            if isinstance(metric, dict):
+                keras.metrics.deserialize(metric)
+            elif isinstance(metric, str):
+                keras.metrics.get(metric)
+            else:
+                raise ValueError(metric)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                item_path, f"{metric!r} is not a Keras metric name (e.g. "
+                "accuracy, auc, mae) or a serialized metric") from None
+    return copy.deepcopy(value)
+
+
+def _normalize_head(name, raw, heads):
+    path = f"heads.{name}"
+    _check_name(name, path)
+    _require_mapping(raw, path)
+    if "type" not in raw:
+        raise ConfigError(
+            f"{path}.type", "missing required key 'type'; one of "
+            f"{', '.join(heads.names())}")
+    head_type = raw["type"]
+    if not isinstance(head_type, str) or head_type not in heads:
+        raise not_one_of(f"{path}.type", head_type, heads.names())
+    cls = heads.get(head_type)
+    reserved = ("type",) + HEAD_COMPILE_KEYS + HEAD_DATA_KEYS
+    kwargs = {k: v for k, v in raw.items() if k not in reserved}
+    arguments = _check_class_kwargs(kwargs, cls, path,
+                                    extra_allowed=reserved)
+    for argument, default in arguments.items():
+        if default is _REQUIRED and argument not in kwargs:
+            raise ConfigError(
+                f"{path}.{argument}",
+                f"missing required key {argument!r} ({cls.__name__} needs "
+                "it)")
+    spec = {"type": head_type}
+    spec["loss"] = _check_loss(raw.get("loss"), f"{path}.loss")
+    spec["loss_weight"] = _number(raw.get("loss_weight", 1.0),
+                                  f"{path}.loss_weight", 0.0)
+    spec["metrics"] = _check_metrics(raw.get("metrics"), f"{path}.metrics")
+    if raw.get("source") is not None:
+        if not isinstance(raw["source"], str):
+            raise ConfigError(f"{path}.source", f"{raw['source']!r} is not "
+                              "a column name")
+        spec["source"] = raw["source"]
+    spec.update(_plain(copy.deepcopy(kwargs), path))
+    return spec
+
+
+def _check_layer_names(spec):
+    """Model input and layer names must be unique."""
+    owners = {}
+
+    def claim(name, owner):
+        if name in owners:
+            raise ConfigError(
+                owner, f"the name {name!r} is also used by {owners[name]}; "
+                "rename one of them")
+        owners[name] = owner
+
+    for name, entry in spec["inputs"].items():
+        path = f"inputs.{name}"
+        if entry["modality"] == "tabular":
+            claim(f"{name}_numeric", path)
+            claim(f"{name}_categorical", path)
+        else:
+            claim(name, path)
+        if entry.get("mask"):
+            claim(f"{name}_mask", f"{path}.mask")
+        claim(f"{name}_tower", path)
+    if spec["fusion"] is not None:
+        claim("fusion", "fusion")
+        if spec["fusion"]["presence_mask"]:
+            claim("presence", "fusion.presence_mask")
+    if spec["trunk"] is not None and spec["trunk"]["hidden_units"]:
+        claim("trunk", "trunk")
+    for name in spec["heads"]:
+        claim(name, f"heads.{name}")
+
+
+def normalize_spec(spec, complete=True):
+    """Validates a builder spec; returns a normalized deep copy.
+
+    Defaults are filled in (`fusion.presence_mask`, `trunk`, each head's
+    `loss_weight`...). The result is plain JSON-serializable data.
+
+    Args:
+        spec: the spec dict.
+        complete: when False, `inputs.<name>.shape`, `vocab_size`,
+            `numeric` and `categorical` may be absent (a recipe whose
+            pipeline derives them from fitted preprocessors).
+
+    Raises:
+        ConfigError: naming the key path, the bad value and what is allowed.
+    """
+    towers, fusions, heads = load_registries()
+    _require_mapping(spec, "", "a mapping with keys inputs, fusion, heads")
+    _check_keys(spec, TOP_LEVEL_KEYS, "")
+    _check_required(spec, ("inputs", "heads"), "")
+    normalized = {}
+    name = spec.get("name") or "keras_mm_model"
+    normalized["name"] = _check_name(name, "name")
+    inputs = _require_mapping(spec["inputs"], "inputs")
+    if not inputs:
+        raise ConfigError("inputs", "no inputs; declare at least one")
+    normalized["inputs"] = {
+        input_name: _normalize_input(input_name, entry, towers, complete)
+        for input_name, entry in inputs.items()}
+    normalized["fusion"] = _normalize_fusion(spec.get("fusion"),
+                                             normalized["inputs"], fusions)
+    normalized["trunk"] = _normalize_trunk(spec.get("trunk"))
+    head_specs = _require_mapping(spec["heads"], "heads")
+    if not head_specs:
+        raise ConfigError("heads", "no heads; declare at least one")
+    normalized["heads"] = {
+        head_name: _normalize_head(head_name, entry, heads)
+        for head_name, entry in head_specs.items()}
+    _check_layer_names(normalized)
+    _check_tower_outputs(normalized, towers, fusions)
+    _check_constructors(normalized, towers, fusions, heads, complete)
+    return normalized
+
+
+def tower_output_kind(spec, input_name):
+    """The `output` a tower gets: the spec's, else what the fusion takes."""
+    entry = spec["inputs"][input_name]
+    if "output" in entry["tower"]:
+        return entry["tower"]["output"]
+    fusion = spec["fusion"]
+    if fusion is None:
+        return "vector"
+    if fusion.get("target") is not None and "target" in constructor_arguments(
+            load_registries()[1].get(fusion["type"])):
+        return "feature_map" if fusion["target"] == input_name else "vector"
+    kind = getattr(load_registries()[1].get(fusion["type"]), "input_kind",
+                   "vector")
+    return "sequence" if kind == "sequence" else "vector"
+
+
+def _check_tower_outputs(spec, towers, fusions):
+    fusion = spec["fusion"]
+    if fusion is None:
+        for name, entry in spec["inputs"].items():
+            output = entry["tower"].get("output", "vector")
+            if output != "vector":
+                raise ConfigError(
+                    f"inputs.{name}.tower.output",
+                    f"{output!r} is not one of vector (without a fusion "
+                    "layer the tower output feeds the heads)")
+        return
+    cls = fusions.get(fusion["type"])
+    kind = getattr(cls, "input_kind", "vector")
+    for name, entry in spec["inputs"].items():
+        output = entry["tower"].get("output")
+        if output is None:
+            continue
+        allowed = ["vector"] if kind == "vector" else ["vector", "sequence"]
+        if fusion.get("target") == name:
+            allowed = ["feature_map"]
+        if output not in allowed:
+            raise ConfigError(
+                f"inputs.{name}.tower.output",
+                f"{output!r} is not one of {', '.join(allowed)} (fusion "
+                f"{fusion['type']!r} takes {kind} inputs)")
+
+
+def _tower_kwargs(spec, input_name, with_output=True):
+    entry = spec["inputs"][input_name]
+    modality = entry["modality"]
+    kwargs = dict(entry["tower"])
+    if with_output:
+        kwargs["output"] = tower_output_kind(spec, input_name)
+    if modality == "text":
+        if "vocab_size" in entry:
+            kwargs["vocab_size"] = entry["vocab_size"]
+        if "shape" in entry:
+            kwargs["sequence_length"] = entry["shape"][0]
+    if modality == "tabular":
+        if "numeric" in entry:
+            kwargs["num_numeric"] = entry["numeric"]
+        if "categorical" in entry:
+            kwargs["cardinalities"] = list(entry["categorical"])
+    from keras_mm.registry import TOWERS
+    arguments = constructor_arguments(TOWERS.get(modality))
+    return {k: v for k, v in kwargs.items()
+            if k in arguments or k == "trainable"}
+
+
+def _fusion_kwargs(spec):
+    fusion = spec["fusion"]
+    return {k: v for k, v in fusion.items()
+            if k not in ("type", "presence_mask")}
+
+
+def _head_kwargs(spec, head_name):
+    head = spec["heads"][head_name]
+    reserved = ("type",) + HEAD_COMPILE_KEYS + HEAD_DATA_KEYS
+    return {k: v for k, v in head.items() if k not in reserved}
+
+
+def _check_constructors(spec, towers, fusions, heads, complete):
+    """Constructs each layer once (cheap: no weights) to check values."""
+    for name, entry in spec["inputs"].items():
+        cls = towers.get(entry["modality"])
+        kwargs = _tower_kwargs(spec, name)
+        missing = [a for a, d in constructor_arguments(cls).items()
+                   if d is _REQUIRED and a not in kwargs]
+        if missing and not complete:
+            continue
+        instantiate(cls, kwargs, f"inputs.{name}.tower")
+    if spec["fusion"] is not None:
+        instantiate(fusions.get(spec["fusion"]["type"]), _fusion_kwargs(spec),
+                    "fusion", modalities=list(spec["inputs"]))
+    for name in spec["heads"]:
+        instantiate(heads.get(spec["heads"][name]["type"]),
+                    _head_kwargs(spec, name), f"heads.{name}")
+
+
+def unimodal_spec(spec, input_name):
+    """A spec with only `input_name`: same tower, trunk and heads, no fusion.
+
+    For the "fused model against each single modality" scoreboard. The
+    tower outputs a vector (its `output` key is dropped).
+    """
+    spec = normalize_spec(spec, complete=False)
+    if input_name not in spec["inputs"]:
+        raise not_one_of("inputs", input_name, list(spec["inputs"]))
+    entry = copy.deepcopy(spec["inputs"][input_name])
+    entry["tower"].pop("output", None)
+    single = copy.deepcopy(spec)
+    single["name"] = f"{spec['name']}_{input_name}_only"
+    single["inputs"] = {input_name: entry}
+    single["fusion"] = None
+    return single

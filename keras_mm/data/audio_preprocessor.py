@@ -1,0 +1,205 @@
+"""Audio preprocessor: WAV bytes -> fixed-length mono waveform or features."""
+
+import tensorflow as tf
+
+from keras_mm.data.base_preprocessor import Preprocessor
+from keras_mm.layers.utils import check_choice
+from keras_mm.ops import audio_features
+from keras_mm.registry import PREPROCESSORS
+
+
+def decode_wav_mono(contents, sample_rate):
+    """Decodes 16-bit PCM WAV bytes to a mono float32 `[N]` waveform.
+
+    Samples are `int16 / 32768` (tf.audio.decode_wav); several channels are
+    averaged. The file's sample rate must equal `sample_rate`: a different
+    rate is rejected, not resampled, with an `InvalidArgumentError` whose
+    message names both rates (the pipeline adds the file name). Non-PCM,
+    non-16-bit or truncated files raise `InvalidArgumentError` too (from
+    `tf.audio.decode_wav`: "Can only read 16-bit WAV files", "Data too
+    short...").
+    """
+    contents = tf.reshape(tf.convert_to_tensor(contents, tf.string), [])
+    audio, rate = tf.audio.decode_wav(contents)
+    check = tf.debugging.Assert(
+        tf.equal(rate, sample_rate),
+        ["WAV sample rate", rate, "Hz differs from the configured "
+         "sample_rate", tf.constant(sample_rate, tf.int32),
+         "Hz: resample the file or change sample_rate"])
+    with tf.control_dependencies([check]):
+        mono = tf.reduce_mean(audio, axis=-1)
+    return mono
+
+
+def crop_or_pad(signal, length, mode, training, random_crop, pad_value=0.0):
+    """Crops or pads `[N, ...]` along axis 0 to `length`.
+
+    Crops a random window when `training and random_crop`, otherwise the
+    `mode` one (`"start"` or `"center"`); pads at the end with `pad_value`.
+    """
+    n = tf.shape(signal)[0]
+    excess = tf.maximum(n - length, 0)
+    if training and random_crop:
+        offset = tf.random.uniform([], 0, excess + 1, dtype=tf.int32)
+    elif mode == "center":
+        offset = excess // 2
+    else:
+        offset = tf.constant(0, tf.int32)
+    window = signal[offset:offset + length]
+    pad = length - tf.shape(window)[0]
+    paddings = tf.concat([[[0, pad]],
+                          tf.zeros([tf.rank(signal) - 1, 2], tf.int32)], 0)
+    window = tf.pad(window, paddings, constant_values=pad_value)
+    return window
+
+
+@PREPROCESSORS.register("audio")
+class AudioPreprocessor(Preprocessor):
+    """WAV bytes -> waveform `[B, N]` or log-mel / MFCC `[B, frames, bins]`.
+
+    `parse` decodes 16-bit PCM WAV with `tf.audio.decode_wav` (samples are
+    `int16 / 32768`), averages the channels to mono, checks the sample rate
+    and crops/pads to `duration` seconds: a random window when `training`
+    (and `random_crop`), else the `crop` one (`"center"` or `"start"`); short
+    clips are padded with zeros at the end. `transform` computes `features`
+    batched (the STFT after batching is much faster than per example) with
+    `keras_mm.ops.audio_features`, the one implementation shared with the
+    audio tower's front end: use `features="log_mel"` here OR
+    `frontend="log_mel"` in the tower, never both.
+
+    Sample rate policy: a file with another rate is REJECTED, not resampled:
+    `tf.errors.InvalidArgumentError` naming both rates. Non-PCM (8/24/32-bit,
+    float) and truncated WAV files also raise `InvalidArgumentError`; the
+    pipeline's validation pass catches it and names the file. Empty bytes
+    give zeros and `<name>_present = 0`.
+
+    Args:
+        name: model input name.
+        sample_rate: required sample rate in Hz.
+        duration: output length in seconds (`round(duration * sample_rate)`
+            samples).
+        crop: `"center"` or `"start"` (evaluation / serving crop).
+        random_crop: random window in training.
+        features: `"waveform"`, `"log_mel"` or `"mfcc"`.
+        frame_length, frame_step, fft_length, num_mel_bins,
+            lower_edge_hertz, upper_edge_hertz, log_offset: log-mel
+            parameters (see `keras_mm.ops.audio_features`).
+        num_mfcc: MFCCs kept with `features="mfcc"`.
+
+    Outputs: `<name>` float32 `[B, samples]` or `[B, frames, bins]`,
+    `<name>_present` float32 `[B]`.
+
+    Example:
+
+    >>> pre = AudioPreprocessor("audio", sample_rate=8000, duration=1.0,
+    ...                         features="log_mel")
+    >>> pre(tf.constant([wav_bytes]))["audio"].shape
+    TensorShape([1, 61, 40])
+    """
+
+    modality = "audio"
+
+    def __init__(self, name, sample_rate=16000, duration=1.0, crop="center",
+                 random_crop=True, features="waveform", frame_length=256,
+                 frame_step=128, fft_length=None, num_mel_bins=40,
+                 lower_edge_hertz=20.0, upper_edge_hertz=None,
+                 log_offset=1e-6, num_mfcc=13):
+        super().__init__(name)
+        owner = f"AudioPreprocessor({name!r})"
+        self.sample_rate = int(sample_rate)
+        self.duration = float(duration)
+        self.crop = check_choice(owner, "crop", crop, ("center", "start"))
+        self.random_crop = bool(random_crop)
+        self.features = check_choice(owner, "features", features,
+                                     ("waveform", "log_mel", "mfcc"))
+        self.frame_length = int(frame_length)
+        self.frame_step = int(frame_step)
+        self.fft_length = None if fft_length is None else int(fft_length)
+        self.num_mel_bins = int(num_mel_bins)
+        self.lower_edge_hertz = float(lower_edge_hertz)
+        self.upper_edge_hertz = (None if upper_edge_hertz is None
+                                 else float(upper_edge_hertz))
+        self.log_offset = float(log_offset)
+        self.num_mfcc = int(num_mfcc)
+        self.num_samples = int(round(self.duration * self.sample_rate))
+        if self.num_samples < 1:
+            raise ValueError(f"{owner}: duration={duration} s at "
+                             f"{sample_rate} Hz gives no samples")
+        if self.features != "waveform" and self.num_frames < 1:
+            raise ValueError(
+                f"{owner}: {self.num_samples} samples are fewer than "
+                f"frame_length={frame_length}; raise duration or lower "
+                "frame_length")
+        if self.features == "mfcc" and self.num_mfcc > self.num_mel_bins:
+            raise ValueError(f"{owner}: num_mfcc={num_mfcc} must be <= "
+                             f"num_mel_bins={num_mel_bins}")
+
+    @property
+    def num_frames(self):
+        return audio_features.frame_count(self.num_samples, self.frame_length,
+                                          self.frame_step)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sample_rate=self.sample_rate, duration=self.duration,
+                      crop=self.crop, random_crop=self.random_crop,
+                      features=self.features, frame_length=self.frame_length,
+                      frame_step=self.frame_step, fft_length=self.fft_length,
+                      num_mel_bins=self.num_mel_bins,
+                      lower_edge_hertz=self.lower_edge_hertz,
+                      upper_edge_hertz=self.upper_edge_hertz,
+                      log_offset=self.log_offset, num_mfcc=self.num_mfcc)
+        return config
+
+    def raw_signature(self):
+        return {self.name: tf.TensorSpec([None], tf.string)}
+
+    def parsed_signature(self):
+        return {self.name: tf.TensorSpec([self.num_samples], tf.float32),
+                self._key("_present"): tf.TensorSpec([], tf.float32)}
+
+    def output_signature(self):
+        if self.features == "waveform":
+            shape = [None, self.num_samples]
+        else:
+            bins = (self.num_mel_bins if self.features == "log_mel"
+                    else self.num_mfcc)
+            shape = [None, self.num_frames, bins]
+        return {self.name: tf.TensorSpec(shape, tf.float32),
+                self._key("_present"): tf.TensorSpec([None], tf.float32)}
+
+    def parse(self, raw, training=False):
+        raw = tf.reshape(tf.convert_to_tensor(self.select_raw(raw),
+                                              tf.string), [])
+        present = tf.strings.length(raw) > 0
+
+        def decode():
+            mono = decode_wav_mono(raw, self.sample_rate)
+            wave = crop_or_pad(mono, self.num_samples, self.crop, training,
+                               self.random_crop)
+            return tf.ensure_shape(wave, [self.num_samples])
+
+        wave = tf.cond(present, decode,
+                       lambda: tf.zeros([self.num_samples], tf.float32))
+        return {self.name: wave,
+                self._key("_present"): tf.cast(present, tf.float32)}
+
+    def transform(self, parsed, training=False):
+        del training
+        wave = tf.cast(parsed[self.name], tf.float32)
+        present = tf.cast(parsed[self._key("_present")], tf.float32)
+        if self.features == "waveform":
+            out = wave
+        else:
+            out = audio_features.log_mel_spectrogram(
+                wave, sample_rate=self.sample_rate,
+                frame_length=self.frame_length, frame_step=self.frame_step,
+                fft_length=self.fft_length, num_mel_bins=self.num_mel_bins,
+                lower_edge_hertz=self.lower_edge_hertz,
+                upper_edge_hertz=self.upper_edge_hertz,
+                log_offset=self.log_offset)
+            if self.features == "mfcc":
+                out = audio_features.mfcc(out, num_mfcc=self.num_mfcc)
+        # An absent clip gives zeros, not log(offset).
+        out = out * tf.reshape(present, [-1] + [1] * (len(out.shape) - 1))
+        return {self.name: out, self._key("_present"): present}

@@ -1,0 +1,261 @@
+"""Image preprocessor: encoded bytes -> resized, normalized float32 image."""
+
+import tensorflow as tf
+
+from keras_mm.data.base_preprocessor import Preprocessor
+from keras_mm.layers.utils import check_choice
+from keras_mm.registry import PREPROCESSORS
+
+# ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _to_channels(image, channels):
+    """float `[..., H, W, c]` with c in 1..4 (unknown statically) -> `channels`."""
+    c = tf.shape(image)[-1]
+    if channels == 1:
+        gray = tf.cond(
+            c >= 3,
+            lambda: tf.reduce_sum(image[..., :3] * tf.constant(_LUMA),
+                                  axis=-1, keepdims=True),
+            lambda: image[..., :1])
+        return gray
+    rgb = tf.cond(c >= 3, lambda: image[..., :3],
+                  lambda: tf.repeat(image[..., :1], 3, axis=-1))
+    if channels == 3:
+        return rgb
+    alpha = tf.cond(tf.equal(c, 4) | tf.equal(c, 2),
+                    lambda: image[..., -1:],
+                    lambda: tf.fill(tf.concat([tf.shape(image)[:-1], [1]], 0),
+                                    tf.constant(255.0)))
+    return tf.concat([rgb, alpha], axis=-1)
+
+
+def decode_image_bytes(contents, channels=3):
+    """Decodes PNG / JPEG / GIF (first frame) / BMP bytes in-graph.
+
+    JPEG is decoded with the accurate integer DCT (the same as libjpeg's
+    default, which Pillow uses), so pixels match Pillow's exactly. Grayscale
+    from colour uses Pillow's ITU-R 601-2 weights (not rounded).
+
+    Args:
+        contents: scalar string tensor of encoded bytes.
+        channels: 1, 3 or 4.
+
+    Returns:
+        float32 `[H, W, channels]` with values in [0, 255] (8-bit range; 16-bit
+        PNGs are scaled down to it).
+
+    Raises:
+        tf.errors.InvalidArgumentError (at run time) for undecodable bytes.
+    """
+    contents = tf.reshape(tf.convert_to_tensor(contents, tf.string), [])
+
+    def jpeg():
+        return tf.io.decode_jpeg(contents, channels=0,
+                                 dct_method="INTEGER_ACCURATE")
+
+    def other():
+        return tf.io.decode_image(contents, channels=0,
+                                  expand_animations=False, dtype=tf.uint8)
+
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
+    image = tf.cast(image, tf.float32)
+    image = _to_channels(image, channels)
+    image.set_shape([None, None, channels])
+    return image
+
+
+def resize_image(image, size, preserve_aspect=False, antialias=False):
+    """Bilinear resize of `[..., H, W, C]` to `size`, optionally padded.
+
+    `preserve_aspect=True` scales the image to fit inside `size` (the same
+    geometry as `tf.image.resize_with_pad`) and pads with zeros, centred.
+    The fitted size is computed in integers: `tf.image.resize_with_pad`
+    floors a float ratio, which Grappler's rewrite of `x / c` into
+    `x * (1 / c)` inside a `tf.function` can move by one pixel (or leave the
+    image unresized), so serving would differ from tf.data.
+    """
+    height, width = size
+    if not preserve_aspect:
+        return tf.image.resize(image, (height, width), method="bilinear",
+                               antialias=antialias)
+    shape = tf.shape(image)
+    h, w = shape[-3], shape[-2]
+    height_limited = h * width >= w * height
+    new_h = tf.where(height_limited, height, (h * width) // w)
+    new_w = tf.where(height_limited, (w * height) // h, width)
+    new_h = tf.clip_by_value(new_h, 1, height)
+    new_w = tf.clip_by_value(new_w, 1, width)
+    resized = tf.image.resize(image, tf.stack([new_h, new_w]),
+                              method="bilinear", antialias=antialias)
+    top = (height - new_h) // 2
+    left = (width - new_w) // 2
+    paddings = tf.stack([[top, height - new_h - top],
+                         [left, width - new_w - left], [0, 0]])
+    rank = len(image.shape)
+    if rank == 4:
+        paddings = tf.concat([[[0, 0]], paddings], 0)
+    padded = tf.pad(resized, paddings)
+    static = [None] * (rank - 3) + [height, width, image.shape[-1]]
+    return tf.ensure_shape(padded, static)
+
+
+@PREPROCESSORS.register("image")
+class ImagePreprocessor(Preprocessor):
+    """Encoded image bytes -> float32 `[B, H, W, C]`, normalized.
+
+    `parse` decodes (PNG, JPEG, GIF first frame, BMP) to `channels` and
+    resizes to `size` (bilinear; `preserve_aspect=True` keeps the aspect ratio
+    and pads with zeros). `transform` multiplies by `scale`, applies the
+    training-only augmentation (only when `training=True`: random crop, flip,
+    brightness), then subtracts `mean` and divides by `std` per channel.
+    Empty bytes give an all-zero image and `<name>_present = 0`; bytes that do
+    not decode raise `tf.errors.InvalidArgumentError` (the pipeline's
+    validation pass reports the file).
+
+    Args:
+        name: model input name.
+        size: `(height, width)` of the output.
+        channels: 1 (grayscale), 3 (RGB) or 4 (RGBA).
+        preserve_aspect: resize with `tf.image.resize_with_pad`.
+        antialias: antialiased resize (better when shrinking a lot).
+        scale: multiplies the pixel values (0..255); default 1/255.
+        mean, std: optional per-channel (or scalar) values applied after
+            `scale`: `(x * scale - mean) / std`.
+        random_crop: `None` or a fraction in (0, 1]: in training, crop a
+            random box of that fraction of height and width and resize it
+            back to `size`.
+        random_flip: in training, flip left-right with probability 0.5.
+        random_brightness: in training, add a per-image delta drawn from
+            `[-random_brightness, random_brightness]` (after `scale`).
+
+    Outputs: `<name>` float32 `[B, H, W, C]`, `<name>_present` float32 `[B]`.
+
+    Example:
+
+    >>> pre = ImagePreprocessor("image", size=(28, 28), channels=1)
+    >>> out = pre(tf.constant([png_bytes]))
+    >>> out["image"].shape
+    TensorShape([1, 28, 28, 1])
+    """
+
+    modality = "image"
+
+    def __init__(self, name, size=(224, 224), channels=3,
+                 preserve_aspect=False, antialias=False, scale=1.0 / 255.0,
+                 mean=None, std=None, random_crop=None, random_flip=False,
+                 random_brightness=0.0):
+        super().__init__(name)
+        owner = f"ImagePreprocessor({name!r})"
+        if len(size) != 2 or any(int(s) < 1 for s in size):
+            raise ValueError(f"{owner}: size={size!r} must be (height, "
+                             "width) with positive integers")
+        self.size = (int(size[0]), int(size[1]))
+        self.channels = check_choice(owner, "channels", int(channels),
+                                     (1, 3, 4))
+        self.preserve_aspect = bool(preserve_aspect)
+        self.antialias = bool(antialias)
+        self.scale = float(scale)
+        self.mean = _per_channel(owner, "mean", mean, self.channels)
+        self.std = _per_channel(owner, "std", std, self.channels)
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError(f"{owner}: std={std!r} must be non-zero")
+        if random_crop is not None:
+            random_crop = float(random_crop)
+            if not 0.0 < random_crop <= 1.0:
+                raise ValueError(f"{owner}: random_crop={random_crop} must "
+                                 "be None or a fraction in (0, 1]")
+        self.random_crop = random_crop
+        self.random_flip = bool(random_flip)
+        self.random_brightness = float(random_brightness)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=list(self.size), channels=self.channels,
+                      preserve_aspect=self.preserve_aspect,
+                      antialias=self.antialias, scale=self.scale,
+                      mean=self.mean, std=self.std,
+                      random_crop=self.random_crop,
+                      random_flip=self.random_flip,
+                      random_brightness=self.random_brightness)
+        return config
+
+    def raw_signature(self):
+        return {self.name: tf.TensorSpec([None], tf.string)}
+
+    def parsed_signature(self):
+        return {
+            self.name: tf.TensorSpec([*self.size, self.channels], tf.float32),
+            self._key("_present"): tf.TensorSpec([], tf.float32),
+        }
+
+    def output_signature(self):
+        return {
+            self.name: tf.TensorSpec([None, *self.size, self.channels],
+                                     tf.float32),
+            self._key("_present"): tf.TensorSpec([None], tf.float32),
+        }
+
+    def parse(self, raw, training=False):
+        del training  # augmentation happens batched, in transform
+        raw = tf.reshape(tf.convert_to_tensor(self.select_raw(raw),
+                                              tf.string), [])
+        present = tf.strings.length(raw) > 0
+        shape = [*self.size, self.channels]
+
+        def decode():
+            image = decode_image_bytes(raw, self.channels)
+            image = resize_image(image, self.size, self.preserve_aspect,
+                                 self.antialias)
+            return tf.ensure_shape(tf.cast(image, tf.float32), shape)
+
+        image = tf.cond(present, decode, lambda: tf.zeros(shape, tf.float32))
+        return {self.name: image,
+                self._key("_present"): tf.cast(present, tf.float32)}
+
+    def transform(self, parsed, training=False):
+        images = tf.cast(parsed[self.name], tf.float32) * self.scale
+        present = tf.cast(parsed[self._key("_present")], tf.float32)
+        if training:
+            images = self._augment(images)
+        if self.mean is not None:
+            images = images - tf.constant(self.mean, tf.float32)
+        if self.std is not None:
+            # A constant reciprocal: `x / c` may be rewritten as `x * (1 / c)`
+            # in one graph and not in another; this keeps paths bitwise equal.
+            images = images * tf.constant([1.0 / s for s in self.std],
+                                          tf.float32)
+        images = images * present[:, None, None, None]
+        return {self.name: images, self._key("_present"): present}
+
+    def _augment(self, images):
+        batch = tf.shape(images)[0]
+        if self.random_crop is not None and self.random_crop < 1.0:
+            f = self.random_crop
+            offsets = tf.random.uniform([batch, 2], 0.0, 1.0 - f)
+            boxes = tf.concat([offsets, offsets + f], axis=1)  # y1 x1 y2 x2
+            images = tf.image.crop_and_resize(
+                images, boxes, tf.range(batch), self.size, method="bilinear")
+        if self.random_flip:
+            images = tf.image.random_flip_left_right(images)
+        if self.random_brightness > 0:
+            delta = tf.random.uniform([batch, 1, 1, 1],
+                                      -self.random_brightness,
+                                      self.random_brightness)
+            images = images + delta
+        return images
+
+
+def _per_channel(owner, argument, value, channels):
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return [float(value)] * channels
+    value = [float(v) for v in value]
+    if len(value) == 1:
+        value = value * channels
+    if len(value) != channels:
+        raise ValueError(f"{owner}: {argument}={value!r} must have one value "
+                         f"per channel ({channels}) or be a scalar")
+    return value

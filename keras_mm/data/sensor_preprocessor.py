@@ -1,0 +1,180 @@
+"""Sensor preprocessor: `[T, C]` series -> fixed length, normalized, masked."""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mm.data import sensor_files
+from keras_mm.data.audio_preprocessor import crop_or_pad
+from keras_mm.data.base_preprocessor import Preprocessor
+from keras_mm.layers.utils import check_choice
+from keras_mm.registry import PREPROCESSORS
+
+
+@PREPROCESSORS.register("sensor")
+class SensorPreprocessor(Preprocessor):
+    """Multichannel series `[T, C]` -> float32 `[B, length, C]` + step mask.
+
+    The raw value is a float `[T, C]` array (`source="array"`), or the bytes
+    of a CSV / `.npy` file (`source="csv"` / `"npy"`), parsed in-graph by
+    `keras_mm.data.sensor_files`. `parse` crops or pads to `length` steps: a
+    random window when `training` (and `random_crop`), else the `crop` one
+    (`"start"` or `"center"`); short series are padded at the end with
+    missing (NaN) steps. `transform` normalizes each channel with the mean
+    and standard deviation fitted by `adapt` on the training split (NaN
+    ignored), then fills NaN with 0 (the channel mean) and reports the steps
+    in `<name>_mask`: False where any channel is NaN at that step (missing
+    values and padding). A series with no finite value (empty or all NaN)
+    counts as a missing modality: `<name>_present = 0`, all zeros.
+
+    Args:
+        name: model input name.
+        channels: C, the number of channels.
+        length: output steps.
+        source: `"array"`, `"csv"` or `"npy"`.
+        crop: `"start"` or `"center"` (evaluation / serving crop).
+        random_crop: random window in training.
+        normalize: apply the per-channel normalization (needs `adapt`, or
+            `mean` and `std`).
+        mean, std: per-channel statistics (set by `adapt`).
+        csv_header, csv_delimiter: see `sensor_files.decode_csv_bytes`.
+
+    Outputs: `<name>` float32 `[B, length, C]`, `<name>_mask` bool
+    `[B, length]`, `<name>_present` float32 `[B]`.
+
+    Example:
+
+    >>> pre = SensorPreprocessor("imu", channels=6, length=100)
+    >>> pre.adapt(train_series)          # iterable of [T, 6] arrays
+    >>> out = pre(tf.constant(batch))    # float [B, T, 6]
+    >>> out["imu"].shape, out["imu_mask"].shape
+    (TensorShape([B, 100, 6]), TensorShape([B, 100]))
+    """
+
+    modality = "sensor"
+
+    def __init__(self, name, channels, length=128, source="array",
+                 crop="start", random_crop=True, normalize=True, mean=None,
+                 std=None, csv_header="auto", csv_delimiter=","):
+        super().__init__(name)
+        owner = f"SensorPreprocessor({name!r})"
+        self.channels = int(channels)
+        self.length = int(length)
+        if self.channels < 1 or self.length < 1:
+            raise ValueError(f"{owner}: channels={channels} and "
+                             f"length={length} must be >= 1")
+        self.source = check_choice(owner, "source", source,
+                                   ("array", "csv", "npy"))
+        self.crop = check_choice(owner, "crop", crop, ("start", "center"))
+        self.random_crop = bool(random_crop)
+        self.normalize = bool(normalize)
+        self.csv_header = csv_header
+        self.csv_delimiter = csv_delimiter
+        self.mean = None if mean is None else [float(v) for v in mean]
+        self.std = None if std is None else [float(v) for v in std]
+        for arg, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and len(value) != self.channels:
+                raise ValueError(f"{owner}: {arg} has {len(value)} values; "
+                                 f"expected one per channel ({channels})")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(channels=self.channels, length=self.length,
+                      source=self.source, crop=self.crop,
+                      random_crop=self.random_crop, normalize=self.normalize,
+                      mean=self.mean, std=self.std,
+                      csv_header=self.csv_header,
+                      csv_delimiter=self.csv_delimiter)
+        return config
+
+    @property
+    def is_adapted(self):
+        return not self.normalize or (self.mean is not None
+                                      and self.std is not None)
+
+    def raw_signature(self):
+        if self.source == "array":
+            return {self.name: tf.TensorSpec([None, None, self.channels],
+                                             tf.float32)}
+        return {self.name: tf.TensorSpec([None], tf.string)}
+
+    def parsed_signature(self):
+        return {
+            self.name: tf.TensorSpec([self.length, self.channels],
+                                     tf.float32),
+            self._key("_present"): tf.TensorSpec([], tf.float32),
+        }
+
+    def output_signature(self):
+        return {
+            self.name: tf.TensorSpec([None, self.length, self.channels],
+                                     tf.float32),
+            self._key("_mask"): tf.TensorSpec([None, self.length], tf.bool),
+            self._key("_present"): tf.TensorSpec([None], tf.float32),
+        }
+
+    def decode(self, raw):
+        """ONE raw value -> float32 `[T, C]` (decoding CSV / .npy bytes)."""
+        if self.source == "csv":
+            series = sensor_files.decode_csv_bytes(
+                raw, self.channels, header=self.csv_header,
+                delimiter=self.csv_delimiter)
+        elif self.source == "npy":
+            series = sensor_files.decode_npy_bytes(raw)
+        else:
+            series = tf.cast(raw, tf.float32)
+        series = tf.reshape(series, [-1, tf.shape(series)[-1]])
+        check = tf.debugging.assert_equal(
+            tf.shape(series)[1], self.channels,
+            message=f"SensorPreprocessor({self.name!r}): the series must "
+                    f"have channels={self.channels} columns")
+        with tf.control_dependencies([check]):
+            series = tf.identity(series)
+        return tf.ensure_shape(series, [None, self.channels])
+
+    def adapt(self, dataset):
+        """Per-channel mean / std over all finite training values."""
+        total = np.zeros(self.channels)
+        total_sq = np.zeros(self.channels)
+        count = np.zeros(self.channels)
+        for series in self.examples(dataset).map(self.decode) \
+                .as_numpy_iterator():
+            series = series.astype(np.float64)
+            finite = np.isfinite(series)
+            values = np.where(finite, series, 0.0)
+            total += values.sum(axis=0)
+            total_sq += (values ** 2).sum(axis=0)
+            count += finite.sum(axis=0)
+        safe = np.maximum(count, 1)
+        mean = np.where(count > 0, total / safe, 0.0)
+        var = np.maximum(total_sq / safe - mean ** 2, 0.0)
+        std = np.sqrt(var)
+        std = np.where((count > 0) & (std > 1e-12), std, 1.0)
+        self.mean = [float(v) for v in mean]
+        self.std = [float(v) for v in std]
+        return self
+
+    def parse(self, raw, training=False):
+        series = self.decode(self.select_raw(raw))
+        present = tf.reduce_any(tf.math.is_finite(series))
+        window = crop_or_pad(series, self.length, self.crop, training,
+                             self.random_crop, pad_value=float("nan"))
+        window = tf.ensure_shape(window, [self.length, self.channels])
+        return {self.name: window,
+                self._key("_present"): tf.cast(present, tf.float32)}
+
+    def transform(self, parsed, training=False):
+        del training
+        series = tf.cast(parsed[self.name], tf.float32)
+        present = tf.cast(parsed[self._key("_present")], tf.float32)
+        finite = tf.math.is_finite(series)
+        mask = tf.reduce_all(finite, axis=-1)
+        if self.normalize:
+            if self.mean is None or self.std is None:
+                raise self._not_adapted("mean / std")
+            series = ((series - tf.constant(self.mean, tf.float32))
+                      * tf.constant([1.0 / s for s in self.std], tf.float32))
+        series = tf.where(finite, series, tf.zeros_like(series))
+        series = series * present[:, None, None]
+        mask = tf.logical_and(mask, present[:, None] > 0)
+        return {self.name: series, self._key("_mask"): mask,
+                self._key("_present"): present}

@@ -1,0 +1,338 @@
+import math
+
+import keras
+from keras import ops
+
+from keras_mm.layers.position_embedding import PositionEmbedding
+from keras_mm.layers.transformer_encoder import TransformerEncoder
+from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.ops import audio_features
+from keras_mm.registry import TOWERS
+
+ENCODERS = ("cnn", "crnn", "transformer")
+OUTPUTS = ("vector", "sequence")
+FRONTENDS = ("log_mel", "mfcc", None)
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@TOWERS.register("audio")
+class AudioTower(keras.layers.Layer):
+    """Audio tower: encodes waveforms or spectrograms.
+
+    With a `frontend`, the input is a raw mono waveform `[batch, samples]`
+    and the features are computed in the graph by
+    `keras_mm.ops.audio_features` (the same code as the audio
+    preprocessor): `"log_mel"` gives `[batch, frames, num_mel_bins]`,
+    `"mfcc"` gives `[batch, frames, num_mfcc]` (MFCCs of that log-mel).
+    The features are always computed in float32 (also under mixed
+    precision), then cast to the compute dtype. With `frontend=None` the
+    input is already a spectrogram `[batch, frames, bins]` (e.g. from the
+    preprocessor with `features="log_mel"`; never compute log-mel in both
+    places). `frames = 1 + (samples - frame_length) // frame_step`.
+
+    When `normalize_features` is True, a batch normalization over the
+    feature bins (per-bin mean and variance learned from the training
+    data) follows.
+
+    Encoders:
+
+    - `"cnn"`: 2-D convolutions over time x frequency, one block per entry
+      of `filters` (3x3 convolution, batch norm, ReLU, 2x2 max pool), then
+      each time step's frequency x channel features are projected to `dim`.
+      Tokens: `ceil(frames / 2**len(filters))` time steps.
+    - `"crnn"`: the same conv blocks pooling frequency only (time is kept),
+      then a bidirectional GRU (`rnn_units` per direction) over time and a
+      projection to `dim`. Tokens: `frames`.
+    - `"transformer"`: each frame is a token: a dense embedding to `dim`,
+      learned position embeddings and `num_layers` pre-norm transformer
+      layers. Tokens: `frames`.
+
+    Outputs: `output="sequence"` gives the time steps `[batch, tokens,
+    dim]` (all valid: `compute_mask` returns None); `output="vector"` gives
+    their mean `[batch, dim]`.
+
+    Args:
+        encoder: `"cnn"`, `"crnn"` or `"transformer"`.
+        output: `"vector"` or `"sequence"`.
+        dim: output width.
+        dropout: dropout rate on the output (and inside the transformer).
+        frontend: `"log_mel"`, `"mfcc"` or None (spectrogram input).
+        sample_rate: waveform sampling rate in Hz.
+        frame_length, frame_step, fft_length: STFT sizes in samples
+            (`fft_length=None`: next power of two >= frame_length).
+        num_mel_bins: mel bands.
+        lower_edge_hertz, upper_edge_hertz: mel filter bank range
+            (`upper_edge_hertz=None` is the Nyquist frequency).
+        log_offset: added to the mel energies before the log.
+        num_mfcc: coefficients kept by the `"mfcc"` front end.
+        normalize_features: add a batch norm over the feature bins.
+        filters: channels per conv block (`cnn`, `crnn`).
+        kernel_size: conv size (`cnn`, `crnn`).
+        rnn_units: GRU units per direction (`crnn`); None means `dim`.
+        num_layers, num_heads, intermediate_dim: transformer sizes.
+        kernel_initializer: initializer of the conv kernels.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float32 waveform `[batch, samples]` (with a front end) or
+            spectrogram `[batch, frames, bins]` (`frontend=None`).
+        training: Python bool (batch norm and dropout).
+        mask: not supported (clips are cropped/padded to a fixed length by
+            the preprocessor); must be None.
+
+    Example:
+
+    >>> wave = keras.random.normal((2, 8000))
+    >>> tower = AudioTower(encoder="cnn", frontend="log_mel",
+    ...                    sample_rate=8000, filters=(8, 16), dim=32)
+    >>> tower(wave).shape
+    (2, 32)
+    """
+
+    input_dtype = "float32"
+
+    def __init__(self, encoder="cnn", output="vector", dim=64, dropout=0.0,
+                 frontend="log_mel", sample_rate=8000, frame_length=256,
+                 frame_step=128, fft_length=None, num_mel_bins=40,
+                 lower_edge_hertz=20.0, upper_edge_hertz=None,
+                 log_offset=1e-6, num_mfcc=13, normalize_features=True,
+                 filters=(32, 64), kernel_size=3, rnn_units=None,
+                 num_layers=2, num_heads=4, intermediate_dim=None,
+                 kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        name = "AudioTower"
+        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        # `output` is a Keras Layer property: stored as `output_mode`.
+        self.output_mode = check_choice(name, "output", output, OUTPUTS)
+        self.dim = int(dim)
+        self.dropout = float(dropout)
+        self.frontend = check_choice(name, "frontend", frontend, FRONTENDS)
+        self.sample_rate = int(sample_rate)
+        self.frame_length = int(frame_length)
+        self.frame_step = int(frame_step)
+        self.fft_length = None if fft_length is None else int(fft_length)
+        self.num_mel_bins = int(num_mel_bins)
+        self.lower_edge_hertz = float(lower_edge_hertz)
+        self.upper_edge_hertz = (None if upper_edge_hertz is None
+                                 else float(upper_edge_hertz))
+        self.log_offset = float(log_offset)
+        self.num_mfcc = int(num_mfcc)
+        self.normalize_features = bool(normalize_features)
+        self.filters = tuple(int(f) for f in filters)
+        if encoder in ("cnn", "crnn") and not self.filters:
+            raise ValueError(f"{name}: filters must list at least one "
+                             "conv block width, e.g. filters=(32, 64)")
+        self.kernel_size = int(kernel_size)
+        self.rnn_units = None if rnn_units is None else int(rnn_units)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.intermediate_dim = intermediate_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if self.frontend is not None:
+            for arg in ("sample_rate", "frame_length", "frame_step",
+                        "num_mel_bins", "num_mfcc"):
+                if getattr(self, arg) <= 0:
+                    raise ValueError(f"{name}: {arg} must be positive; got "
+                                     f"{getattr(self, arg)}")
+            nyquist = self.sample_rate / 2.0
+            upper = self.upper_edge_hertz or nyquist
+            if upper > nyquist or self.lower_edge_hertz >= upper:
+                raise ValueError(
+                    f"{name}: need lower_edge_hertz < upper_edge_hertz <= "
+                    f"sample_rate / 2 = {nyquist}; got "
+                    f"{self.lower_edge_hertz} and {upper}")
+
+    # -- front end ----------------------------------------------------------
+
+    def compute_features(self, waveform):
+        """The front end: float32 `[batch, frames, bins]` features.
+
+        Exactly `keras_mm.ops.audio_features.log_mel_spectrogram` (and
+        `mfcc` for `frontend="mfcc"`) with this tower's settings; without a
+        front end the input is returned as float32.
+        """
+        x = ops.cast(waveform, "float32")
+        if self.frontend is None:
+            return x
+        x = audio_features.log_mel_spectrogram(
+            x, sample_rate=self.sample_rate, frame_length=self.frame_length,
+            frame_step=self.frame_step, fft_length=self.fft_length,
+            num_mel_bins=self.num_mel_bins,
+            lower_edge_hertz=self.lower_edge_hertz,
+            upper_edge_hertz=self.upper_edge_hertz,
+            log_offset=self.log_offset)
+        if self.frontend == "mfcc":
+            x = audio_features.mfcc(x, num_mfcc=self.num_mfcc)
+        return x
+
+    def _feature_shape(self, input_shape):
+        """(batch, frames, bins) of the front end output."""
+        shape = tuple(input_shape)
+        if self.frontend is None:
+            if len(shape) != 3:
+                raise ValueError(
+                    "AudioTower(frontend=None) takes a spectrogram [batch, "
+                    f"frames, bins]; got shape {shape} (pass "
+                    "frontend='log_mel' for waveforms)")
+            return shape
+        if len(shape) != 2:
+            raise ValueError(
+                f"AudioTower(frontend={self.frontend!r}) takes a waveform "
+                f"[batch, samples]; got shape {shape} (pass frontend=None "
+                "for spectrograms)")
+        samples = shape[1]
+        frames = None if samples is None else audio_features.frame_count(
+            samples, self.frame_length, self.frame_step)
+        bins = self.num_mfcc if self.frontend == "mfcc" else \
+            self.num_mel_bins
+        if self.frontend == "mfcc":
+            bins = min(bins, self.num_mel_bins)
+        return (shape[0], frames, bins)
+
+    def _tokens(self, frames):
+        if frames is None or self.encoder != "cnn":
+            return frames
+        return math.ceil(frames / 2 ** len(self.filters))
+
+    # -- building -----------------------------------------------------------
+
+    def build(self, input_shape):
+        shape = self._feature_shape(input_shape)
+        if shape[1] == 0:
+            raise ValueError(
+                f"AudioTower: {input_shape[1]} samples are shorter than "
+                f"frame_length={self.frame_length}; give longer clips or a "
+                "shorter frame_length")
+        if shape[2] is None:
+            raise ValueError("AudioTower needs a known number of feature "
+                             f"bins; got feature shape {shape}")
+        policy = self.dtype_policy
+        if self.normalize_features:
+            self.feature_norm = keras.layers.BatchNormalization(
+                dtype=policy, name="feature_norm")
+            self.feature_norm.build(shape)
+        if self.encoder in ("cnn", "crnn"):
+            pool_size = (2, 2) if self.encoder == "cnn" else (1, 2)
+            grid = shape + (1,)
+            self.convs, self.norms, self.pools = [], [], []
+            for i, f in enumerate(self.filters):
+                conv = keras.layers.Conv2D(
+                    f, self.kernel_size, padding="same", use_bias=False,
+                    kernel_initializer=clone_initializer(
+                        self.kernel_initializer),
+                    dtype=policy, name=f"conv{i}")
+                norm = keras.layers.BatchNormalization(dtype=policy,
+                                                       name=f"norm{i}")
+                pool = keras.layers.MaxPooling2D(pool_size, padding="same",
+                                                 dtype=policy,
+                                                 name=f"pool{i}")
+                conv.build(grid)
+                grid = conv.compute_output_shape(grid)
+                norm.build(grid)
+                grid = pool.compute_output_shape(grid)
+                self.convs.append(conv)
+                self.norms.append(norm)
+                self.pools.append(pool)
+            width = grid[2] * grid[3]
+            steps = (grid[0], grid[1], width)
+            if self.encoder == "crnn":
+                units = self.rnn_units or self.dim
+                self.rnn = keras.layers.Bidirectional(
+                    keras.layers.GRU(units, return_sequences=True,
+                                     dtype=policy),
+                    dtype=policy, name="bigru")
+                self.rnn.build(steps)
+                steps = (grid[0], grid[1], 2 * units)
+            self.projection = keras.layers.Dense(
+                self.dim, dtype=policy, name="projection")
+            self.projection.build(steps)
+        else:
+            frames = shape[1]
+            if frames is None:
+                raise ValueError(
+                    "AudioTower(encoder='transformer') needs a fixed clip "
+                    "length for its position embeddings; got input shape "
+                    f"{tuple(input_shape)}")
+            self.embedding = keras.layers.Dense(
+                self.dim, dtype=policy, name="frame_embedding")
+            self.embedding.build(shape)
+            self.position_embedding = PositionEmbedding(
+                frames, dtype=policy, name="position_embedding")
+            self.position_embedding.build((None, frames, self.dim))
+            self.transformer = TransformerEncoder(
+                num_layers=self.num_layers, num_heads=self.num_heads,
+                intermediate_dim=self.intermediate_dim,
+                dropout=self.dropout, dtype=policy, name="transformer")
+            self.transformer.build((None, frames, self.dim))
+        self.output_dropout = keras.layers.Dropout(self.dropout,
+                                                   dtype=policy)
+        self.built = True
+
+    # -- calling ------------------------------------------------------------
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            raise ValueError(
+                "AudioTower does not take a mask; crop/pad clips to a fixed "
+                "length and mark a missing clip with the fusion presence "
+                "mask instead")
+        x = self.compute_features(inputs)
+        x = ops.cast(x, self.compute_dtype)
+        if self.normalize_features:
+            x = self.feature_norm(x, training=training)
+        if self.encoder in ("cnn", "crnn"):
+            x = ops.expand_dims(x, -1)
+            for conv, norm, pool in zip(self.convs, self.norms, self.pools):
+                x = keras.activations.relu(norm(conv(x), training=training))
+                x = pool(x)
+            shape = ops.shape(x)
+            x = ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
+            if self.encoder == "crnn":
+                x = self.rnn(x, training=training)
+            x = self.projection(x)
+        else:
+            x = self.embedding(x)
+            x = self.position_embedding(x)
+            x = self.transformer(x, training=training)
+        x = self.output_dropout(x, training=training)
+        if self.output_mode == "vector":
+            return ops.mean(x, axis=1)
+        return x
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        batch, frames, _ = self._feature_shape(input_shape)
+        if self.output_mode == "vector":
+            return (batch, self.dim)
+        return (batch, self._tokens(frames), self.dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": self.encoder,
+            "output": self.output_mode,
+            "dim": self.dim,
+            "dropout": self.dropout,
+            "frontend": self.frontend,
+            "sample_rate": self.sample_rate,
+            "frame_length": self.frame_length,
+            "frame_step": self.frame_step,
+            "fft_length": self.fft_length,
+            "num_mel_bins": self.num_mel_bins,
+            "lower_edge_hertz": self.lower_edge_hertz,
+            "upper_edge_hertz": self.upper_edge_hertz,
+            "log_offset": self.log_offset,
+            "num_mfcc": self.num_mfcc,
+            "normalize_features": self.normalize_features,
+            "filters": list(self.filters),
+            "kernel_size": self.kernel_size,
+            "rnn_units": self.rnn_units,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+        })
+        return config

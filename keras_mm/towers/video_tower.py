@@ -1,0 +1,297 @@
+import math
+
+import keras
+from keras import ops
+
+from keras_mm.layers.position_embedding import PositionEmbedding
+from keras_mm.layers.temporal_conv_net import TemporalConvNet
+from keras_mm.layers.transformer_encoder import TransformerEncoder
+from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.registry import TOWERS
+from keras_mm.towers.image_tower import ImageTower
+
+ENCODERS = ("conv3d", "frames")
+OUTPUTS = ("vector", "sequence", "feature_map")
+TEMPORALS = ("mean", "tcn", "gru", "transformer")
+
+
+def _masked_mean(x, step_mask):
+    """Mean over axis 1 of `x` [B, T, D] where `step_mask` [B, T, 1] is 1."""
+    total = ops.sum(x * step_mask, axis=1)
+    count = ops.maximum(ops.sum(step_mask, axis=1), ops.cast(1.0, x.dtype))
+    return total / count
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@TOWERS.register("video")
+class VideoTower(keras.layers.Layer):
+    """Video tower: encodes clips `[batch, frames, height, width, channels]`.
+
+    Encoders (both give a feature map `[batch, T', H', W', dim]`):
+
+    - `"conv3d"`: a C3D-style stack, one block per entry of `filters`
+      (3x3x3 convolution, ReLU, max pool; the first pool is 1x2x2 and the
+      later ones 2x2x2, so `T' = ceil(T / 2**(len(filters) - 1))` and
+      `H' = ceil(H / 2**len(filters))`), then a dense projection to `dim`.
+    - `"frames"`: a shared per-frame 2-D CNN (an `ImageTower` with
+      `encoder="cnn"`, `filters`, `kernel_size`) applied to every frame;
+      `T' = T`, `H' = ceil(H / 2**len(filters))`.
+
+    The feature map is averaged over space into one token per time step,
+    and the `temporal` stage runs over those tokens: `"mean"` (none),
+    `"tcn"` (`TemporalConvNet`, causal, `tcn_dilations`), `"gru"` (a GRU)
+    or `"transformer"` (learned positions + `num_layers` pre-norm layers).
+
+    - `output="vector"`: the masked mean of the temporal tokens, `[batch,
+      dim]`;
+    - `output="sequence"`: the temporal tokens `[batch, T', dim]`;
+      `compute_mask` gives the frame mask (pooled to `T'` for `conv3d`);
+    - `output="feature_map"`: `[batch, T', H', W', dim]`, the feature map
+      plus (for `temporal != "mean"`) each time step's temporal token
+      broadcast over space, so every location carries the clip context.
+
+    Masking: the optional boolean frame mask `[batch, frames]` marks real
+    frames True and padded frames False. Padded frames are zeroed before
+    the encoder and after each 3-D convolution, excluded from the temporal
+    stage (masked TCN/GRU/attention) and from the mean, and zeroed in the
+    outputs: their content never changes the output. A pooled `conv3d`
+    step is valid when any of its frames is.
+
+    Args:
+        encoder: `"conv3d"` or `"frames"`.
+        output: `"vector"`, `"sequence"` or `"feature_map"`.
+        temporal: `"mean"`, `"tcn"`, `"gru"` or `"transformer"`.
+        dim: output width.
+        dropout: dropout rate on the output and inside the temporal stage.
+        filters: channels per conv block.
+        kernel_size: conv size (per axis).
+        tcn_dilations: one TCN block per dilation (`temporal="tcn"`).
+        num_layers, num_heads, intermediate_dim: `temporal="transformer"`.
+        kernel_initializer: initializer of the conv kernels.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float `[batch, frames, height, width, channels]`.
+        training: Python bool (batch norm and dropout).
+        mask: optional boolean `[batch, frames]`, False for padded frames.
+
+    Example:
+
+    >>> clips = keras.random.uniform((2, 8, 32, 32, 3))
+    >>> mask = keras.ops.arange(8)[None, :] < keras.ops.array([[8], [5]])
+    >>> tower = VideoTower(encoder="frames", temporal="gru", dim=16,
+    ...                    filters=(8, 16), output="sequence")
+    >>> tower(clips, mask=mask).shape
+    (2, 8, 16)
+    """
+
+    input_dtype = "float32"
+
+    def __init__(self, encoder="frames", output="vector", temporal="mean",
+                 dim=64, dropout=0.0, filters=(32, 64), kernel_size=3,
+                 tcn_dilations=(1, 2, 4), num_layers=2, num_heads=4,
+                 intermediate_dim=None, kernel_initializer="he_normal",
+                 **kwargs):
+        super().__init__(**kwargs)
+        name = "VideoTower"
+        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        # `output` is a Keras Layer property: stored as `output_mode`.
+        self.output_mode = check_choice(name, "output", output, OUTPUTS)
+        self.temporal = check_choice(name, "temporal", temporal, TEMPORALS)
+        self.dim = int(dim)
+        self.dropout = float(dropout)
+        self.filters = tuple(int(f) for f in filters)
+        if not self.filters:
+            raise ValueError(f"{name}: filters must list at least one "
+                             "conv block width, e.g. filters=(32, 64)")
+        self.kernel_size = int(kernel_size)
+        self.tcn_dilations = tuple(int(d) for d in tcn_dilations)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.intermediate_dim = intermediate_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    # -- shapes -------------------------------------------------------------
+
+    def _grid(self, input_shape):
+        """(T', H', W') of the feature map."""
+        _, frames, height, width, _ = input_shape
+
+        def ceil_div(size, factor):
+            return None if size is None else math.ceil(size / factor)
+
+        space = 2 ** len(self.filters)
+        if self.encoder == "conv3d":
+            frames = ceil_div(frames, 2 ** (len(self.filters) - 1))
+        return frames, ceil_div(height, space), ceil_div(width, space)
+
+    # -- building -----------------------------------------------------------
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 5 or None in shape[2:]:
+            raise ValueError(
+                "VideoTower takes float clips [batch, frames, height, width, "
+                f"channels] with a known frame size; got shape {shape}")
+        policy = self.dtype_policy
+        if self.encoder == "conv3d":
+            self.convs, self.pools = [], []
+            for i, f in enumerate(self.filters):
+                conv = keras.layers.Conv3D(
+                    f, self.kernel_size, padding="same",
+                    kernel_initializer=clone_initializer(
+                        self.kernel_initializer),
+                    dtype=policy, name=f"conv{i}")
+                pool = keras.layers.MaxPooling3D(
+                    (1, 2, 2) if i == 0 else (2, 2, 2), padding="same",
+                    dtype=policy, name=f"pool{i}")
+                conv.build(shape)
+                shape = pool.compute_output_shape(
+                    conv.compute_output_shape(shape))
+                self.convs.append(conv)
+                self.pools.append(pool)
+            self.projection = keras.layers.Dense(self.dim, dtype=policy,
+                                                 name="projection")
+            self.projection.build(shape)
+        else:
+            self.frame_encoder = ImageTower(
+                encoder="cnn", output="feature_map", dim=self.dim,
+                filters=self.filters, kernel_size=self.kernel_size,
+                kernel_initializer=clone_initializer(
+                    self.kernel_initializer),
+                dtype=policy, name="frame_encoder")
+            self.frame_encoder.build((None,) + shape[2:])
+        steps = self._grid(tuple(input_shape))[0]
+        seq_shape = (None, steps, self.dim)
+        if self.temporal == "tcn":
+            self.temporal_layer = TemporalConvNet(
+                filters=self.dim, dilations=self.tcn_dilations,
+                dropout=self.dropout, dtype=policy, name="tcn")
+            self.temporal_layer.build(seq_shape)
+        elif self.temporal == "gru":
+            self.temporal_layer = keras.layers.GRU(
+                self.dim, return_sequences=True, dtype=policy, name="gru")
+            self.temporal_layer.build(seq_shape)
+        elif self.temporal == "transformer":
+            if steps is None:
+                raise ValueError(
+                    "VideoTower(temporal='transformer') needs a fixed "
+                    "number of frames for its position embeddings (pad "
+                    f"clips and pass a frame mask); got shape {shape}")
+            self.position_embedding = PositionEmbedding(
+                steps, dtype=policy, name="position_embedding")
+            self.position_embedding.build(seq_shape)
+            self.temporal_layer = TransformerEncoder(
+                num_layers=self.num_layers, num_heads=self.num_heads,
+                intermediate_dim=self.intermediate_dim,
+                dropout=self.dropout, dtype=policy, name="transformer")
+            self.temporal_layer.build(seq_shape)
+        self.output_dropout = keras.layers.Dropout(self.dropout,
+                                                   dtype=policy)
+        self.built = True
+
+    # -- calling ------------------------------------------------------------
+
+    def _step_mask(self, mask):
+        """Boolean [B, T'] mask of the feature map's time steps."""
+        if mask is None:
+            return None
+        mask = ops.cast(mask, "bool")
+        if self.encoder == "frames":
+            return mask
+        # conv3d: one 2x temporal max pool per block after the first.
+        for _ in range(len(self.filters) - 1):
+            mask = self._pool_mask(mask)
+        return mask
+
+    @staticmethod
+    def _pool_mask(mask):
+        """Halves a boolean [B, T] mask: a step is valid if any frame is."""
+        m = ops.cast(mask, "float32")[:, :, None]
+        m = ops.max_pool(m, 2, strides=2, padding="same")
+        return ops.cast(m[:, :, 0], "bool")
+
+    def _feature_map(self, inputs, mask, training):
+        """Feature map [B, T', H', W', dim] and frame mask [B, T'] or None."""
+        x = ops.cast(inputs, self.compute_dtype)
+        if mask is not None:
+            frame_mask = ops.cast(mask, x.dtype)[:, :, None, None, None]
+            x = x * frame_mask
+        if self.encoder == "frames":
+            shape = ops.shape(x)
+            frames = ops.reshape(x, (-1,) + tuple(x.shape[2:]))
+            fmap = self.frame_encoder(frames, training=training)
+            fmap = ops.reshape(
+                fmap, (shape[0], shape[1]) + tuple(fmap.shape[1:]))
+            return fmap, self._step_mask(mask)
+        for i, (conv, pool) in enumerate(zip(self.convs, self.pools)):
+            x = keras.activations.relu(conv(x))
+            if mask is not None:
+                # Re-zero padded steps so that they act as zero padding.
+                x = x * ops.cast(mask, x.dtype)[:, :, None, None, None]
+            x = pool(x)
+            if i > 0 and mask is not None:
+                mask = self._pool_mask(mask)
+        return self.projection(x), mask
+
+    def call(self, inputs, training=None, mask=None):
+        fmap, step_mask = self._feature_map(inputs, mask, training)
+        steps = ops.mean(fmap, axis=(2, 3))
+        weights = None
+        if step_mask is not None:
+            weights = ops.cast(step_mask, fmap.dtype)[:, :, None]
+            steps = steps * weights
+        if self.temporal == "transformer":
+            steps = self.position_embedding(steps)
+        if self.temporal != "mean":
+            steps = self.temporal_layer(steps, training=training,
+                                        mask=step_mask)
+            steps = ops.cast(steps, fmap.dtype)
+            if weights is not None:
+                steps = steps * weights
+        if self.output_mode == "feature_map":
+            if self.temporal != "mean":
+                fmap = fmap + steps[:, :, None, None, :]
+            if weights is not None:
+                fmap = fmap * weights[:, :, :, None, None]
+            return self.output_dropout(fmap, training=training)
+        steps = self.output_dropout(steps, training=training)
+        if self.output_mode == "sequence":
+            return steps
+        if weights is None:
+            return ops.mean(steps, axis=1)
+        return _masked_mean(steps, weights)
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or self.output_mode != "sequence":
+            return None
+        return self._step_mask(mask)
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0]
+        if self.output_mode == "vector":
+            return (batch, self.dim)
+        steps, height, width = self._grid(input_shape)
+        if self.output_mode == "sequence":
+            return (batch, steps, self.dim)
+        return (batch, steps, height, width, self.dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": self.encoder,
+            "output": self.output_mode,
+            "temporal": self.temporal,
+            "dim": self.dim,
+            "dropout": self.dropout,
+            "filters": list(self.filters),
+            "kernel_size": self.kernel_size,
+            "tcn_dilations": list(self.tcn_dilations),
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+        })
+        return config
