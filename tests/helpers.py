@@ -62,8 +62,12 @@ def _make_symbolic(inputs, call_kwargs):
         names.append(name)
         return inp
 
-    sym_inputs = keras.tree.map_structure_with_path(make, inputs) \
-        if isinstance(inputs, dict) else make(("x",), inputs)
+    if isinstance(inputs, dict):
+        leaves = [make(path, x)
+                  for path, x in keras.tree.flatten_with_path(inputs)]
+        sym_inputs = keras.tree.pack_sequence_as(inputs, leaves)
+    else:
+        sym_inputs = make(("x",), inputs)
     sym_kwargs = {}
     for key, value in (call_kwargs or {}).items():
         if _is_array(value):

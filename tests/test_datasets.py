@@ -386,7 +386,7 @@ def test_av_mnist_degraded_pca_and_snr(shared_data, tmp_path):
                                ratio[3], rtol=1e-6)
     v = evecs[:, order[:4]]
 
-    snrs = []
+    snrs, rescaled = [], 0
     for split in ("train", "test"):
         rows = read_rows(out / f"{split}.csv")
         for r in rows[:10]:
@@ -404,13 +404,20 @@ def test_av_mnist_degraded_pca_and_snr(shared_data, tmp_path):
             src, _ = read_wav_float(fsdd_dir / "recordings" / name)
             clean = np.zeros(8000)
             clean[:min(8000, len(src))] = src[:8000]
-            # noisy = g * (clean + noise) with g <= 1 (rescaled clips only).
-            g = noisy @ clean / (clean @ clean)
-            noise = noisy / g - clean
+            peak = np.abs(noisy).max()
+            if peak >= 32767 / 32768:
+                # Rescaled as a whole to peak at full scale: never clipped
+                # (no run of two full-scale samples), not measured below.
+                rescaled += 1
+                full = np.abs(noisy) >= 32767 / 32768
+                assert not np.any(full[1:] & full[:-1])
+                continue
             snrs.append(10 * np.log10(np.mean(clean ** 2)
-                                      / np.mean(noise ** 2)))
+                                      / np.mean((noisy - clean) ** 2)))
     snrs = np.array(snrs)
-    # Power of 8,000 Gaussian samples: relative std 1.6% (0.07 dB), plus
-    # the estimate of g: each clip within 0.4 dB, the mean within 0.15 dB.
-    assert np.abs(snrs + 3.0).max() < 0.4, snrs
-    assert abs(snrs.mean() + 3.0) < 0.15, snrs.mean()
+    print("SNR dB:", np.round(snrs, 2), "rescaled:", rescaled)
+    # The noise power of 8,000 Gaussian samples has a relative std of 1.6%
+    # (0.07 dB): each clip within 0.3 dB of -3 dB, the mean within 0.1 dB.
+    assert len(snrs) >= 15
+    assert np.abs(snrs + 3.0).max() < 0.3, snrs
+    assert abs(snrs.mean() + 3.0) < 0.1, snrs.mean()

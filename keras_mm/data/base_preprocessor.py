@@ -93,7 +93,7 @@ class Preprocessor:
     # -- signatures ----------------------------------------------------------
 
     def raw_signature(self):
-        """Dict `{key: tf.TensorSpec([None, ...])}` of the raw serving inputs."""
+        """`{key: tf.TensorSpec([None, ...])}` of the raw serving inputs."""
         raise NotImplementedError
 
     def parsed_signature(self):
@@ -101,7 +101,7 @@ class Preprocessor:
         raise NotImplementedError
 
     def output_signature(self):
-        """Dict `{key: tf.TensorSpec([None, ...])}` of the model-ready batch."""
+        """`{key: tf.TensorSpec([None, ...])}` of the model-ready batch."""
         raise NotImplementedError
 
     def output_shape(self):
@@ -111,10 +111,11 @@ class Preprocessor:
     # -- graph code ----------------------------------------------------------
 
     def parse(self, raw, training=False):
-        """ONE raw example -> dict of fixed-shape tensors (see parsed_signature).
+        """ONE raw example -> dict of fixed-shape tensors (parsed_signature).
 
         Args:
-            raw: the raw value (or a dict holding this preprocessor's raw keys).
+            raw: the raw value, or a dict holding this preprocessor's raw
+                keys.
             training: Python bool; random crops happen only when True.
         """
         raise NotImplementedError
@@ -163,7 +164,7 @@ class Preprocessor:
         return raw
 
     def example_signature(self):
-        """`raw_signature()` of one example (no batch dim), as parse takes it."""
+        """`raw_signature()` of one example (no batch dim): what parse takes."""
         specs = {k: tf.TensorSpec(s.shape[1:], s.dtype)
                  for k, s in self.raw_signature().items()}
         if len(specs) == 1:

@@ -11,7 +11,7 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def _to_channels(image, channels):
-    """float `[..., H, W, c]` with c in 1..4 (unknown statically) -> `channels`."""
+    """float `[..., H, W, c]`, c in 1..4 (dynamic) -> `channels` channels."""
     c = tf.shape(image)[-1]
     if channels == 1:
         gray = tf.cond(
@@ -89,8 +89,9 @@ def resize_image(image, size, preserve_aspect=False, antialias=False):
     new_w = tf.clip_by_value(new_w, 1, width)
     resized = tf.image.resize(image, tf.stack([new_h, new_w]),
                               method="bilinear", antialias=antialias)
-    top = (height - new_h) // 2
-    left = (width - new_w) // 2
+    # Offsets as resize_with_pad: half the padding of the unfloored size.
+    top = tf.where(height_limited, 0, (height * w - h * width) // (2 * w))
+    left = tf.where(height_limited, (width * h - w * height) // (2 * h), 0)
     paddings = tf.stack([[top, height - new_h - top],
                          [left, width - new_w - left], [0, 0]])
     rank = len(image.shape)
@@ -118,7 +119,9 @@ class ImagePreprocessor(Preprocessor):
         name: model input name.
         size: `(height, width)` of the output.
         channels: 1 (grayscale), 3 (RGB) or 4 (RGBA).
-        preserve_aspect: resize with `tf.image.resize_with_pad`.
+        preserve_aspect: fit inside `size` keeping the aspect ratio and pad
+            with zeros (the geometry of `tf.image.resize_with_pad`, computed
+            in integers so tf.function and tf.data agree; see `resize_image`).
         antialias: antialiased resize (better when shrinking a lot).
         scale: multiplies the pixel values (0..255); default 1/255.
         mean, std: optional per-channel (or scalar) values applied after

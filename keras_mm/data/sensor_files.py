@@ -3,18 +3,18 @@
 `decode_csv_bytes` and `decode_npy_bytes` take the file *contents* (a scalar
 string tensor, e.g. from `tf.io.read_file`) and return float32 `[T, C]`
 using core TF string ops only, so they run in `tf.data` and in a serving
-function. `read_ts` reads the sktime / UEA `.ts` time-series archive format
-in Python, for dataset builders (it is not graph code).
+function. `read_ts` (re-exported from `keras_mm.datasets.ts_format`, the one
+`.ts` reader) reads the sktime / UEA `.ts` time-series archive format in
+Python, for dataset builders (it is not graph code): per-example `[T, C]`
+arrays, labels and class names.
 """
 
-import collections
-import math
 import re
 
-import numpy as np
 import tensorflow as tf
 
-from keras_mm.errors import DataError
+from keras_mm.datasets.ts_format import TsData  # noqa: F401
+from keras_mm.datasets.ts_format import read_ts  # noqa: F401
 
 # A number as tf.io.decode_csv / strtod reads it, or an empty field (NaN).
 _NUMBER = (r"\s*([-+]?((\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
@@ -159,112 +159,3 @@ def decode_npy_bytes(contents):
         lambda: tf.transpose(tf.reshape(values, [channels, steps])),
         lambda: tf.reshape(values, [steps, channels]))
     return tf.ensure_shape(series, [None, None])
-
-
-TsData = collections.namedtuple(
-    "TsData", ["series", "labels", "class_labels", "metadata"])
-TsData.__doc__ = """Contents of a `.ts` file (see `read_ts`).
-
-Fields:
-    series: float64 `[N, C, T]` array when all series have one length,
-        else a list of N `[C, T_i]` arrays. Missing values (`?`) are NaN.
-    labels: array of N label strings (None when the file has no labels).
-    class_labels: the `@classLabel` list, or None.
-    metadata: dict of the `@` header keys (lower case), values as text.
-"""
-
-
-def read_ts(path, channels_last=False):
-    """Reads a `.ts` file of the sktime / UEA-UCR time-series archive.
-
-    Supports the common form: `@`-header lines, `@data`, then one line per
-    example with the C dimensions separated by `:` (comma-separated values,
-    `?` = missing) and the class label last when `@classLabel true`. The
-    `@timeStamps true` form is rejected with a DataError.
-
-    Args:
-        path: file path (any `tf.io.gfile` path).
-        channels_last: return `[N, T, C]` / `[T_i, C]` (the sensor
-            preprocessor's layout) instead of sktime's `[N, C, T]`.
-
-    Returns:
-        a `TsData`.
-
-    Raises:
-        DataError naming the file and line for malformed content.
-    """
-    metadata = {}
-    rows, labels = [], []
-    in_data = False
-    with tf.io.gfile.GFile(path, "r") as f:
-        lines = f.read().splitlines()
-    for line_no, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        if not in_data:
-            if not text.startswith("@"):
-                raise DataError(f"expected an @ header line or @data, got "
-                                f"{text[:40]!r}", file=path, row=line_no,
-                                reason="bad_header")
-            key, _, value = text[1:].partition(" ")
-            key = key.lower()
-            if key == "data":
-                in_data = True
-                if metadata.get("timestamps", "false").lower() == "true":
-                    raise DataError(
-                        "@timeStamps true is not supported; convert the "
-                        "file to the plain (no time stamps) form",
-                        file=path, row=line_no, reason="unsupported")
-                continue
-            metadata[key] = value.strip()
-            continue
-        rows.append(_parse_ts_row(path, line_no, text, metadata, labels))
-    if not in_data:
-        raise DataError("no @data line", file=path, reason="bad_header")
-    class_line = metadata.get("classlabel", "false").split()
-    has_labels = bool(class_line) and class_line[0].lower() == "true"
-    class_labels = class_line[1:] if has_labels else None
-    lengths = {row.shape[1] for row in rows}
-    if len(lengths) == 1:
-        series = np.stack(rows) if rows else np.zeros((0, 0, 0))
-        if channels_last:
-            series = np.transpose(series, (0, 2, 1))
-    else:
-        series = [row.T if channels_last else row for row in rows]
-    if has_labels:
-        unknown = sorted(set(labels) - set(class_labels))
-        if class_labels and unknown:
-            raise DataError(f"labels {unknown} are not in @classLabel "
-                            f"{class_labels}", file=path, reason="bad_label")
-        labels = np.asarray(labels)
-    else:
-        labels = None
-    return TsData(series, labels, class_labels, metadata)
-
-
-def _parse_ts_row(path, line_no, text, metadata, labels):
-    parts = text.split(":")
-    class_line = metadata.get("classlabel", "false").split()
-    has_labels = bool(class_line) and class_line[0].lower() == "true"
-    if has_labels:
-        labels.append(parts[-1].strip())
-        parts = parts[:-1]
-    dims = metadata.get("dimensions")
-    if dims is not None and len(parts) != int(dims):
-        raise DataError(f"{len(parts)} dimensions, but @dimensions is {dims}",
-                        file=path, row=line_no, reason="bad_row")
-    channels = []
-    for part in parts:
-        try:
-            values = [math.nan if v.strip() == "?" else float(v)
-                      for v in part.split(",")]
-        except ValueError as e:
-            raise DataError(f"not a number: {e}", file=path, row=line_no,
-                            reason="bad_value") from None
-        channels.append(values)
-    length = max(len(c) for c in channels)
-    array = np.full((len(channels), length), np.nan)
-    for k, values in enumerate(channels):
-        array[k, :len(values)] = values
-    return array

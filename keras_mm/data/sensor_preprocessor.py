@@ -24,7 +24,12 @@ class SensorPreprocessor(Preprocessor):
     ignored), then fills NaN with 0 (the channel mean) and reports the steps
     in `<name>_mask`: False where any channel is NaN at that step (missing
     values and padding). A series with no finite value (empty or all NaN)
-    counts as a missing modality: `<name>_present = 0`, all zeros.
+    counts as a missing modality: `<name>_present = 0`, all zeros. Inf
+    values are treated like NaN.
+
+    Serving signature: `source="array"` takes float `[B, T, C]` (pad shorter
+    series with NaN: those steps are reported missing); `"csv"` / `"npy"`
+    take the file bytes `[B]`.
 
     Args:
         name: model input name.
@@ -133,6 +138,9 @@ class SensorPreprocessor(Preprocessor):
 
     def adapt(self, dataset):
         """Per-channel mean / std over all finite training values."""
+        # Sums of (x - shift), shift = the first finite values seen: keeps
+        # the one-pass variance accurate when |mean| >> std.
+        shift = None
         total = np.zeros(self.channels)
         total_sq = np.zeros(self.channels)
         count = np.zeros(self.channels)
@@ -140,13 +148,20 @@ class SensorPreprocessor(Preprocessor):
                 .as_numpy_iterator():
             series = series.astype(np.float64)
             finite = np.isfinite(series)
-            values = np.where(finite, series, 0.0)
-            total += values.sum(axis=0)
-            total_sq += (values ** 2).sum(axis=0)
+            if shift is None and finite.any():
+                shift = np.where(finite.any(0),
+                                 np.nanmean(np.where(finite, series, np.nan),
+                                            axis=0), 0.0)
+            centred = np.where(finite, series - (shift if shift is not None
+                                                 else 0.0), 0.0)
+            total += centred.sum(axis=0)
+            total_sq += (centred ** 2).sum(axis=0)
             count += finite.sum(axis=0)
         safe = np.maximum(count, 1)
-        mean = np.where(count > 0, total / safe, 0.0)
-        var = np.maximum(total_sq / safe - mean ** 2, 0.0)
+        offset = total / safe
+        mean = np.where(count > 0, offset + (shift if shift is not None
+                                             else 0.0), 0.0)
+        var = np.maximum(total_sq / safe - offset ** 2, 0.0)
         std = np.sqrt(var)
         std = np.where((count > 0) & (std > 1e-12), std, 1.0)
         self.mean = [float(v) for v in mean]

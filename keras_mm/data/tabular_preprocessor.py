@@ -123,7 +123,7 @@ class TabularPreprocessor(Preprocessor):
             tf.lookup.KeyValueTensorInitializer(keys, values), default_value=0)
 
     def resources(self):
-        """The lookup tables (one per categorical column) to track on export."""
+        """Lookup tables (one per categorical column) to track on export."""
         return list(self._tables or [])
 
     @property

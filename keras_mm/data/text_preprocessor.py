@@ -44,7 +44,8 @@ class TextPreprocessor(Preprocessor):
         reserved_tokens: tokens put first in a learned vocab (`[PAD]` first).
         learn_params: extra arguments of the WordPiece learner (e.g.
             `{"lower_thresh": 1}` for tiny corpora; see
-            `tensorflow_text.tools.wordpiece_vocab.wordpiece_tokenizer_learner_lib.learn`).
+            `wordpiece_tokenizer_learner_lib.learn` in
+            `tensorflow_text.tools.wordpiece_vocab`).
 
     Outputs: `<name>` int32 `[B, max_len]`, `<name>_present` float32 `[B]`.
 
@@ -145,11 +146,14 @@ class TextPreprocessor(Preprocessor):
         """Learns the WordPiece vocabulary from raw training texts."""
         texts = self.examples(dataset).map(
             lambda t: self.normalize(tf.reshape(t, [])))
-        vocab = bert_vocab_from_dataset.bert_vocab_from_dataset(
-            texts, vocab_size=self.max_vocab_size,
-            reserved_tokens=list(self.reserved_tokens),
-            bert_tokenizer_params={"lower_case": False},
-            learn_params=dict(self.learn_params))
+        try:
+            vocab = bert_vocab_from_dataset.bert_vocab_from_dataset(
+                texts, vocab_size=self.max_vocab_size,
+                reserved_tokens=list(self.reserved_tokens),
+                bert_tokenizer_params={"lower_case": False},
+                learn_params=dict(self.learn_params))
+        except StopIteration:  # the learner found no word at all
+            vocab = list(self.reserved_tokens)
         self.set_vocab(vocab, source="learned vocabulary")
         return self
 

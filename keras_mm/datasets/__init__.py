@@ -1,1 +1,41 @@
-"""Data sets: the embedded demo set and the AV-MNIST / BasicMotions builders."""
+"""Data sets: the embedded demo set and the AV-MNIST / BasicMotions builders.
+
+Pure Python / NumPy / Pillow / `wave` (no TensorFlow is imported here).
+
+- `make_demo_dataset` / `ensure_demo_dataset`: the small deterministic demo
+  set (PNG, WAV, text, sensor CSV; only fusion classifies it well).
+- `build_av_mnist`: MNIST images + FSDD spoken digits, `clean` or `degraded`.
+- `build_basicmotions`: BasicMotions `.ts` files -> accelerometer and
+  gyroscope arrays + manifests.
+- `read_ts` / `parse_ts` / `TsData`: THE `.ts` (sktime/UEA) reader.
+- `read_idx` / `load_mnist`: the MNIST IDX reader.
+"""
+
+import importlib
+
+# Lazy exports: `python -m keras_mm.datasets.<builder>` then runs cleanly.
+_EXPORTS = {
+    "build_av_mnist": "av_mnist",
+    "build_basicmotions": "basicmotions",
+    "ensure_demo_dataset": "demo",
+    "make_demo_dataset": "demo",
+    "load_mnist": "idx",
+    "read_idx": "idx",
+    "TsData": "ts_format",
+    "parse_ts": "ts_format",
+    "read_ts": "ts_format",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"keras_mm.datasets.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'keras_mm.datasets' has no attribute "
+                         f"{name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -22,8 +22,11 @@ from keras_mm.errors import DataError
 def write_png(path, pixels):
     """Writes a uint8 `[H, W]` (grayscale) or `[H, W, 3]` (RGB) array."""
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    mode = "L" if pixels.ndim == 2 else "RGB"
-    Image.fromarray(pixels, mode=mode).save(path, format="PNG")
+    if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
+        raise ValueError(f"write_png({path}): expected [H, W] or [H, W, 3], "
+                         f"got {pixels.shape}")
+    # uint8 [H, W] -> mode "L", [H, W, 3] -> "RGB" (inferred by Pillow).
+    Image.fromarray(pixels).save(path, format="PNG")
 
 
 def to_pcm16(waveform):

@@ -69,13 +69,14 @@ Example:
 import argparse
 import os
 import re
+import sys
 import time
 
 import numpy as np
 
 from keras_mm.datasets import _io
 from keras_mm.datasets.idx import load_mnist
-from keras_mm.errors import DataError
+from keras_mm.errors import DataError, KerasMMError
 
 VARIANTS = ("clean", "degraded")
 NUM_TRAIN = 8000
@@ -241,6 +242,7 @@ def build_av_mnist(mnist_dir, fsdd_dir, out_dir, variant="clean", seed=0,
         raise ValueError(f"limit={limit!r} must be a positive integer or None")
     start = time.perf_counter()
     out_dir = os.path.abspath(os.fspath(out_dir))
+    _io.check_output_dir(out_dir, overwrite)     # before any heavy work
     images, labels = load_mnist(mnist_dir)
     if len(images) <= NUM_TRAIN:
         raise DataError(f"expected the 10,000 MNIST test images, found "
@@ -340,9 +342,13 @@ def main(argv=None):
                    default="absolute")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
-    info = build_av_mnist(a.mnist, a.fsdd, a.out, variant=a.variant,
-                          seed=a.seed, limit=a.limit,
-                          audio_paths=a.audio_paths, overwrite=a.overwrite)
+    try:
+        info = build_av_mnist(a.mnist, a.fsdd, a.out, variant=a.variant,
+                              seed=a.seed, limit=a.limit,
+                              audio_paths=a.audio_paths, overwrite=a.overwrite)
+    except (KerasMMError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"AV-MNIST ({info['variant']}, seed {info['seed']}): "
           f"{info['sizes']['train']} train / {info['sizes']['test']} test "
           f"rows in {info['out_dir']} ({info['seconds']:.1f} s)")

@@ -41,12 +41,13 @@ Example:
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
 from keras_mm.datasets import _io
 from keras_mm.datasets.ts_format import read_ts
-from keras_mm.errors import DataError
+from keras_mm.errors import DataError, KerasMMError
 
 INPUTS = (("accelerometer", (0, 1, 2)), ("gyroscope", (3, 4, 5)))
 FILE_FORMATS = ("npy", "csv")
@@ -81,6 +82,7 @@ def build_basicmotions(ts_dir, out_dir, file_format="npy", overwrite=False,
         raise ValueError(f"file_format={file_format!r} is not one of "
                          f"{', '.join(FILE_FORMATS)}")
     out_dir = os.path.abspath(os.fspath(out_dir))
+    _io.check_output_dir(out_dir, overwrite)
     data = {}
     for split in ("train", "test"):
         path = os.path.join(os.fspath(ts_dir), f"{problem}_{split.upper()}.ts")
@@ -136,8 +138,12 @@ def main(argv=None):
     p.add_argument("--format", choices=FILE_FORMATS, default="npy")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
-    info = build_basicmotions(a.ts, a.out, file_format=a.format,
-                              overwrite=a.overwrite)
+    try:
+        info = build_basicmotions(a.ts, a.out, file_format=a.format,
+                                  overwrite=a.overwrite)
+    except (KerasMMError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"BasicMotions: {info['sizes']['train']} train / "
           f"{info['sizes']['test']} test examples in {info['out_dir']}")
     return 0

@@ -62,10 +62,12 @@ import argparse
 import colorsys
 import json
 import os
+import sys
 
 import numpy as np
 
 from keras_mm.datasets import _io
+from keras_mm.errors import KerasMMError
 
 CLASS_NAMES = ("warm_low", "warm_high", "cool_low", "cool_high")
 SPLITS = ("train", "val", "test")
@@ -285,9 +287,13 @@ def main(argv=None):
     p.add_argument("--num-test", type=int, default=_DEFAULT_SIZES["test"])
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
-    info = make_demo_dataset(a.out, seed=a.seed, num_train=a.num_train,
-                             num_val=a.num_val, num_test=a.num_test,
-                             overwrite=a.overwrite)
+    try:
+        info = make_demo_dataset(a.out, seed=a.seed, num_train=a.num_train,
+                                 num_val=a.num_val, num_test=a.num_test,
+                                 overwrite=a.overwrite)
+    except (KerasMMError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"demo set (seed {info['seed']}): {info['sizes']} in "
           f"{info['out_dir']}")
     return 0

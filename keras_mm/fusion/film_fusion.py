@@ -64,7 +64,9 @@ class FiLMFusion(BaseFusion):
     (2, 16)
     """
 
-    input_kind = "sequence"
+    # The `target` tower gives `output="feature_map"`; the other towers give
+    # vectors (`output="vector"`).
+    input_kind = "feature_map"
 
     def __init__(self, target, units=64, return_feature_map=False,
                  activation=None, generator_initializer="zeros",

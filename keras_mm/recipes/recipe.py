@@ -1,0 +1,746 @@
+"""YAML recipes: loading (`yaml.safe_load` only), `--set` overrides, validation.
+
+A recipe is one YAML file with these sections (only `data`, `inputs` and
+`heads` are required; everything else has defaults):
+
+```yaml
+name: demo                     # run / export name (default: the file stem)
+data:
+  format: manifest             # manifest (CSV/JSONL) | tfrecord
+  splits:                      # split -> manifest file, or TFRecord pattern(s)
+    train: data/demo/train.csv
+    val: data/demo/val.csv
+    test: data/demo/test.csv
+  generate: {type: demo, out_dir: data/demo}   # optional: build it when absent
+  bad_records: error           # error | skip | missing
+  cache: false                 # false | memory | <file prefix>
+  shuffle_buffer: 1024
+  deterministic: false
+  data_service: null           # tf.data service dispatcher address
+inputs:                        # the keras_mm.build_model spec, plus source/preprocess
+  image:
+    modality: image
+    source: image              # manifest column (default: the input name)
+    preprocess: {size: [32, 32], channels: 3}   # preprocessor arguments
+    shape: [32, 32, 3]         # may be left out: the pipeline derives it
+    tower: {encoder: cnn}
+fusion: {type: gated, presence_mask: true}
+trunk: {hidden_units: [64], dropout: 0.1}
+heads:
+  label: {type: classification, num_classes: 4, source: label}
+training:
+  epochs: 10
+  batch_size: 32
+  optimizer: {type: adam, learning_rate: 0.001}   # or just: adam
+  schedule: {type: cosine}     # null | constant | cosine | exponential | ...
+  precision: auto              # auto | float32 | mixed_float16 | mixed_bfloat16
+  jit_compile: auto            # auto | true | false
+  strategy: auto               # auto | default | mirrored | multi_worker | tpu
+  tpu: null
+  steps_per_execution: null    # null: chosen per device
+  seed: 0
+  deterministic: false
+  early_stopping: {monitor: val_loss, patience: 5}   # or false
+  checkpoint: {monitor: val_loss, mode: auto}        # best-checkpoint saving
+  backup: {save_freq: epoch}   # BackupAndRestore; an int = every N steps; false = off
+  tensorboard: true
+  runs_dir: runs
+evaluation:
+  splits: [val, test]
+  compare_unimodal: false      # scoreboard: fused vs each single modality
+export:
+  name: demo                   # default: the recipe name
+  base_dir: saved_models
+  version: null                # null: the next free version
+  verify: true
+  golden_examples: 4
+```
+
+`load_recipe(path, overrides=["training.epochs=3", ...])` reads the file
+with `yaml.safe_load` (a recipe can never build Python objects or run
+code), applies the overrides (each value is parsed with `yaml.safe_load`, so
+`3` is an int, `[64, 32]` a list, `null` None), validates the whole
+recipe and returns it normalized (defaults filled in) as plain data.
+Errors are `ConfigError`s naming the file, the key path, the bad value and
+the allowed values, e.g.
+`recipes/x.yaml: fusion.type: 'concatt' is not one of attention, concat, ...`.
+"""
+
+import copy
+import inspect
+import numbers
+import os
+import re
+
+import yaml
+
+from keras_mm.errors import ConfigError, not_one_of
+
+RECIPE_KEYS = ("name", "data", "inputs", "fusion", "trunk", "heads",
+               "training", "evaluation", "export")
+MODEL_KEYS = ("inputs", "fusion", "trunk", "heads")
+
+DATA_FORMATS = ("manifest", "tfrecord")
+SPLITS = ("train", "val", "test")
+BAD_RECORD_POLICIES = ("error", "skip", "missing")
+DATA_KEYS = ("format", "splits", "generate", "bad_records", "cache",
+             "shuffle_buffer", "deterministic", "data_service")
+# generate.type -> "module:function" building that data set.
+GENERATORS = {
+    "demo": "keras_mm.datasets.demo:ensure_demo_dataset",
+    "av_mnist": "keras_mm.datasets.av_mnist:build_av_mnist",
+    "basicmotions": "keras_mm.datasets.basicmotions:build_basicmotions",
+}
+
+OPTIMIZERS = {
+    "adadelta": "Adadelta", "adafactor": "Adafactor", "adagrad": "Adagrad",
+    "adam": "Adam", "adamax": "Adamax", "adamw": "AdamW", "ftrl": "Ftrl",
+    "lamb": "Lamb", "lion": "Lion", "nadam": "Nadam", "rmsprop": "RMSprop",
+    "sgd": "SGD",
+}
+SCHEDULES = {
+    "constant": None,
+    "cosine": "CosineDecay",
+    "cosine_restarts": "CosineDecayRestarts",
+    "exponential": "ExponentialDecay",
+    "inverse_time": "InverseTimeDecay",
+    "piecewise": "PiecewiseConstantDecay",
+    "polynomial": "PolynomialDecay",
+}
+# Schedule arguments the trainer derives (learning rate from the optimizer,
+# decay steps from epochs x steps per epoch when absent).
+SCHEDULE_DERIVED = ("initial_learning_rate", "name")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+MONITOR_MODES = ("auto", "min", "max")
+TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "schedule",
+                 "precision", "jit_compile", "strategy", "tpu",
+                 "steps_per_execution", "seed", "deterministic",
+                 "early_stopping", "checkpoint", "backup", "tensorboard",
+                 "runs_dir", "verbose")
+EARLY_STOPPING_KEYS = ("monitor", "patience", "mode", "min_delta",
+                       "restore_best_weights")
+CHECKPOINT_KEYS = ("monitor", "mode")
+BACKUP_KEYS = ("save_freq",)
+EVALUATION_KEYS = ("splits", "compare_unimodal")
+EXPORT_KEYS = ("name", "base_dir", "version", "verify", "golden_examples")
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# -- loading ------------------------------------------------------------------
+
+
+def _check_duplicate_keys(node, path=""):
+    """Raises on a mapping key given twice (safe_load keeps the last one
+    silently). `node` comes from `yaml.compose`, which builds no objects."""
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) \
+                else None
+            child = f"{path}.{key}" if path else str(key)
+            if key is not None and key in seen:
+                raise ConfigError(
+                    child, f"key {key!r} is given twice (lines "
+                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                    "keep one")
+            if key is not None:
+                seen[key] = key_node.start_mark.line
+            _check_duplicate_keys(value_node, child)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, f"{path}[{i}]")
+
+
+def read_yaml(path):
+    """Reads a YAML file with `yaml.safe_load`; errors name the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise ConfigError(None, f"cannot read the recipe: "
+                          f"{error.strerror or error}", source=path) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_duplicate_keys(node)
+        data = yaml.safe_load(text)
+    except ConfigError as error:
+        raise error.with_source(path) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " \
+            if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        hint = ""
+        if isinstance(error, yaml.constructor.ConstructorError):
+            hint = ("; recipes are read with yaml.safe_load, which builds "
+                    "plain data only (no Python objects, no code)")
+        raise ConfigError(None, f"{where}invalid YAML: {problem}{hint}",
+                          source=path) from None
+    return data
+
+
+# -- overrides ----------------------------------------------------------------
+
+
+def parse_override(text):
+    """`"key.path=value"` -> `(["key", "path"], value)`.
+
+    The value is parsed with `yaml.safe_load` (`3` -> int, `[1, 2]` -> list,
+    `null` -> None, `true` -> bool; an empty value is None).
+    """
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(
+            None, f"--set {text!r}: expected key.path=value, e.g. "
+            "training.epochs=3")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(
+            None, f"--set {text!r}: {key!r} is not a dotted key path, e.g. "
+            "fusion.type")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            key, f"--set {text!r}: the value is not valid YAML "
+            f"({getattr(error, 'problem', error)})") from None
+    return parts, parsed
+
+
+def apply_overrides(recipe, overrides):
+    """Applies `--set key.path=value` strings to a copy of `recipe`.
+
+    Missing intermediate mappings are created; a numeric part indexes a
+    list (`trunk.hidden_units.0=32`).
+
+    Returns:
+        `(new_recipe, {key path: override text})`.
+    """
+    recipe = copy.deepcopy(recipe) if recipe is not None else {}
+    applied = {}
+    for text in overrides or ():
+        parts, value = parse_override(text)
+        node = recipe
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            here = ".".join(parts[:i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        here, f"--set {text!r}: {'.'.join(parts[:i])} is a "
+                        f"list of {len(node)} items; index it with 0.."
+                        f"{len(node) - 1}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ConfigError(
+                    ".".join(parts[:i]),
+                    f"--set {text!r}: this key holds {node!r}, not a "
+                    "mapping; set it as a whole instead")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        applied[".".join(parts)] = text
+    return recipe, applied
+
+
+# -- small checks -------------------------------------------------------------
+
+
+def _mapping(value, key_path):
+    if not isinstance(value, dict):
+        raise ConfigError(
+            key_path, f"expected a mapping, got {type(value).__name__} "
+            f"{value!r}")
+    return value
+
+
+def _keys(mapping, allowed, key_path):
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(
+                f"{key_path}.{key}", f"unknown key {key!r}; allowed keys are "
+                f"{', '.join(sorted(allowed))}")
+
+
+def _choice(value, allowed, key_path):
+    if isinstance(value, bool) or value not in allowed:
+        raise not_one_of(key_path, value, allowed)
+    return value
+
+
+def _int(value, key_path, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+            or value < minimum:
+        raise ConfigError(key_path, f"{value!r} is not an integer >= "
+                          f"{minimum}")
+    return int(value)
+
+
+def _float(value, key_path, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(key_path, f"{value!r} is not a number")
+    if minimum is not None and value < minimum:
+        raise ConfigError(key_path, f"{value!r} is below {minimum}")
+    return float(value)
+
+
+def _bool(value, key_path):
+    if not isinstance(value, bool):
+        raise ConfigError(key_path, f"{value!r} is not one of true, false")
+    return value
+
+
+def _str(value, key_path, what="a string"):
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key_path, f"{value!r} is not {what}")
+    return value
+
+
+def _plain_name(value, key_path):
+    if not isinstance(value, str) or not _PLAIN_NAME.match(value):
+        raise ConfigError(
+            key_path, f"{value!r} is not a plain name (letters, digits, "
+            "'_', '-', '.'); it names the run and export folders")
+    return value
+
+
+def _signature_arguments(function, skip=("self",)):
+    """`{name: default}` of a function or class constructor."""
+    target = function.__init__ if inspect.isclass(function) else function
+    arguments = {}
+    for parameter in inspect.signature(target).parameters.values():
+        if parameter.name in skip or parameter.kind in (
+                parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            continue
+        arguments[parameter.name] = parameter.default
+    return arguments
+
+
+def _check_kwargs(kwargs, arguments, key_path, owner, skip=()):
+    allowed = sorted(a for a in arguments if a not in skip)
+    for key in kwargs:
+        if key not in allowed:
+            raise ConfigError(
+                f"{key_path}.{key}", f"unknown key {key!r} for {owner}; "
+                f"allowed keys are {', '.join(allowed)}")
+
+
+# -- sections -----------------------------------------------------------------
+
+
+def _split_paths(value, key_path):
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value and all(
+            isinstance(v, str) and v for v in value):
+        return list(value)
+    raise ConfigError(
+        key_path, f"{value!r} is not a path (or a list of paths / TFRecord "
+        "patterns)")
+
+
+def _normalize_generate(value):
+    path = "data.generate"
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        value = {"type": value}
+    _mapping(value, path)
+    if "type" not in value:
+        raise ConfigError(f"{path}.type", "missing required key 'type'; one "
+                          f"of {', '.join(sorted(GENERATORS))}")
+    kind = _choice(value["type"], sorted(GENERATORS), f"{path}.type")
+    module_name, function_name = GENERATORS[kind].split(":")
+    kwargs = {k: v for k, v in value.items() if k != "type"}
+    try:
+        import importlib
+        function = getattr(importlib.import_module(module_name),
+                           function_name)
+    except (ImportError, AttributeError):  # builder not importable: no check
+        function = None
+    if function is not None:
+        arguments = _signature_arguments(function)
+        _check_kwargs(kwargs, arguments, path, f"generator {kind!r}",
+                      skip=("type",))
+    return {"type": kind, **copy.deepcopy(kwargs)}
+
+
+def _normalize_data(data):
+    path = "data"
+    _mapping(data, path)
+    _keys(data, DATA_KEYS, path)
+    out = {"format": _choice(data.get("format", "manifest"), DATA_FORMATS,
+                             f"{path}.format")}
+    if data.get("splits") is None:
+        raise ConfigError(
+            f"{path}.splits", "missing required key 'splits' (split -> "
+            "manifest file or TFRecord pattern; train is required)")
+    splits = _mapping(data["splits"], f"{path}.splits")
+    for split in splits:
+        if split not in SPLITS:
+            raise not_one_of(f"{path}.splits.{split}", split, SPLITS)
+    if "train" not in splits or splits["train"] is None:
+        raise ConfigError(f"{path}.splits.train",
+                          "missing required key 'train'")
+    out["splits"] = {s: _split_paths(v, f"{path}.splits.{s}")
+                     for s, v in splits.items() if v is not None}
+    out["generate"] = _normalize_generate(data.get("generate"))
+    out["bad_records"] = _choice(data.get("bad_records", "error"),
+                                 BAD_RECORD_POLICIES,
+                                 f"{path}.bad_records")
+    cache = data.get("cache", False)
+    if cache is not False and cache is not None:
+        cache = _str(cache, f"{path}.cache",
+                     "one of false, memory, or a cache file prefix")
+    out["cache"] = cache or False
+    out["shuffle_buffer"] = _int(data.get("shuffle_buffer", 1024),
+                                 f"{path}.shuffle_buffer")
+    out["deterministic"] = _bool(data.get("deterministic", False),
+                                 f"{path}.deterministic")
+    service = data.get("data_service")
+    out["data_service"] = None if service is None else _str(
+        service, f"{path}.data_service", "a dispatcher address")
+    return out
+
+
+def _normalize_optimizer(value):
+    path = "training.optimizer"
+    if value is None:
+        value = "adam"
+    if isinstance(value, str):
+        value = {"type": value}
+    _mapping(value, path)
+    if "type" not in value:
+        raise ConfigError(f"{path}.type", "missing required key 'type'; one "
+                          f"of {', '.join(sorted(OPTIMIZERS))}")
+    import keras
+    available = sorted(k for k, v in OPTIMIZERS.items()
+                       if hasattr(keras.optimizers, v))
+    kind = _choice(value["type"], available, f"{path}.type")
+    cls = getattr(keras.optimizers, OPTIMIZERS[kind])
+    kwargs = {k: v for k, v in value.items() if k != "type"}
+    _check_kwargs(kwargs, _signature_arguments(cls), path, cls.__name__,
+                  skip=("name",))
+    if "learning_rate" in kwargs:
+        _float(kwargs["learning_rate"], f"{path}.learning_rate", 0.0)
+    else:
+        kwargs["learning_rate"] = 1e-3
+    return {"type": kind, **copy.deepcopy(kwargs)}
+
+
+def _normalize_schedule(value):
+    path = "training.schedule"
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        value = {"type": value}
+    _mapping(value, path)
+    if "type" not in value:
+        raise ConfigError(f"{path}.type", "missing required key 'type'; one "
+                          f"of {', '.join(sorted(SCHEDULES))}")
+    kind = _choice(value["type"], sorted(SCHEDULES), f"{path}.type")
+    kwargs = {k: v for k, v in value.items() if k != "type"}
+    if SCHEDULES[kind] is None:
+        arguments = {}
+    else:
+        import keras
+        cls = getattr(keras.optimizers.schedules, SCHEDULES[kind])
+        arguments = _signature_arguments(cls)
+    _check_kwargs(kwargs, arguments, path,
+                  SCHEDULES[kind] or "the constant schedule",
+                  skip=SCHEDULE_DERIVED)
+    for key in ("decay_steps", "first_decay_steps", "warmup_steps"):
+        if key in kwargs:
+            _int(kwargs[key], f"{path}.{key}", 0 if key == "warmup_steps"
+                 else 1)
+    return {"type": kind, **copy.deepcopy(kwargs)}
+
+
+def _normalize_monitor(value, path, keys, defaults):
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    _mapping(value, path)
+    _keys(value, keys, path)
+    out = dict(defaults)
+    out.update(value)
+    out["monitor"] = _str(out["monitor"], f"{path}.monitor",
+                          "a metric name such as val_loss")
+    out["mode"] = _choice(out["mode"], MONITOR_MODES, f"{path}.mode")
+    if "patience" in out:
+        out["patience"] = _int(out["patience"], f"{path}.patience")
+    if "min_delta" in out:
+        out["min_delta"] = _float(out["min_delta"], f"{path}.min_delta", 0)
+    if "restore_best_weights" in out:
+        out["restore_best_weights"] = _bool(
+            out["restore_best_weights"], f"{path}.restore_best_weights")
+    return out
+
+
+def _normalize_training(training):
+    path = "training"
+    training = {} if training is None else _mapping(training, path)
+    _keys(training, TRAINING_KEYS, path)
+    get = training.get
+    out = {
+        "epochs": _int(get("epochs", 10), f"{path}.epochs", 1),
+        "batch_size": _int(get("batch_size", 32), f"{path}.batch_size", 1),
+        "optimizer": _normalize_optimizer(get("optimizer")),
+        "schedule": _normalize_schedule(get("schedule")),
+        "precision": _choice(get("precision", "auto"), PRECISIONS,
+                             f"{path}.precision"),
+        "strategy": _choice(get("strategy", "auto"), STRATEGIES,
+                            f"{path}.strategy"),
+        "seed": _int(get("seed", 0), f"{path}.seed"),
+        "deterministic": _bool(get("deterministic", False),
+                               f"{path}.deterministic"),
+        "tensorboard": _bool(get("tensorboard", True), f"{path}.tensorboard"),
+        "runs_dir": _str(get("runs_dir", "runs"), f"{path}.runs_dir",
+                         "a folder path"),
+    }
+    jit = get("jit_compile", "auto")
+    if jit != "auto" and not isinstance(jit, bool):
+        raise not_one_of(f"{path}.jit_compile", jit, ("auto", True, False))
+    out["jit_compile"] = jit
+    tpu = get("tpu")
+    out["tpu"] = None if tpu is None else _str(tpu, f"{path}.tpu",
+                                               "a TPU name or address")
+    spe = get("steps_per_execution")
+    out["steps_per_execution"] = None if spe is None else _int(
+        spe, f"{path}.steps_per_execution", 1)
+    out["early_stopping"] = _normalize_monitor(
+        get("early_stopping"), f"{path}.early_stopping", EARLY_STOPPING_KEYS,
+        {"monitor": "val_loss", "mode": "auto", "patience": 5,
+         "min_delta": 0.0, "restore_best_weights": True})
+    out["checkpoint"] = _normalize_monitor(
+        get("checkpoint", True), f"{path}.checkpoint", CHECKPOINT_KEYS,
+        {"monitor": "val_loss", "mode": "auto"})
+    backup = get("backup", True)
+    if backup is True:
+        backup = {}
+    if backup is False or backup is None:
+        out["backup"] = None
+    else:
+        _mapping(backup, f"{path}.backup")
+        _keys(backup, BACKUP_KEYS, f"{path}.backup")
+        freq = backup.get("save_freq", "epoch")
+        if freq != "epoch":
+            freq = _int(freq, f"{path}.backup.save_freq", 1)
+        out["backup"] = {"save_freq": freq}
+    verbose = get("verbose", "auto")
+    if verbose not in ("auto", 0, 1, 2) or isinstance(verbose, bool):
+        raise not_one_of(f"{path}.verbose", verbose, ("auto", 0, 1, 2))
+    out["verbose"] = verbose
+    return out
+
+
+def _normalize_evaluation(evaluation, data):
+    path = "evaluation"
+    evaluation = {} if evaluation is None else _mapping(evaluation, path)
+    _keys(evaluation, EVALUATION_KEYS, path)
+    declared = list(data["splits"])
+    splits = evaluation.get("splits")
+    if splits is None:
+        splits = [s for s in ("val", "test") if s in declared]
+    if isinstance(splits, str):
+        splits = [splits]
+    if not isinstance(splits, list):
+        raise ConfigError(f"{path}.splits", f"{splits!r} is not a list of "
+                          "split names")
+    for i, split in enumerate(splits):
+        if split not in declared:
+            raise ConfigError(
+                f"{path}.splits[{i}]", f"{split!r} is not one of the "
+                f"splits in data.splits: {', '.join(declared)}")
+    return {"splits": list(splits),
+            "compare_unimodal": _bool(evaluation.get("compare_unimodal",
+                                                     False),
+                                      f"{path}.compare_unimodal")}
+
+
+def _normalize_export(export, name):
+    path = "export"
+    export = {} if export is None else _mapping(export, path)
+    _keys(export, EXPORT_KEYS, path)
+    version = export.get("version")
+    return {
+        "name": _plain_name(export.get("name", name), f"{path}.name"),
+        "base_dir": _str(export.get("base_dir", "saved_models"),
+                         f"{path}.base_dir", "a folder path"),
+        "version": None if version is None else _int(version,
+                                                     f"{path}.version", 1),
+        "verify": _bool(export.get("verify", True), f"{path}.verify"),
+        "golden_examples": _int(export.get("golden_examples", 4),
+                                f"{path}.golden_examples", 1),
+    }
+
+
+def _check_preprocess(spec):
+    """Preprocessor arguments: names checked against the class signature,
+    values by constructing it when no files are involved."""
+    try:
+        import keras_mm.data  # noqa: F401  (fills PREPROCESSORS)
+        from keras_mm.registry import PREPROCESSORS
+    except ImportError:  # pragma: no cover - data package not importable
+        return
+    for name, entry in spec["inputs"].items():
+        modality = entry["modality"]
+        kwargs = entry.get("preprocess") or {}
+        path = f"inputs.{name}.preprocess"
+        if modality not in PREPROCESSORS:
+            continue
+        cls = PREPROCESSORS.get(modality)
+        arguments = _signature_arguments(cls)
+        _check_kwargs(kwargs, arguments, path, cls.__name__,
+                      skip=("self", "name"))
+        required = [a for a, d in arguments.items()
+                    if d is inspect.Parameter.empty and a != "name"]
+        if any(a not in kwargs for a in required) or any(
+                "file" in k for k in kwargs):
+            continue
+        try:
+            preprocessor = cls(name, **kwargs)
+        except (ValueError, TypeError) as error:
+            argument = None
+            for match in re.finditer(r"\b([A-Za-z_][A-Za-z0-9_]*)=",
+                                     str(error)):
+                if match.group(1) in kwargs:
+                    argument = match.group(1)
+                    break
+            raise ConfigError(f"{path}.{argument}" if argument else path,
+                              str(error)) from None
+        _check_shape_agrees(name, entry, preprocessor)
+
+
+def _check_shape_agrees(name, entry, preprocessor):
+    """The input's `shape` must be what its preprocessor produces."""
+    if entry.get("shape") is None or not hasattr(preprocessor,
+                                                 "output_shape"):
+        return
+    try:
+        produced = [int(d) for d in preprocessor.output_shape()]
+    except Exception:  # noqa: BLE001 - no static shape to compare with
+        return
+    if produced != list(entry["shape"]):
+        raise ConfigError(
+            f"inputs.{name}.shape",
+            f"{list(entry['shape'])} differs from {produced}, the shape "
+            f"inputs.{name}.preprocess produces; make them agree (or leave "
+            "shape out: it is then taken from the preprocessor)")
+
+
+def normalize_recipe(recipe, name=None):
+    """Validates a recipe dict; returns it normalized (defaults filled in).
+
+    Args:
+        recipe: the recipe (plain data).
+        name: default recipe name (e.g. the file stem).
+
+    Raises:
+        ConfigError: naming the key path (no file; see `load_recipe`).
+    """
+    from keras_mm.builder.spec import normalize_spec
+
+    if recipe is None:
+        raise ConfigError(None, "the recipe is empty; it needs data, inputs "
+                          "and heads sections")
+    _mapping(recipe, "")
+    for key in recipe:
+        if key not in RECIPE_KEYS:
+            raise ConfigError(
+                key, f"unknown section {key!r}; allowed sections are "
+                f"{', '.join(RECIPE_KEYS)}")
+    for key in ("data", "inputs", "heads"):
+        if recipe.get(key) is None:
+            raise ConfigError(key, f"missing required section {key!r}")
+    out = {"name": _plain_name(recipe.get("name") or name or "recipe",
+                               "name")}
+    out["data"] = _normalize_data(recipe["data"])
+    spec = {k: recipe[k] for k in MODEL_KEYS if k in recipe}
+    spec["name"] = re.sub(r"[^A-Za-z0-9_]", "_", out["name"])
+    if not spec["name"][0].isalpha():
+        spec["name"] = f"model_{spec['name']}"
+    spec = normalize_spec(spec, complete=False)
+    _check_preprocess(spec)
+    for key in MODEL_KEYS:
+        out[key] = spec[key]
+    out["training"] = _normalize_training(recipe.get("training"))
+    out["evaluation"] = _normalize_evaluation(recipe.get("evaluation"),
+                                              out["data"])
+    out["export"] = _normalize_export(recipe.get("export"), out["name"])
+    return out
+
+
+def _blame(error, applied, path):
+    """Names the --set override that produced the bad key, if any."""
+    key = error.key_path or ""
+    for override_key, text in applied.items():
+        if key == override_key or key.startswith(override_key + ".") \
+                or key.startswith(override_key + "[") \
+                or override_key.startswith(key + ".") and key:
+            return f"{path} (with --set {text})"
+    return path
+
+
+def load_recipe(path, overrides=()):
+    """Loads, overrides and validates a YAML recipe.
+
+    Args:
+        path: the recipe file.
+        overrides: `"key.path=value"` strings (the CLI's `--set`), applied
+            in order; values are parsed with `yaml.safe_load`.
+
+    Returns:
+        The normalized recipe: plain data (dicts, lists, strings, numbers),
+        every section present with its defaults; `recipe_model_spec(recipe)`
+        is its `keras_mm.build_model` spec.
+
+    Raises:
+        ConfigError: the message names the file, the key path, the bad value
+            and the allowed values, e.g. `recipes/x.yaml: fusion.type:
+            'concatt' is not one of attention, concat, ...`.
+
+    Example:
+
+    >>> recipe = load_recipe("recipes/demo.yaml",
+    ...                      overrides=["training.epochs=2"])  # doctest: +SKIP
+    >>> recipe["training"]["epochs"]                            # doctest: +SKIP
+    2
+    """
+    path = os.fspath(path)
+    raw = read_yaml(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(None, f"the recipe must be a mapping of sections "
+                          f"({', '.join(RECIPE_KEYS)}); got "
+                          f"{type(raw).__name__}", source=path)
+    applied = {}
+    try:
+        if overrides:
+            raw, applied = apply_overrides(raw, overrides)
+        return normalize_recipe(raw, name=stem)
+    except ConfigError as error:
+        raise error.with_source(_blame(error, applied, path)) from None
+
+
+def recipe_model_spec(recipe):
+    """The `keras_mm.build_model` spec part of a (normalized) recipe."""
+    spec = {k: copy.deepcopy(recipe.get(k)) for k in MODEL_KEYS}
+    name = re.sub(r"[^A-Za-z0-9_]", "_", str(recipe.get("name") or "model"))
+    spec["name"] = name if name[:1].isalpha() else f"model_{name}"
+    return spec
+
+
+def save_recipe(recipe, path):
+    """Writes a (resolved) recipe as YAML with `yaml.safe_dump`."""
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(recipe, f, sort_keys=False, default_flow_style=None)
+    return path
