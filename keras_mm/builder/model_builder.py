@@ -24,6 +24,18 @@ def _keras_mask(tensor):
     return mask
 
 
+def _call(layer, key_path, *args, **kwargs):
+    """Calls a layer on symbolic inputs; a ValueError from its `build`
+    (e.g. an input shape it cannot take) becomes a ConfigError naming
+    the spec key that made the layer."""
+    try:
+        return layer(*args, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(key_path, str(error)) from error
+
+
 def _build_tower(spec, name, towers, model_inputs):
     entry = spec["inputs"][name]
     modality = entry["modality"]
@@ -41,7 +53,7 @@ def _build_tower(spec, name, towers, model_inputs):
                 (len(entry["categorical"]),), dtype="int32",
                 name=f"{name}_categorical")
             model_inputs[f"{name}_categorical"] = features["categorical"]
-        return tower(features)
+        return _call(tower, f"inputs.{name}", features)
     dtype = getattr(cls, "input_dtype", "float32")
     x = keras.Input(tuple(entry["shape"]), dtype=dtype, name=name)
     model_inputs[name] = x
@@ -49,8 +61,8 @@ def _build_tower(spec, name, towers, model_inputs):
         mask = keras.Input((entry["shape"][0],), dtype="bool",
                            name=f"{name}_mask")
         model_inputs[f"{name}_mask"] = mask
-        return tower(x, mask=mask)
-    return tower(x)
+        return _call(tower, f"inputs.{name}", x, mask=mask)
+    return _call(tower, f"inputs.{name}", x)
 
 
 def _build_trunk(trunk):
@@ -143,20 +155,20 @@ def build_model(spec):
             masks = {n: m for n, m in masks.items() if m is not None}
             if masks:
                 call_kwargs["mask"] = masks
-        hidden = fusion(features, **call_kwargs)
+        hidden = _call(fusion, "fusion", features, **call_kwargs)
         if isinstance(hidden, (tuple, list)):
             hidden = hidden[0]
 
     trunk = _build_trunk(spec["trunk"])
     if trunk is not None:
-        hidden = trunk(hidden)
+        hidden = _call(trunk, "trunk", hidden)
 
     outputs = {}
     for head_name, head_spec in spec["heads"].items():
         head = instantiate(heads.get(head_spec["type"]),
                            _head_kwargs(spec, head_name),
                            f"heads.{head_name}", name=head_name)
-        outputs[head_name] = head(hidden)
+        outputs[head_name] = _call(head, f"heads.{head_name}", hidden)
 
     return MultimodalModel(inputs=model_inputs, outputs=outputs,
                            name=spec["name"],

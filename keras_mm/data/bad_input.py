@@ -40,18 +40,17 @@ REASONS = ("missing_file", "decode_error", "sample_rate", "empty", "all_nan",
 LABEL_REASONS = ("unknown_label", "missing_label")
 
 _WHAT = {
-    "missing_file": "the file does not exist; fix the path or remove the row",
-    "decode_error": "the value could not be decoded; replace the file or "
-                    "remove the row",
-    "sample_rate": "the audio has another sample rate; resample the file or "
-                   "change the preprocessor's sample_rate",
-    "empty": "the value is empty; fill it, or use bad_input='missing' to "
-             "train with the modality absent",
-    "all_nan": "every value of the series is NaN; fix the file, or use "
-               "bad_input='missing' to train with the modality absent",
-    "unknown_label": "the label is not one of the known classes; fix it or "
-                     "add the class to the head's class_names",
-    "missing_label": "the label is empty; fill it or remove the row",
+    "missing_file": "fix the path or remove the row",
+    "decode_error": "replace the file or remove the row",
+    "sample_rate": "resample the file or change the preprocessor's "
+                   "sample_rate",
+    "empty": "fill the value, or use bad_input='missing' to train with the "
+             "modality absent",
+    "all_nan": "fix the file, or use bad_input='missing' to train with the "
+               "modality absent",
+    "unknown_label": "fix the label or add the class to the head's "
+                     "class_names",
+    "missing_label": "fill the label or remove the row",
 }
 
 
@@ -63,7 +62,12 @@ def check_policy(policy):
 def clean_tf_message(message):
     """A TF error message without `{{function_node ...}}` noise."""
     message = re.sub(r"\{\{[^}]*\}\}", "", str(message))
-    message = re.sub(r"\s*\[Op:[^\]]*\]", "", message)
+    message = re.sub(r"\s*\[Op:[^\]]*\]( name: \S*)?", "", message)
+    if "Summarized data:" in message:
+        # tf.debugging.Assert: the data holds the explanation.
+        data = message.split("Summarized data:", 1)[1].strip().splitlines()
+        data = [re.sub(r"^b'(.*)'$", r"\1", d.strip()) for d in data]
+        return " ".join(d for d in data if d)
     message = message.strip().splitlines()
     return message[0].strip() if message else ""
 

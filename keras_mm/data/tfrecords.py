@@ -2,14 +2,15 @@
 
 Each manifest column is stored under its own name with a *kind*:
 
-| kind | manifest cell | stored as | decoded as |
-|---|---|---|---|
-| `"file"` | one path | the file's bytes (no value when the cell is empty) | `tf.string` scalar (`""` if none) |
-| `"files"` | a list of paths | the files' bytes, in order | `tf.string` `[n]` |
-| `"string"` | text | UTF-8 bytes | `tf.string` scalar |
-| `"float"` | a number | one float32 (NaN for an empty cell) | `tf.float32` scalar |
-| `"int"` | an integer | one int64 | `tf.int64` scalar |
-| `"floats"` | a list of numbers | float32 list | `tf.float32` `[n]` |
+- `"file"`: one path -> the file's bytes (no value for an empty cell) ->
+  decoded as a `tf.string` scalar (`""` when there is none);
+- `"files"`: a list of paths -> the files' bytes, in order -> `tf.string`
+  `[n]`;
+- `"string"`: text -> UTF-8 bytes -> `tf.string` scalar;
+- `"float"`: a number -> one float32 (NaN for an empty cell) -> `tf.float32`
+  scalar;
+- `"int"`: an integer -> one int64 -> `tf.int64` scalar;
+- `"floats"`: a list of numbers -> float32 list -> `tf.float32` `[n]`.
 
 Two bookkeeping features are added: `_row` (the 1-based manifest row) and
 `_missing_files` (names of the file columns whose file did not exist at
@@ -128,7 +129,10 @@ def encode_example(values, kinds, row=None, missing_files=()):
     for column, kind in kinds.items():
         v = values.get(column)
         if kind == "file":
-            feature[column] = _bytes([] if v in (None, b"") else [bytes(v)])
+            # No value: the key is left out (a FixedLenFeature only takes
+            # its default for an absent key, not for an empty list).
+            if v not in (None, b""):
+                feature[column] = _bytes([bytes(v)])
         elif kind == "files":
             feature[column] = _bytes([bytes(b) for b in (v or [])])
         elif kind == "string":
