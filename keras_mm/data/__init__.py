@@ -27,3 +27,18 @@ __all__ = [
     "read_ts",
     "serialize_preprocessor",
 ]
+
+from keras_mm.data.bad_input import POLICIES, REASONS, BadInputReport
+from keras_mm.data.inspection import inspect_source
+from keras_mm.data.manifest import Manifest
+from keras_mm.data.pipeline import Pipeline, make_dataset, make_distributed
+from keras_mm.data.tfrecords import (convert_manifest_to_tfrecords,
+                                     decode_example, encode_example,
+                                     feature_spec, list_shards)
+
+__all__ += [
+    "BadInputReport", "Manifest", "POLICIES", "Pipeline", "REASONS",
+    "convert_manifest_to_tfrecords", "decode_example", "encode_example",
+    "feature_spec", "inspect_source", "list_shards", "make_dataset",
+    "make_distributed",
+]

@@ -124,7 +124,11 @@ class SensorPreprocessor(Preprocessor):
                 raw, self.channels, header=self.csv_header,
                 delimiter=self.csv_delimiter)
         elif self.source == "npy":
-            series = sensor_files.decode_npy_bytes(raw)
+            # Empty bytes = absent modality: an empty series, not an error.
+            series = tf.cond(
+                tf.equal(tf.strings.length(raw), 0),
+                lambda: tf.zeros([0, self.channels], tf.float32),
+                lambda: sensor_files.decode_npy_bytes(raw))
         else:
             series = tf.cast(raw, tf.float32)
         series = tf.reshape(series, [-1, tf.shape(series)[-1]])

@@ -1,0 +1,118 @@
+"""The bodies of the `keras-mm` subcommands.
+
+Each takes the parsed `argparse.Namespace`, calls one library function and
+prints its result; exit status is 0 unless a function returns an int.
+"""
+
+import json
+
+
+def _print_json(data):
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def train(args):
+    from keras_mm.training import train as train_fn
+
+    result = train_fn(args.recipe, overrides=args.overrides,
+                      export=not args.no_export,
+                      verify=not args.no_verify, runs_dir=args.runs_dir)
+    print(f"run folder: {result.run_dir}")
+    if result.export_path:
+        print(f"exported: {result.export_path}")
+    if result.verify_report is not None and not result.verify_report["ok"]:
+        _print_json(result.verify_report)
+        return 1
+    return 0
+
+
+def evaluate(args):
+    from keras_mm.training import evaluate as evaluate_fn
+
+    metrics = evaluate_fn(args.run_dir, splits=tuple(args.splits or
+                                                     ("test",)))
+    _print_json(metrics)
+
+
+def export(args):
+    from keras_mm.training import export_run
+
+    path = export_run(args.run_dir, name=args.name, base_dir=args.base_dir,
+                      version=args.version, verify=not args.no_verify)
+    print(f"exported: {path}")
+
+
+def verify(args):
+    from keras_mm.serving import verify as verify_fn
+
+    report = verify_fn(args.path, timeout=args.timeout)
+    _print_json(report)
+    return 0 if report["ok"] else 1
+
+
+def _parse_inputs(args):
+    values = {}
+    for name in ("image", "audio", "text", "video", "sensor"):
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    for item in args.inputs:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--input {item!r}: write NAME=VALUE, e.g. "
+                             "--input caption='a red square'")
+        values[name] = value
+    if not values:
+        raise ValueError("give at least one input, e.g. --image a.png")
+    return values
+
+
+def predict(args):
+    from keras_mm.serving import predict as predict_fn
+
+    _print_json(predict_fn(args.path, _parse_inputs(args)))
+
+
+def data_demo(args):
+    from keras_mm.datasets import make_demo_dataset
+
+    path = make_demo_dataset(args.out, seed=args.seed,
+                             overwrite=args.overwrite)
+    print(f"demo set written to {path}")
+
+
+def data_av_mnist(args):
+    from keras_mm.datasets import build_av_mnist
+
+    path = build_av_mnist(args.mnist, args.fsdd, args.out,
+                          variant=args.variant, seed=args.seed,
+                          limit=args.limit, overwrite=args.overwrite)
+    print(f"AV-MNIST ({args.variant}) written to {path}")
+
+
+def data_basicmotions(args):
+    from keras_mm.datasets import build_basicmotions
+
+    path = build_basicmotions(args.ts, args.out, file_format=args.format,
+                              overwrite=args.overwrite)
+    print(f"BasicMotions written to {path}")
+
+
+def data_convert(args):
+    from keras_mm.data.manifest import Manifest
+    from keras_mm.data.tfrecords import convert_manifest_to_tfrecords
+
+    manifest = Manifest.read(args.manifest)
+    result = convert_manifest_to_tfrecords(
+        manifest, args.out_dir, args.shards,
+        file_columns=tuple(args.file_columns), num_workers=args.workers,
+        overwrite=args.overwrite)
+    print(f"TFRecord shards in {args.out_dir}")
+    if result is not None:
+        _print_json(result)
+
+
+def data_inspect(args):
+    from keras_mm.data.inspection import inspect_source
+
+    _print_json(inspect_source(args.path, rows=args.rows))
