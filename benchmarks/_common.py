@@ -1,0 +1,292 @@
+"""Shared helpers of the benchmark scripts (not a public API).
+
+- `parse_args`: the flags every script takes (`--data`, `--cache`,
+  `--quick`, `--seeds`, `--epochs`, `--threads`) plus script-specific ones.
+- `require_data`: prints a clear message and exits 0 when a data folder is
+  absent (the scripts must not fail where `../shared/data` is not there).
+- `machine_info`, `Timer`, `mean_std`, `markdown_table`, `emit_json`: the
+  report (a markdown table, then ONE JSON object on the last line).
+
+The scripts import `keras_mm` from the repository (this file's parent
+folder) when it is not installed.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def default_data_dir():
+    """`$KERAS_MM_SHARED_DATA`, else `../shared/data` next to the repo."""
+    env = os.environ.get("KERAS_MM_SHARED_DATA")
+    if env:
+        return pathlib.Path(env)
+    return REPO_ROOT.parent / "shared" / "data"
+
+
+def default_cache_dir():
+    """`$KERAS_MM_CACHE/benchmarks`, else `~/.cache/keras_mm/benchmarks`."""
+    env = os.environ.get("KERAS_MM_CACHE")
+    base = pathlib.Path(env) if env else (
+        pathlib.Path.home() / ".cache" / "keras_mm")
+    return base / "benchmarks"
+
+
+def make_parser(description):
+    """An ArgumentParser with the flags common to all benchmark scripts."""
+    p = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=pathlib.Path, default=default_data_dir(),
+                   help="the shared data folder (default: %(default)s; or "
+                        "set KERAS_MM_SHARED_DATA)")
+    p.add_argument("--cache", type=pathlib.Path, default=default_cache_dir(),
+                   help="where built data sets and preprocessed arrays are "
+                        "kept (default: %(default)s; or set KERAS_MM_CACHE)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (under 2 minutes): fewer seeds, epochs, "
+                        "rows and model types")
+    p.add_argument("--threads", type=int, default=0,
+                   help="TensorFlow intra/inter-op threads (0: TF default)")
+    return p
+
+
+def configure_tensorflow(threads=0):
+    """Imports TensorFlow quietly and sets the thread pools."""
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
+def require_data(*paths, what="the benchmark data"):
+    """Exits 0 with a clear message when any of `paths` is absent."""
+    missing = [str(p) for p in paths if not pathlib.Path(p).exists()]
+    if missing:
+        print(f"SKIPPED: {what} is absent ({', '.join(missing)} not found). "
+              "Pass --data DIR (the folder holding fsdd/, mnist/, "
+              "basicmotions/) or set KERAS_MM_SHARED_DATA; nothing was run.")
+        sys.exit(0)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info():
+    """Cores, CPU model, Python / TF / Keras versions, load average."""
+    import keras
+    import tensorflow as tf
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cores = os.cpu_count()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        load = None
+    return {"cores": cores, "cpu": cpu_model(),
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "load_avg_at_start": load}
+
+
+def print_header(title, args, extra=None):
+    info = machine_info()
+    print(f"# {title}")
+    print()
+    print(f"- machine: {info['cores']} cores, {info['cpu']}; load average "
+          f"at start {info['load_avg_at_start']}")
+    print(f"- software: Python {info['python']}, TensorFlow "
+          f"{info['tensorflow']}, Keras {info['keras']}")
+    print(f"- command: python {' '.join([sys.argv[0]] + sys.argv[1:])}")
+    print(f"- data: {args.data}; cache: {args.cache}"
+          + ("; QUICK smoke run (figures not meaningful)" if args.quick
+             else ""))
+    for line in extra or ():
+        print(f"- {line}")
+    print(flush=True)
+    return info
+
+
+class Timer:
+    """`with Timer() as t: ...; t.seconds`."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.seconds = None
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        return False
+
+
+def mean_std(values):
+    """Mean and (population) standard deviation of a list of numbers."""
+    values = [float(v) for v in values]
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / len(values)
+    return mean, math.sqrt(var)
+
+
+def pct(mean, std=None, digits=1):
+    """`"97.3 ± 0.4"` from fractions."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{100 * mean:.{digits}f}"
+    if std is not None:
+        text += f" ± {100 * std:.{digits}f}"
+    return text
+
+
+def markdown_table(header, rows):
+    """A GitHub markdown table (list of str rows)."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def _round(value, digits=4):
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_round(v, digits) for v in value]
+    return value
+
+
+def emit_json(result):
+    """Prints `result` as ONE JSON line (the script's last line)."""
+    print(json.dumps(_round(result), sort_keys=False), flush=True)
+
+
+def set_seed(seed):
+    import keras
+    keras.utils.set_random_seed(int(seed))
+
+
+def count_params(model):
+    return int(sum(int(math.prod(w.shape)) for w in model.trainable_weights))
+
+
+# -- AV-MNIST -----------------------------------------------------------------
+
+#: Audio preprocessing of the AV-MNIST benchmarks: the first second of each
+#: clip (the `degraded` variant keeps exactly that second), log-mel computed
+#: once by the toolkit's AudioPreprocessor (`features="log_mel"`), so the
+#: audio tower runs with `frontend=None` on cached spectrograms.
+AV_MNIST_AUDIO = {"sample_rate": 8000, "duration": 1.0, "crop": "start",
+                  "random_crop": False, "features": "log_mel",
+                  "frame_length": 256, "frame_step": 128,
+                  "num_mel_bins": 40}
+AV_MNIST_IMAGE = {"size": (28, 28), "channels": 1}
+
+
+def _config_tag(*configs):
+    import hashlib
+    text = json.dumps([sorted(c.items()) for c in configs], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def ensure_av_mnist(data_dir, cache_dir, variant, limit=None):
+    """Builds AV-MNIST `variant` into the cache (once); returns its folder."""
+    from keras_mm.datasets import build_av_mnist
+    name = f"av_mnist_{variant}" + (f"_limit{limit}" if limit else "")
+    out = pathlib.Path(cache_dir) / name
+    if not (out / "av_mnist.json").exists():
+        build_av_mnist(pathlib.Path(data_dir) / "mnist",
+                       pathlib.Path(data_dir) / "fsdd", out, variant=variant,
+                       limit=limit, overwrite=True)
+    return out
+
+
+def load_av_mnist(data_dir, cache_dir, variant, limit=None,
+                  audio=AV_MNIST_AUDIO, image=AV_MNIST_IMAGE,
+                  batch_size=256):
+    """AV-MNIST `variant` as in-memory arrays, preprocessed by keras_mm.
+
+    The data set is built with `keras_mm.datasets.build_av_mnist` (into
+    `cache_dir`), each split's manifest is read with
+    `keras_mm.data.Manifest`, and every file goes through the toolkit's
+    `ImagePreprocessor` / `AudioPreprocessor` (`parse` per example in
+    tf.data, `transform` batched - the training path). The arrays are
+    cached as an `.npz` keyed by the preprocessing config.
+
+    Returns:
+        (`{"train": {"image", "audio", "label"}, "test": {...}}`, seconds
+        spent building and preprocessing (0 when cached)).
+    """
+    import numpy as np
+    start = time.perf_counter()
+    folder = ensure_av_mnist(data_dir, cache_dir, variant, limit)
+    tag = _config_tag(audio, image)
+    npz = folder / f"arrays_{tag}.npz"
+    if npz.exists():
+        with np.load(npz) as f:
+            arrays = {split: {k: f[f"{split}/{k}"]
+                              for k in ("image", "audio", "label")}
+                      for split in ("train", "test")}
+        return arrays, 0.0
+
+    import tensorflow as tf
+
+    from keras_mm.data import AudioPreprocessor, ImagePreprocessor, Manifest
+    image_pre = ImagePreprocessor("image", **image)
+    audio_pre = AudioPreprocessor("audio", **audio)
+    arrays = {}
+    for split in ("train", "test"):
+        manifest = Manifest.read(folder / f"{split}.csv")
+        paths = {"image": manifest.paths("image"),
+                 "audio": manifest.paths("audio")}
+        labels = np.asarray(manifest.column("label", "int"), np.int32)
+
+        def parse(row):
+            out = image_pre.parse(tf.io.read_file(row["image"]))
+            out.update(audio_pre.parse(tf.io.read_file(row["audio"])))
+            return out
+
+        def transform(batch):
+            out = image_pre.transform(batch)
+            out.update(audio_pre.transform(batch))
+            return out
+
+        ds = (tf.data.Dataset.from_tensor_slices(paths)
+              .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+              .batch(batch_size).map(transform))
+        parts = {"image": [], "audio": []}
+        for batch in ds.as_numpy_iterator():
+            for key in parts:
+                parts[key].append(batch[key])
+        arrays[split] = {k: np.concatenate(v) for k, v in parts.items()}
+        arrays[split]["label"] = labels
+    tmp = folder / f".arrays_{tag}.{os.getpid()}.npz"
+    np.savez(tmp, **{f"{split}/{k}": v for split, d in arrays.items()
+                     for k, v in d.items()})
+    os.replace(tmp, npz)
+    return arrays, time.perf_counter() - start
