@@ -1,20 +1,32 @@
-"""Atomic file and folder writes: readers see all or nothing."""
+"""Atomic file and folder writes: readers see all or nothing.
+
+An export writes its version into a hidden `.tmp-<version>-<pid>` folder
+beside the target and renames it when complete (`os.rename` of a folder is
+atomic on one file system). TF Serving only loads integer-named version
+folders, so it never sees the temp folder. The pid in the name lets the
+next export tell a dead writer's leftovers (removed) from a running
+export's folder (kept, and its version counted as taken).
+"""
 
 import contextlib
 import os
 import shutil
 import tempfile
 
+TEMP_PREFIX = ".tmp-"
+
 
 def atomic_write_text(path, text):
     """Writes `text` to `path` through a temporary file and a rename."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX,
                                suffix=os.path.basename(path))
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -32,33 +44,79 @@ def _pid_alive(pid):
     return True
 
 
+def _parse_temp_name(entry):
+    """`(label, pid)` of a `.tmp-<label>-<pid>` folder name, else None."""
+    if not entry.startswith(TEMP_PREFIX):
+        return None
+    label, _, pid = entry[len(TEMP_PREFIX):].rpartition("-")
+    if not label or not pid.isdigit():
+        return None
+    return label, int(pid)
+
+
 def remove_stale_temp_dirs(parent):
-    """Deletes `.tmp-*-<pid>` folders whose writing process has died."""
+    """Deletes `.tmp-<label>-<pid>` entries whose writing process has died.
+
+    Returns the removed names.
+    """
     if not os.path.isdir(parent):
         return []
     removed = []
-    for entry in os.listdir(parent):
-        if not entry.startswith(".tmp-"):
+    for entry in sorted(os.listdir(parent)):
+        parsed = _parse_temp_name(entry)
+        if parsed is None or _pid_alive(parsed[1]):
             continue
-        try:
-            pid = int(entry.rsplit("-", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-            removed.append(entry)
+        path = os.path.join(parent, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        removed.append(entry)
     return removed
 
 
-def temp_dir_for(parent, label):
-    """A fresh hidden temp folder inside `parent`, tagged with our pid.
+def live_temp_labels(parent):
+    """Integer labels (versions) of temp folders of running exports."""
+    labels = []
+    if not os.path.isdir(parent):
+        return labels
+    for entry in os.listdir(parent):
+        parsed = _parse_temp_name(entry)
+        if parsed and parsed[0].isdigit() and _pid_alive(parsed[1]):
+            labels.append(int(parsed[0]))
+    return labels
 
-    TF Serving only loads integer-named version folders, so `.tmp-*`
-    folders are invisible to it.
-    """
+
+def temp_dir_for(parent, label):
+    """A fresh hidden temp folder inside `parent`, tagged with our pid."""
     os.makedirs(parent, exist_ok=True)
-    path = os.path.join(parent, f".tmp-{label}-{os.getpid()}")
+    path = os.path.join(parent, f"{TEMP_PREFIX}{label}-{os.getpid()}")
     if os.path.exists(path):
         shutil.rmtree(path)
     os.makedirs(path)
     return path
+
+
+def fsync_dir(path):
+    """Flushes a folder's entries (names) to disk."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_tree(root):
+    """Flushes every file and folder under `root` to disk, so that the
+    rename that publishes it never exposes unwritten data after a crash."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_dir(folder)

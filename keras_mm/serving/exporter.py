@@ -4,17 +4,18 @@ Layout written under `base_dir` (default `saved_models/`):
 
 ```
 saved_models/<name>/
-  models.config  batching_parameters.txt  monitoring.config
+  models.config  batching_parameters.txt  monitoring.config  SERVING.md
   <version>/                  # integer, the next free one by default
     saved_model.pb  variables/
     assets.extra/tf_serving_warmup_requests
-    assets.extra/keras_mm.json   # inputs, golden requests and outputs
+    assets.extra/keras_mm.json   # inputs, outputs, golden requests
 ```
 
 Everything is first written to a hidden `.tmp-<version>-<pid>` folder
 beside the target (TF Serving only loads integer-named folders), verified
-in a fresh interpreter, then renamed. A killed export leaves no visible
-version; the next export removes its leftovers.
+in a fresh interpreter (`keras_mm.serving.verify`), flushed to disk, then
+renamed. A killed export leaves no visible version; the next export
+removes its leftovers (temp folders whose process is gone).
 """
 
 import base64
@@ -27,7 +28,8 @@ import tensorflow as tf
 import keras
 
 from keras_mm.errors import ExportError
-from keras_mm.serving.atomic import remove_stale_temp_dirs, temp_dir_for
+from keras_mm.serving import atomic
+from keras_mm.serving.client import batch_inputs, columns_to_rows
 from keras_mm.serving.serving_config import write_serving_config
 from keras_mm.serving.serving_functions import (ServingFunctions,
                                                 raw_input_limit)
@@ -35,14 +37,19 @@ from keras_mm.serving.verify import verify as verify_export
 from keras_mm.serving.warmup import write_warmup_requests
 
 METADATA_FILE = os.path.join("assets.extra", "keras_mm.json")
+FORMAT = "keras_mm.export/1"
 
 
 def next_version(model_dir):
-    """The next free integer version in `model_dir` (1 when empty)."""
+    """The next free integer version in `model_dir` (1 when empty).
+
+    Versions held by the temp folder of a running export count as taken.
+    """
     if not os.path.isdir(model_dir):
         return 1
-    versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()]
-    return max(versions, default=0) + 1
+    taken = [int(d) for d in os.listdir(model_dir) if d.isdigit()]
+    taken += atomic.live_temp_labels(model_dir)
+    return max(taken, default=0) + 1
 
 
 def encode_tensor(value):
@@ -53,156 +60,247 @@ def encode_tensor(value):
                 for v in array.reshape(-1).tolist()]
         return {"dtype": "string", "shape": list(array.shape),
                 "b64": [base64.b64encode(v).decode("ascii") for v in flat]}
-    dtype = {"f": "float32", "i": "int32", "u": "int32",
-             "b": "bool"}[array.dtype.kind]
-    if array.dtype.kind == "i" and array.dtype.itemsize == 8:
-        dtype = "int64"
-    return {"dtype": dtype, "shape": list(array.shape),
-            "values": array.astype(dtype).reshape(-1).tolist()}
+    if array.dtype.kind == "b":
+        dtype = "bool"
+    elif array.dtype.kind in "iu":
+        dtype = "int64" if array.dtype.itemsize == 8 else "int32"
+    else:
+        dtype = "float32"
+    values = array.astype(dtype).reshape(-1).tolist()
+    if dtype == "float32":  # JSON has no NaN: None stands for it
+        values = [None if v != v else v for v in values]
+    return {"dtype": dtype, "shape": list(array.shape), "values": values}
 
 
-def _to_batch(values, spec):
-    if spec.dtype == tf.string:
-        return tf.constant(np.array(values, dtype=object), dtype=tf.string)
-    return tf.constant(np.asarray(values, dtype=spec.dtype.name))
+def _golden_batch(functions, golden_examples):
+    specs = functions.raw_signature()
+    if isinstance(golden_examples, dict):
+        missing = sorted(set(specs) - set(golden_examples))
+        if missing:
+            raise ExportError(
+                f"golden_examples lacks inputs {missing}; give a batch of "
+                f"raw values for every serving input ({sorted(specs)})")
+        rows = columns_to_rows({k: golden_examples[k] for k in specs})
+    else:
+        rows = list(golden_examples)
+    if not rows:
+        raise ExportError("golden_examples is empty: give a few real "
+                          "examples (raw bytes) of every input")
+    try:
+        return batch_inputs(rows, specs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"golden_examples: {e}") from None
 
 
-def training_path_outputs(functions, raw_batch):
-    """Keras model outputs on inputs preprocessed as the pipeline does.
+def reference_outputs(functions, raw_batch):
+    """The Keras model's outputs on `raw_batch` preprocessed by tf.data.
 
-    Per example `parse`, then batch, then `transform(training=False)`:
-    the tf.data code path, run eagerly - not the serving graph.
+    The training pipeline's code path: `parse` per example in a
+    `tf.data.Dataset.map`, `batch`, `transform(training=False)` in a second
+    map; then the Keras model called eagerly (`model(x, training=False)`).
+    This is what the export's golden outputs are, and what the SavedModel
+    must reproduce from the raw bytes.
     """
-    features = {}
-    for name, pre in functions.preprocessors.items():
-        raw = functions._raw_for(name, pre, raw_batch)
-        size = int(tf.shape(tf.nest.flatten(raw)[0])[0])
-        parsed = [pre.parse(tf.nest.map_structure(lambda t: t[i], raw))
-                  for i in range(size)]
-        stacked = tf.nest.map_structure(lambda *xs: tf.stack(xs), *parsed)
-        features.update(pre.transform(stacked, training=False))
-    inputs = functions._model_inputs(features)
+    size = len(next(iter(raw_batch.values())))
+    preprocessors = functions.preprocessors
+
+    def parse(raw):
+        return {name: pre.parse(raw, training=False)
+                for name, pre in preprocessors.items()}
+
+    def transform(parsed):
+        features = {}
+        for name, pre in preprocessors.items():
+            features.update(pre.transform(parsed[name], training=False))
+        return features
+
+    dataset = (tf.data.Dataset.from_tensor_slices(dict(raw_batch))
+               .map(parse).batch(size).map(transform))
+    features = next(iter(dataset))
+    inputs = functions.model_inputs(features)
     return functions.predict_model_inputs(inputs)
 
 
 def export(model, preprocessors, name, *, golden_examples,
-           base_dir="saved_models", version=None, example_features=None,
-           verify=True, serving_base_path=None, verify_timeout=600,
-           atol=1e-5):
+           base_dir="saved_models", version=None, columns=None,
+           column_kinds=None, verify=True, serving_base_path=None,
+           verify_timeout=600, atol=1e-5, max_bytes=None, batching=None,
+           num_versions=1):
     """Exports `model` with its preprocessing as a TF Serving SavedModel.
 
+    Signatures (method `tensorflow/serving/predict`, batch-first):
+    `serving_default` (raw inputs: encoded image bytes, text, WAV bytes,
+    frames `[B, T]` or GIF bytes, float series `[B, T, C]`, table cells),
+    `serve_tensors` (preprocessed model inputs) and `serve_examples`
+    (serialized `tf.train.Example`s with the training TFRecords' feature
+    names). See `keras_mm.serving.serving_functions` for the outputs.
+
     Args:
-        model: a model built by `keras_mm.build_model` (trained).
-        preprocessors: `{model input name: preprocessor}`, the objects the
-            training pipeline used (fitted).
-        name: the served model name (`saved_models/<name>/`).
-        golden_examples: a batch of raw request values
-            (`{raw input key: list}`, e.g. bytes of real examples); stored
-            with the export, with the Keras model's outputs on them, for the
-            verifier and for TF Serving warm-up.
+        model: a (trained) model built by `keras_mm.build_model`.
+        preprocessors: `{model input name: preprocessor}`, the fitted
+            objects the training pipeline used.
+        name: the served model name (`<base_dir>/<name>/`).
+        golden_examples: a few real examples: rows `[{raw input: value}]`
+            or columns `{raw input: [values]}` (image / WAV bytes, text,
+            frame lists, arrays, cells). They are stored with the export
+            along with the Keras model's outputs on them (preprocessed by
+            tf.data), replayed by the verifier, and sent as TF Serving
+            warm-up requests.
         base_dir: folder holding the models.
-        version: integer version; default the next free one.
-        example_features: `{key: tf.io feature}` of the training TFRecords
-            (enables the `serve_examples` signature).
-        verify: run `keras_mm.serving.verify` before publishing.
-        serving_base_path: base_path written to `models.config`.
+        version: integer version; default the next free one. An existing
+            version is never overwritten.
+        columns, column_kinds: the training TFRecords' column names and
+            stored kinds, for `serve_examples` (see `ServingFunctions`).
+        verify: run `keras_mm.serving.verify` in a fresh interpreter before
+            publishing (strongly advised; nothing is published on failure).
+        serving_base_path: base_path written to `models.config` (default
+            `/models/<name>`, the `tensorflow/serving` Docker layout).
         verify_timeout: seconds allowed to the verifier.
         atol: tolerance of the golden comparison.
+        max_bytes: `{input or modality: bytes}`: largest raw value accepted.
+        batching: overrides of `batching_parameters.txt` values.
+        num_versions: versions TF Serving keeps loaded (`models.config`).
 
     Returns:
         The path of the published version folder.
+
+    Raises:
+        ExportError: bad arguments, or verification failed (the report is
+            in the message); nothing was published.
+
+    Example:
+
+    >>> path = keras_mm.export(model, preprocessors, "av_mnist",
+    ...                        golden_examples=[{"image": png, "audio": wav}])
+    ...                                                   # doctest: +SKIP
     """
-    if not str(name) or os.sep in str(name) or str(name).startswith("."):
+    name = str(name)
+    if not name or os.sep in name or "/" in name or name.startswith("."):
         raise ExportError(
             f"export name {name!r} must be a plain folder name such as "
             "'demo'")
-    model_dir = os.path.join(os.fspath(base_dir), str(name))
-    remove_stale_temp_dirs(model_dir)
+    if version is not None and (not str(version).isdigit()
+                                or int(version) < 1):
+        raise ExportError(f"version={version!r}: give a positive integer, "
+                          "or None for the next free one")
+    model_dir = os.path.join(os.fspath(base_dir), name)
+    atomic.remove_stale_temp_dirs(model_dir)
     version = int(version) if version is not None \
         else next_version(model_dir)
     final_dir = os.path.join(model_dir, str(version))
     if os.path.exists(final_dir):
         raise ExportError(
-            f"{final_dir} already exists; versions are immutable - omit "
+            f"{final_dir} already exists; versions are immutable: omit "
             "`version` to take the next free one")
 
-    functions = ServingFunctions(model, preprocessors, example_features)
-    raw_spec = functions.raw_signature()
-    missing = sorted(set(raw_spec) - set(golden_examples))
-    if missing:
+    functions = ServingFunctions(model, preprocessors, columns=columns,
+                                 column_kinds=column_kinds,
+                                 max_bytes=max_bytes)
+    golden = _golden_batch(functions, golden_examples)
+    golden_tensors = {k: tf.constant(v) for k, v in golden.items()}
+    try:
+        expected = reference_outputs(functions, golden_tensors)
+    except tf.errors.InvalidArgumentError as e:
         raise ExportError(
-            f"golden_examples lacks inputs {missing}; give a batch of raw "
-            f"values for every serving input ({sorted(raw_spec)})")
-    golden = {k: _to_batch(golden_examples[k], spec)
-              for k, spec in raw_spec.items()}
-    expected = training_path_outputs(functions, golden)
+            "the golden examples cannot be preprocessed / predicted: "
+            f"{e.message.strip().splitlines()[0]}") from None
+    golden_serialized = functions.serialize_examples(golden)
 
-    tmp_dir = temp_dir_for(model_dir, str(version))
+    tmp_dir = atomic.temp_dir_for(model_dir, str(version))
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
         for resource in functions.resources():
             archive.track(resource)
         archive.add_endpoint("serving_default", functions.serve_raw,
-                             input_signature=[raw_spec])
+                             input_signature=[functions.raw_signature()])
         archive.add_endpoint("serve_tensors", functions.serve_tensors,
                              input_signature=[functions.tensor_signature()])
-        if example_features is not None:
-            archive.add_endpoint(
-                "serve_examples", functions.serve_examples,
-                input_signature=[tf.TensorSpec([None], tf.string,
-                                               name="examples")])
+        archive.add_endpoint("serve_examples", functions.serve_examples,
+                             input_signature=[functions.example_signature()])
         archive.write_out(tmp_dir, verbose=False)
 
         metadata = _metadata(functions, name, version, golden, expected,
-                             atol)
-        meta_path = os.path.join(tmp_dir, METADATA_FILE)
-        os.makedirs(os.path.dirname(meta_path), exist_ok=True)
-        with open(meta_path, "w") as f:
-            json.dump(metadata, f, indent=1)
-        write_warmup_requests(
-            tmp_dir, str(name),
-            [{k: v.numpy() for k, v in golden.items()}])
+                             golden_serialized, atol)
+        atomic.atomic_write_text(os.path.join(tmp_dir, METADATA_FILE),
+                                 json.dumps(metadata, indent=1))
+        size = len(next(iter(golden.values())))
+        warm = [{k: v[:1] for k, v in golden.items()}]
+        if size > 1:
+            limit = int((batching or {}).get("max_batch_size", 64))
+            warm.append({k: v[:limit] for k, v in golden.items()})
+        write_warmup_requests(tmp_dir, name, warm)
         if verify:
             report = verify_export(tmp_dir, timeout=verify_timeout)
             if not report["ok"]:
                 raise ExportError(
                     f"export of {name!r} failed verification; nothing was "
                     "published:\n" + json.dumps(report, indent=2))
-        write_serving_config(model_dir, str(name),
-                             base_path=serving_base_path)
-        os.rename(tmp_dir, final_dir)
+        atomic.fsync_tree(tmp_dir)
+        write_serving_config(model_dir, name, base_path=serving_base_path,
+                             num_versions=num_versions, **(batching or {}))
+        try:
+            os.rename(tmp_dir, final_dir)
+        except OSError as e:
+            raise ExportError(
+                f"could not publish {final_dir} ({e.strerror}); another "
+                "export took this version meanwhile: export again") from None
+        atomic.fsync_dir(model_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return final_dir
 
 
-def _metadata(functions, name, version, golden, expected, atol):
+def _metadata(functions, name, version, golden, expected, golden_serialized,
+              atol):
+    from keras_mm.data.base_preprocessor import serialize_preprocessor
+
     inputs = {}
     for key, spec in functions.raw_signature().items():
-        pre = functions._owner(key)
-        config = pre.get_config()
+        pre = functions.owner(key)
         info = {"dtype": spec.dtype.name, "shape": spec.shape.as_list(),
-                "modality": pre.modality}
+                "modality": pre.modality, "preprocessor": pre.name}
         if spec.dtype == tf.string:
-            info["max_bytes"] = raw_input_limit(pre)
+            info["max_bytes"] = raw_input_limit(pre, functions.max_bytes)
         if pre.modality == "audio":
-            info["sample_rate"] = int(config.get("sample_rate", 16000))
+            info["sample_rate"] = int(pre.get_config().get("sample_rate"))
+        if pre.modality in ("video", "sensor"):
+            info["source"] = getattr(pre, "source", None)
         inputs[key] = info
+    outputs = {k: {"dtype": tf.as_dtype(v.dtype).name,
+                   "shape": [None] + list(v.shape[1:])}
+               for k, v in expected.items()}
+    try:
+        preprocessors = {n: serialize_preprocessor(p)
+                         for n, p in functions.preprocessors.items()}
+    except (TypeError, ValueError):
+        preprocessors = None
     return {
-        "format": 1,
-        "name": str(name),
+        "format": FORMAT,
+        "name": name,
         "version": int(version),
         "inputs": inputs,
+        "outputs": outputs,
+        "model_inputs": {k: {"dtype": v.dtype.name,
+                             "shape": v.shape.as_list()}
+                         for k, v in functions.tensor_signature().items()},
         "heads": {h: k for h, (k, _) in functions.heads.items()},
         "class_names": functions.class_names,
         "presence_order": functions.presence_order,
+        "example_features": {key: {"column": c, "kind": k}
+                             for key, (c, _, k) in
+                             functions.column_kinds.items()},
+        "preprocessors": preprocessors,
         "atol": atol,
         "golden": {
-            "num_examples": int(tf.shape(next(iter(golden.values())))[0]),
+            "num_examples": len(next(iter(golden.values()))),
             "inputs": {k: encode_tensor(v) for k, v in golden.items()},
+            "examples": [base64.b64encode(s).decode("ascii")
+                         for s in golden_serialized],
             "outputs": {k: encode_tensor(v) for k, v in expected.items()},
         },
-        "keras_mm_version": __import__("keras_mm").__version__,
+        "versions": {"tensorflow": tf.__version__,
+                     "keras": keras.__version__,
+                     "keras_mm": __import__("keras_mm").__version__},
     }

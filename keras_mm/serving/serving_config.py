@@ -2,16 +2,18 @@
 
 `saved_models/<name>/` receives:
 - `models.config`: a `ModelServerConfig` text proto (name, base_path,
-  version policy);
-- `batching_parameters.txt`: a `BatchingParameters` text proto;
-- `monitoring.config`: a `MonitoringConfig` enabling the Prometheus
-  endpoint.
+  version policy), built with the `tensorflow-serving-api` protos;
+- `batching_parameters.txt`: a `BatchingParameters` text proto
+  (`--enable_batching --batching_parameters_file=...`);
+- `monitoring.config`: a `MonitoringConfig` text proto enabling the
+  Prometheus endpoint (`--monitoring_config_file=...`);
+- `SERVING.md`: the `tensorflow_model_server` / `docker run` command lines
+  and request examples for this model.
 
-`models.config` is built with the `tensorflow-serving-api` protos. That
-package does not ship the `BatchingParameters` and `MonitoringConfig`
-protos, so those two small files are written from templates whose field
-names follow `session_bundle_config.proto` and `monitoring_config.proto` of
-TF Serving.
+The `tensorflow-serving-api` package does not ship the
+`BatchingParameters` and `MonitoringConfig` protos, so those two files are
+written from templates whose field names follow TF Serving's
+`session_bundle_config.proto` and `monitoring_config.proto`.
 """
 
 import os
@@ -21,28 +23,38 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from keras_mm.serving.atomic import atomic_write_text
 
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
-def model_server_config(name, base_path, num_versions=2):
+
+def model_server_config(name, base_path, num_versions=1):
     """Returns the `models.config` text for one model."""
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
     model.name = name
     model.base_path = base_path
     model.model_platform = "tensorflow"
-    model.model_version_policy.latest.num_versions = num_versions
+    model.model_version_policy.latest.num_versions = int(num_versions)
     return text_format.MessageToString(config)
 
 
 def batching_parameters(max_batch_size=64, batch_timeout_micros=2000,
                         max_enqueued_batches=100, num_batch_threads=4):
-    """Returns the `batching_parameters.txt` text."""
+    """Returns the `batching_parameters.txt` text.
+
+    `pad_variable_length_inputs` stays off on purpose: TF Serving pads with
+    a tensor's *first element*, which would add copies of a real frame or
+    step to shorter frame lists / series. With batching on, concurrent
+    requests must then share their non-batch shapes (TF Serving answers
+    INVALID_ARGUMENT otherwise): send frame lists and series padded to one
+    fixed length (empty strings / NaN steps, which the preprocessors drop).
+    """
     return (f"max_batch_size {{ value: {int(max_batch_size)} }}\n"
             f"batch_timeout_micros {{ value: {int(batch_timeout_micros)} }}\n"
             f"max_enqueued_batches {{ value: {int(max_enqueued_batches)} }}\n"
             f"num_batch_threads {{ value: {int(num_batch_threads)} }}\n")
 
 
-def monitoring_config(path="/monitoring/prometheus/metrics"):
+def monitoring_config(path=PROMETHEUS_PATH):
     """Returns the `monitoring.config` text (Prometheus on)."""
     return ("prometheus_config {\n"
             "  enable: true\n"
@@ -50,21 +62,74 @@ def monitoring_config(path="/monitoring/prometheus/metrics"):
             "}\n")
 
 
-def write_serving_config(model_dir, name, base_path=None, **batching):
-    """Writes the three files into `model_dir`; returns their paths.
+def serving_instructions(name, model_dir):
+    """Markdown with the exact command lines serving `model_dir`."""
+    local = os.path.abspath(model_dir)
+    return f"""# Serving `{name}` with TF Serving
+
+Docker (the files of this folder are mounted at `/models/{name}`, the
+`base_path` of `models.config`):
+
+```
+docker run --rm -p 8500:8500 -p 8501:8501 \\
+  -v "{local}:/models/{name}" -t tensorflow/serving \\
+  --model_config_file=/models/{name}/models.config \\
+  --enable_batching=true \\
+  --batching_parameters_file=/models/{name}/batching_parameters.txt \\
+  --monitoring_config_file=/models/{name}/monitoring.config
+```
+
+Without Docker, set `base_path` in `models.config` to `{local}`
+(`keras_mm.export(..., serving_base_path=...)`) and run:
+
+```
+tensorflow_model_server --port=8500 --rest_api_port=8501 \\
+  --model_config_file={local}/models.config \\
+  --enable_batching=true \\
+  --batching_parameters_file={local}/batching_parameters.txt \\
+  --monitoring_config_file={local}/monitoring.config
+```
+
+The warm-up requests in `<version>/assets.extra/tf_serving_warmup_requests`
+are replayed at load. Metrics: `http://localhost:8501{PROMETHEUS_PATH}`.
+
+REST (binary inputs as `{{"b64": ...}}`; see `keras_mm.serving.client`):
+
+```
+curl -X POST http://localhost:8501/v1/models/{name}:predict \\
+  -d '{{"signature_name": "serving_default", "instances": [{{"image": {{"b64": "iVBORw0..."}}, "text": "a red square"}}]}}'
+```
+
+gRPC (port 8500), in Python:
+
+```
+from keras_mm.serving import client
+specs = client.input_specs("{local}/<version>")
+request = client.grpc_request("{name}", [{{"image": open("a.png", "rb").read()}}],
+                              input_specs=specs)
+print(client.predict_grpc("localhost:8500", request))
+```
+"""
+
+
+def write_serving_config(model_dir, name, base_path=None, num_versions=1,
+                         **batching):
+    """Writes the serving files into `model_dir`; returns their paths.
 
     Args:
         model_dir: `saved_models/<name>`.
         name: model name served by TF Serving.
         base_path: the path TF Serving sees (default `/models/<name>`, the
             `tensorflow/serving` Docker image's layout).
+        num_versions: how many of the latest versions are served.
         **batching: overrides of `batching_parameters`.
     """
     base_path = base_path or f"/models/{name}"
     files = {
-        "models.config": model_server_config(name, base_path),
+        "models.config": model_server_config(name, base_path, num_versions),
         "batching_parameters.txt": batching_parameters(**batching),
         "monitoring.config": monitoring_config(),
+        "SERVING.md": serving_instructions(name, model_dir),
     }
     paths = []
     for filename, text in files.items():

@@ -57,13 +57,37 @@ def _last_step(stderr):
 
 
 def _parse(stdout, stderr, returncode, path):
-    start = stdout.find("{")
-    if start >= 0:
+    start = stdout.find("\n{") + 1 if not stdout.startswith("{") else 0
+    if stdout[start:start + 1] == "{":
         try:
-            return json.loads(stdout[start:])
+            report, _ = json.JSONDecoder().raw_decode(stdout[start:])
+            if returncode not in (0, 1) and report.get("ok"):
+                report["ok"] = False
+            return report
         except json.JSONDecodeError:
             pass
     return {"path": path, "ok": False,
             "error": f"verifier exited with code {returncode} during "
                      f"{_last_step(stderr)}",
             "stderr_tail": (stderr or "")[-2000:]}
+
+
+def main(argv=None):
+    """`python -m keras_mm.serving.verify PATH`: prints the JSON report;
+    exit status 1 when verification fails."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Verify a keras_mm SavedModel export in a fresh "
+                    "interpreter (tensorflow + tensorflow_text only).")
+    parser.add_argument("path", help="version folder, e.g. "
+                                     "saved_models/demo/1")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+    report = verify(args.path, timeout=args.timeout)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,22 +2,29 @@
 
 Run as a script in a fresh interpreter (`python -I verify_savedmodel.py
 PATH`): it imports only `tensorflow`, `tensorflow_text` and the standard
-library - neither keras nor keras_mm - so it sees the SavedModel the way TF
-Serving does. It prints one JSON report on stdout and exits non-zero on any
-failure. Steps:
+library - neither keras, keras_mm nor NumPy code of ours - so it sees the
+SavedModel the way TF Serving does. It prints one JSON report on stdout
+and exits 1 on any failure (2 on bad usage). Steps:
 
-1. load the SavedModel and list its signatures;
-2. audit every op in the graph and its function library: each must be
-   registered by core TensorFlow or tensorflow-text, and PyFunc /
-   EagerPyFunc are refused;
+1. load the SavedModel and list its signatures (each must use the
+   `tensorflow/serving/predict` method);
+2. audit every op in the graph and in its function library: each must be
+   registered by core TensorFlow or tensorflow-text (TF Serving links
+   both), and PyFunc / EagerPyFunc (which need a Python interpreter) are
+   refused;
 3. run the golden requests stored at export time
-   (`assets.extra/keras_mm.json`) and compare them with the Keras outputs
-   recorded then;
+   (`assets.extra/keras_mm.json`: raw bytes of real examples) through
+   `serving_default` - as one batch and one example at a time - and
+   through `serve_examples`, and compare them with the Keras model's
+   outputs recorded at export (`atol`, default 1e-5);
 4. send malformed requests (corrupt image bytes, wrong dtype, wrong rank,
-   empty batch, oversized WAV) and check that each gives an error.
+   empty batch, an oversized WAV, ...) and check that each one is refused
+   with an error (INVALID_ARGUMENT, or the signature's dtype/shape check),
+   and that the model still answers the golden request afterwards.
 
-Progress lines go to stderr (`verify: step ...`), so a parent process can
-tell which request was running if this process crashes or hangs.
+A crash (the process dies) or a hang (the caller's timeout) is a failure
+too: progress lines go to stderr (`verify: step ...`), so the parent
+process (`keras_mm.serving.verify`) names the step it happened in.
 """
 
 import base64
@@ -27,8 +34,9 @@ import os
 import sys
 import wave
 
-FORBIDDEN_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+FORBIDDEN_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
 METADATA = os.path.join("assets.extra", "keras_mm.json")
+PREDICT_METHOD = "tensorflow/serving/predict"
 
 
 def _progress(message):
@@ -41,11 +49,19 @@ def decode_tensor(tf, spec):
     if spec["dtype"] == "string":
         flat = [base64.b64decode(v) for v in spec["b64"]]
         return tf.reshape(tf.constant(flat, dtype=tf.string), shape)
-    return tf.reshape(tf.constant(spec["values"], dtype=spec["dtype"]), shape)
+    values = [float("nan") if v is None else v for v in spec["values"]]
+    return tf.reshape(tf.constant(values, dtype=spec["dtype"]), shape)
 
 
 def audit_ops(tf, path):
-    """Lists the ops of the SavedModel that stock TF Serving cannot run."""
+    """Returns `(ops, forbidden, unknown, text_ops)` of the SavedModel.
+
+    `ops`: every op type in the meta graphs and their function libraries
+    (calls to library functions excluded); `forbidden`: Python-callback
+    ops; `unknown`: ops neither core TensorFlow nor tensorflow-text
+    registers (custom ops TF Serving does not link); `text_ops`: the
+    tensorflow-text ops used (TF Serving links them since 2.0).
+    """
     from tensorflow.core.protobuf import saved_model_pb2
     from tensorflow.python.framework import op_def_registry
 
@@ -53,61 +69,76 @@ def audit_ops(tf, path):
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
     ops = set()
+    functions = set()
     for meta_graph in proto.meta_graphs:
         graph = meta_graph.graph_def
         ops.update(node.op for node in graph.node)
-        functions = {f.signature.name for f in graph.library.function}
         for function in graph.library.function:
+            functions.add(function.signature.name)
             ops.update(node.op for node in function.node_def)
-    ops -= functions  # calls to library functions are not ops
-    forbidden = sorted(ops & FORBIDDEN_OPS)
-    unknown = sorted(op for op in ops - FORBIDDEN_OPS
+    ops -= functions
+    forbidden = sorted(ops & set(FORBIDDEN_OPS))
+    unknown = sorted(op for op in ops - set(FORBIDDEN_OPS)
                      if op_def_registry.get(op) is None)
-    return sorted(ops), forbidden, unknown
+    core = set(dir(tf.raw_ops))
+    text_ops = sorted(op for op in ops if op not in core
+                      and op not in unknown and op not in forbidden)
+    return sorted(ops), forbidden, unknown, text_ops
 
 
-def compare_outputs(tf, outputs, expected, atol):
+def compare_outputs(tf, outputs, expected, atol, where="", rows=None):
     problems = []
     for key, spec in expected.items():
         if key not in outputs:
-            problems.append(f"output {key!r} missing")
+            problems.append(f"{where}output {key!r} missing")
             continue
         got = outputs[key].numpy()
         want = decode_tensor(tf, spec).numpy()
+        if rows is not None:
+            want = want[rows]
         if got.shape != want.shape:
             problems.append(
-                f"output {key!r}: shape {got.shape} != {want.shape}")
-        elif spec["dtype"] == "string":
+                f"{where}output {key!r}: shape {got.shape} != {want.shape}")
+        elif spec["dtype"] == "string" or spec["dtype"].startswith(
+                ("int", "bool")):
             if got.tolist() != want.tolist():
-                problems.append(f"output {key!r}: {got!r} != {want!r}")
+                problems.append(f"{where}output {key!r}: {got.tolist()!r} "
+                                f"!= {want.tolist()!r}")
         else:
             diff = float(abs(got.astype("float64")
                              - want.astype("float64")).max()) \
                 if got.size else 0.0
-            if diff > atol:
+            if not diff <= atol:
                 problems.append(
-                    f"output {key!r}: max abs difference {diff:.3g} > "
-                    f"atol {atol}")
+                    f"{where}output {key!r}: max abs difference {diff:.3g} "
+                    f"> atol {atol}")
     return problems
 
 
-def _wav_bytes(seconds, rate):
+def wav_bytes(seconds, rate, channels=1):
+    """A 16-bit PCM WAV of `seconds` of a quiet tone (stdlib `wave`)."""
     buf = io.BytesIO()
+    frames = int(seconds * rate)
     with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(b"\x00\x01" * int(seconds * rate))
+        w.writeframes(b"\x10\x00" * frames * channels)
     return buf.getvalue()
 
 
 def malformed_requests(tf, metadata, golden):
-    """Yields (case name, request dict) pairs that must each fail."""
+    """Yields (case name, request dict) pairs that must each be refused."""
     inputs = metadata["inputs"]
     good = {k: decode_tensor(tf, v) for k, v in golden.items()}
     one = {k: v[:1] for k, v in good.items()}
     yield "empty batch", {k: v[:0] for k, v in good.items()}
-    for name, info in inputs.items():
+    names = sorted(inputs)
+    if len(names) > 1:
+        yield "batch sizes differ between inputs", {
+            **one, names[0]: tf.concat([one[names[0]]] * 2, 0)}
+    for name in names:
+        info = inputs[name]
         value = one[name]
         if info["dtype"] == "string":
             wrong = tf.zeros(tf.shape(value), tf.float32)
@@ -116,17 +147,46 @@ def malformed_requests(tf, metadata, golden):
         yield f"{name}: wrong dtype", {**one, name: wrong}
         yield f"{name}: wrong rank", {**one, name: tf.expand_dims(value, -1)}
         modality = info.get("modality")
-        if modality == "image":
-            corrupt = tf.constant([b"\x89PNG\r\n\x1a\n this is not an image"])
+        limit = info.get("max_bytes")
+        if modality in ("image", "video") and info["dtype"] == "string":
+            corrupt = tf.fill(tf.shape(value),
+                              b"\x89PNG\r\n\x1a\n this is not an image")
             yield f"{name}: corrupt image bytes", {**one, name: corrupt}
         if modality == "audio":
-            limit = info.get("max_bytes")
-            rate = info.get("sample_rate", 16000)
+            rate = int(info.get("sample_rate") or 16000)
             seconds = (limit or 1 << 22) / (2.0 * rate) + 1.0
-            big = tf.constant([_wav_bytes(seconds, rate)])
+            big = tf.constant([wav_bytes(seconds, rate)])
             yield f"{name}: oversized WAV", {**one, name: big}
             yield f"{name}: corrupt WAV bytes", {
                 **one, name: tf.constant([b"RIFF\x10\x00\x00\x00WAVEjunk"])}
+            yield f"{name}: WAV at another sample rate", {
+                **one, name: tf.constant([wav_bytes(0.25, rate * 2)])}
+        if limit and modality not in ("audio",) and \
+                info["dtype"] == "string" and len(info["shape"]) == 1:
+            big = tf.constant([b" " * (int(limit) + 1)])
+            yield f"{name}: oversized value", {**one, name: big}
+
+
+def _run_malformed(tf, serve, metadata, golden):
+    cases = []
+    expected_errors = (tf.errors.InvalidArgumentError, TypeError, ValueError)
+    for case, request in malformed_requests(tf, metadata, golden):
+        _progress(f"malformed request: {case}")
+        try:
+            serve(**request)
+            cases.append({"case": case, "ok": False,
+                          "error": "the request was accepted"})
+        except expected_errors as e:
+            message = (getattr(e, "message", None) or str(e)).strip()
+            lines = [line for line in message.splitlines() if line.strip()]
+            cases.append({"case": case, "ok": True,
+                          "error": type(e).__name__ + ": "
+                          + (lines[0][:300] if lines else "")})
+        except Exception as e:  # another error class: not INVALID_ARGUMENT
+            cases.append({"case": case, "ok": False,
+                          "error": f"{type(e).__name__} (expected "
+                                   f"INVALID_ARGUMENT): {str(e)[:300]}"})
+    return cases
 
 
 def verify(path):
@@ -141,58 +201,85 @@ def verify(path):
     for key, fn in loaded.signatures.items():
         args = fn.structured_input_signature[1]
         signatures[key] = {
-            "inputs": {k: [str(v.dtype.name), v.shape.as_list()]
-                       for k, v in args.items()},
+            "inputs": {k: [v.dtype.name, v.shape.as_list()]
+                       for k, v in sorted(args.items())},
             "outputs": sorted(fn.structured_outputs),
         }
     report["signatures"] = signatures
-    checks["load"] = {"ok": "serving_default" in signatures}
+    methods = _signature_methods(path)
+    wrong = {k: m for k, m in methods.items() if m != PREDICT_METHOD}
+    checks["load"] = {
+        "ok": "serving_default" in signatures and not wrong,
+        "methods": methods}
+    if wrong:
+        checks["load"]["error"] = (f"signatures {sorted(wrong)} do not use "
+                                   f"{PREDICT_METHOD}")
 
     _progress("op audit")
-    ops, forbidden, unknown = audit_ops(tf, path)
+    ops, forbidden, unknown, text_ops = audit_ops(tf, path)
     checks["op_audit"] = {"ok": not forbidden and not unknown,
                           "num_ops": len(ops), "forbidden": forbidden,
-                          "unknown": unknown}
+                          "unknown": unknown, "text_ops": text_ops}
 
     meta_path = os.path.join(path, METADATA)
-    if not os.path.exists(meta_path):
+    if not os.path.exists(meta_path) or "serving_default" not in signatures:
         checks["golden"] = {"ok": False,
-                            "error": f"{METADATA} is missing from the export"}
-        checks["malformed"] = {"ok": False, "error": "no metadata"}
+                            "error": f"{METADATA} or serving_default is "
+                                     "missing from the export"}
     else:
         with open(meta_path) as f:
             metadata = json.load(f)
         serve = loaded.signatures["serving_default"]
         golden = metadata["golden"]
-        _progress("golden requests")
-        outputs = serve(**{k: decode_tensor(tf, v)
-                           for k, v in golden["inputs"].items()})
-        problems = compare_outputs(tf, outputs, golden["outputs"],
-                                   metadata.get("atol", 1e-5))
+        atol = float(metadata.get("atol", 1e-5))
+        inputs = {k: decode_tensor(tf, v)
+                  for k, v in golden["inputs"].items()}
+        _progress("golden requests (batch)")
+        problems = compare_outputs(tf, serve(**inputs), golden["outputs"],
+                                   atol, "batch: ")
+        n = int(golden["num_examples"])
+        for i in range(n):
+            _progress(f"golden request {i} (alone)")
+            outputs = serve(**{k: v[i:i + 1] for k, v in inputs.items()})
+            problems += compare_outputs(tf, outputs, golden["outputs"], atol,
+                                        f"example {i}: ", rows=slice(i, i + 1))
+        if golden.get("examples") and "serve_examples" in signatures:
+            _progress("golden requests (serve_examples)")
+            examples = tf.constant([base64.b64decode(s)
+                                    for s in golden["examples"]])
+            outputs = loaded.signatures["serve_examples"](examples=examples)
+            problems += compare_outputs(tf, outputs, golden["outputs"], atol,
+                                        "serve_examples: ")
         checks["golden"] = {"ok": not problems, "problems": problems,
-                            "examples": golden.get("num_examples")}
-        cases = []
-        for case, request in malformed_requests(tf, metadata,
-                                                golden["inputs"]):
-            _progress(f"malformed request: {case}")
-            try:
-                serve(**request)
-                cases.append({"case": case, "ok": False,
-                              "error": "request was accepted"})
-            except (tf.errors.InvalidArgumentError, TypeError,
-                    ValueError) as e:
-                message = str(e).strip().splitlines()
-                cases.append({"case": case, "ok": True,
-                              "error": type(e).__name__ + ": "
-                              + (message[0][:300] if message else "")})
-        checks["malformed"] = {"ok": all(c["ok"] for c in cases),
-                               "cases": cases}
-    report["imported_keras"] = any(
-        m == "keras" or m.startswith(("keras.", "keras_mm"))
-        for m in sys.modules)
+                            "examples": n, "atol": atol}
+
+        cases = _run_malformed(tf, serve, metadata, golden["inputs"])
+        _progress("golden request after the malformed ones")
+        again = compare_outputs(tf, serve(**inputs), golden["outputs"], atol,
+                                "after malformed requests: ")
+        checks["malformed"] = {"ok": all(c["ok"] for c in cases)
+                               and not again, "cases": cases,
+                               "problems": again}
+    report["imported_keras"] = sorted(
+        m for m in sys.modules
+        if m == "keras" or m.startswith(("keras.", "keras_mm")))
     checks["no_keras"] = {"ok": not report["imported_keras"]}
     report["ok"] = all(c["ok"] for c in checks.values())
     return report
+
+
+def _signature_methods(path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    methods = {}
+    for meta_graph in proto.meta_graphs:
+        for key, signature in meta_graph.signature_def.items():
+            if not key.startswith("__"):
+                methods[key] = signature.method_name
+    return methods
 
 
 def main(argv):
@@ -203,8 +290,8 @@ def main(argv):
         report = verify(argv[1])
     except Exception as e:  # the report must say what broke
         report = {"path": argv[1], "ok": False,
-                  "error": f"{type(e).__name__}: {e}"}
-    print(json.dumps(report, indent=2, sort_keys=True))
+                  "error": f"{type(e).__name__}: {str(e)[:2000]}"}
+    print(json.dumps(report, indent=2, sort_keys=True), flush=True)
     return 0 if report["ok"] else 1
 
 

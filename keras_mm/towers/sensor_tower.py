@@ -1,0 +1,231 @@
+import keras
+from keras import ops
+
+from keras_mm.layers.position_embedding import PositionEmbedding
+from keras_mm.layers.temporal_conv_net import TemporalConvNet
+from keras_mm.layers.transformer_encoder import TransformerEncoder
+from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.registry import TOWERS
+
+ENCODERS = ("lstm", "gru", "tcn", "transformer")
+OUTPUTS = ("vector", "sequence")
+CUDNN_CHOICES = (False, True, "auto")
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@TOWERS.register("sensor")
+class SensorTower(keras.layers.Layer):
+    """Sensor tower: encodes multivariate time series `[batch, steps, channels]`.
+
+    Encoders (each gives one `dim`-wide token per time step):
+
+    - `"lstm"` / `"gru"`: `num_layers` stacked (unidirectional) LSTM / GRU
+      layers of `dim` units that skip missing steps (the state is carried
+      over them);
+    - `"tcn"`: a `TemporalConvNet` (`dim` filters, `kernel_size`, one
+      residual block per entry of `tcn_dilations`, causal padding: step t
+      only sees steps <= t);
+    - `"transformer"`: a dense projection to `dim`, learned position
+      embeddings (one per step of the input length) and `num_layers`
+      pre-norm transformer layers whose attention ignores missing steps.
+
+    - `output="vector"`: `[batch, dim]`, the mean of the tokens over the
+      valid steps;
+    - `output="sequence"`: `[batch, steps, dim]`, missing steps zeroed;
+      `compute_mask` passes the step mask through (None without one).
+
+    Masking: the optional boolean `mask` `[batch, steps]` marks real steps
+    True and missing / padded steps False, anywhere in the sequence. The
+    values at missing steps never change the output (they may even be NaN):
+    they are replaced by zeros before the encoder (which is what the TCN
+    sees, as for its causal padding), skipped by the recurrent layers,
+    excluded from attention and from the mean, and zeroed in the sequence
+    output. A row without any valid step gives zeros.
+
+    Args:
+        encoder: `"lstm"`, `"gru"`, `"tcn"` or `"transformer"`.
+        output: `"vector"` or `"sequence"`.
+        dim: output width (units, filters or transformer width).
+        dropout: dropout rate on the output (and inside the TCN and the
+            transformer).
+        num_layers: recurrent or transformer layers.
+        num_heads: attention heads (`"transformer"`); must divide `dim`.
+        intermediate_dim: transformer MLP width; `None` means 4x `dim`.
+        kernel_size: TCN convolution width.
+        tcn_dilations: one TCN block per dilation rate.
+        use_cudnn: passed to the LSTM / GRU layers. The default `False` uses
+            the portable implementation, which compiles with XLA and accepts
+            masks with gaps; `"auto"` uses cuDNN on a GPU (faster, but Keras
+            then turns off XLA for the model, and cuDNN only accepts
+            right-padded masks with at least one valid step per row).
+        kernel_initializer: initializer of the recurrent-layer and dense
+            kernels (the TCN keeps its He-normal default for ReLU blocks).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: float `[batch, steps, channels]`.
+        training: Python bool, dropout on or off.
+        mask: optional boolean `[batch, steps]`, False for missing steps.
+
+    Example:
+
+    >>> series = keras.random.normal((2, 50, 6))
+    >>> mask = keras.ops.arange(50)[None, :] < keras.ops.array([[50], [30]])
+    >>> tower = SensorTower(encoder="tcn", dim=16, tcn_dilations=(1, 2, 4))
+    >>> tower(series, mask=mask).shape
+    (2, 16)
+    """
+
+    input_dtype = "float32"
+
+    def __init__(self, encoder="gru", output="vector", dim=64, dropout=0.0,
+                 num_layers=1, num_heads=4, intermediate_dim=None,
+                 kernel_size=3, tcn_dilations=(1, 2, 4, 8), use_cudnn=False,
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        name = "SensorTower"
+        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        # `output` is a Keras Layer property: stored as `output_mode`.
+        self.output_mode = check_choice(name, "output", output, OUTPUTS)
+        self.dim = _positive_int(name, "dim", dim)
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{name}: dropout={dropout!r} must be in "
+                             "[0, 1)")
+        self.num_layers = _positive_int(name, "num_layers", num_layers)
+        self.num_heads = _positive_int(name, "num_heads", num_heads)
+        self.intermediate_dim = intermediate_dim
+        self.kernel_size = _positive_int(name, "kernel_size", kernel_size)
+        self.tcn_dilations = tuple(
+            _positive_int(name, "tcn_dilations", d) for d in tcn_dilations)
+        if not self.tcn_dilations:
+            raise ValueError(f"{name}: tcn_dilations must list at least one "
+                             "dilation rate, e.g. tcn_dilations=(1, 2, 4)")
+        self.use_cudnn = check_choice(name, "use_cudnn", use_cudnn,
+                                      CUDNN_CHOICES)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    # -- building -----------------------------------------------------------
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 3 or shape[-1] is None:
+            raise ValueError(
+                "SensorTower takes float series [batch, steps, channels] "
+                f"with a known number of channels; got input shape {shape}")
+        policy = self.dtype_policy
+        seq_shape = shape[:2] + (self.dim,)
+        if self.encoder in ("lstm", "gru"):
+            rnn_cls = (keras.layers.LSTM if self.encoder == "lstm"
+                       else keras.layers.GRU)
+            self.rnns = []
+            rnn_shape = shape
+            for i in range(self.num_layers):
+                rnn = rnn_cls(
+                    self.dim, return_sequences=True, use_cudnn=self.use_cudnn,
+                    kernel_initializer=clone_initializer(
+                        self.kernel_initializer),
+                    dtype=policy, name=f"{self.encoder}{i}")
+                rnn.build(rnn_shape)
+                rnn_shape = seq_shape
+                self.rnns.append(rnn)
+        elif self.encoder == "tcn":
+            self.tcn = TemporalConvNet(
+                filters=self.dim, kernel_size=self.kernel_size,
+                dilations=self.tcn_dilations, dropout=self.dropout,
+                padding="causal", dtype=policy, name="tcn")
+            self.tcn.build(shape)
+        else:
+            if shape[1] is None:
+                raise ValueError(
+                    "SensorTower(encoder='transformer') needs a fixed number "
+                    "of steps for its position embeddings (pad the series "
+                    f"and pass a step mask); got input shape {shape}")
+            self.input_projection = keras.layers.Dense(
+                self.dim,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=policy, name="input_projection")
+            self.input_projection.build(shape)
+            self.position_embedding = PositionEmbedding(
+                shape[1], dtype=policy, name="position_embedding")
+            self.position_embedding.build(seq_shape)
+            self.transformer = TransformerEncoder(
+                num_layers=self.num_layers, num_heads=self.num_heads,
+                intermediate_dim=self.intermediate_dim, dropout=self.dropout,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=policy, name="transformer")
+            self.transformer.build(seq_shape)
+        self.output_dropout = keras.layers.Dropout(self.dropout,
+                                                   dtype=policy)
+        self.built = True
+
+    # -- calling ------------------------------------------------------------
+
+    def call(self, inputs, training=None, mask=None):
+        x = ops.cast(inputs, self.compute_dtype)
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+            # `where`, not a product: missing values may be NaN.
+            x = ops.where(mask[:, :, None], x, ops.zeros_like(x))
+        if self.encoder in ("lstm", "gru"):
+            for rnn in self.rnns:
+                x = rnn(x, mask=mask, training=training)
+        elif self.encoder == "tcn":
+            x = self.tcn(x, mask=mask, training=training)
+        else:
+            x = self.position_embedding(self.input_projection(x))
+            x = self.transformer(x, mask=mask, training=training)
+        x = ops.cast(x, self.compute_dtype)
+        weights = None
+        if mask is not None:
+            weights = ops.cast(mask, x.dtype)[:, :, None]
+            x = x * weights
+        x = self.output_dropout(x, training=training)
+        if self.output_mode == "sequence":
+            return x
+        if weights is None:
+            return ops.mean(x, axis=1)
+        total = ops.sum(x, axis=1)
+        count = ops.maximum(ops.sum(weights, axis=1), ops.cast(1.0, x.dtype))
+        return total / count
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or self.output_mode != "sequence":
+            return None
+        return ops.cast(mask, "bool")
+
+    def compute_output_shape(self, input_shape):
+        if self.output_mode == "vector":
+            return (input_shape[0], self.dim)
+        return (input_shape[0], input_shape[1], self.dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": self.encoder,
+            "output": self.output_mode,
+            "dim": self.dim,
+            "dropout": self.dropout,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "kernel_size": self.kernel_size,
+            "tcn_dilations": list(self.tcn_dilations),
+            "use_cudnn": self.use_cudnn,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+        })
+        return config
+
+
+def _positive_int(owner, argument, value):
+    """Returns `value` as an int, or raises a ValueError naming it."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{owner}: {argument}={value!r} must be a positive "
+                         "integer")
+    return int(value)

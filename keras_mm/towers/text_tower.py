@@ -1,0 +1,299 @@
+import keras
+from keras import ops
+
+from keras_mm.layers.position_embedding import PositionEmbedding
+from keras_mm.layers.transformer_encoder import TransformerEncoder
+from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.registry import TOWERS
+
+ENCODERS = ("bag", "cnn", "bigru", "bilstm", "transformer")
+OUTPUTS = ("vector", "sequence")
+CUDNN_CHOICES = (False, True, "auto")
+
+
+def _masked_mean(x, weights):
+    """Mean over axis 1 of `x` [B, T, D] where `weights` [B, T, 1] is 1.
+
+    A row without any valid step gives zeros.
+    """
+    total = ops.sum(x * weights, axis=1)
+    count = ops.maximum(ops.sum(weights, axis=1), ops.cast(1.0, x.dtype))
+    return total / count
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@TOWERS.register("text")
+class TextTower(keras.layers.Layer):
+    """Text tower: encodes padded token ids `[batch, tokens]` (0 = padding).
+
+    The ids go through an `Embedding` (`embedding_dim` wide; padded
+    positions are zeroed) and then the `encoder`:
+
+    - `"bag"`: no contextual encoder (bag of embeddings);
+    - `"cnn"`: one same-padded `Conv1D` (ReLU, `filters` channels) per entry
+      of `kernel_sizes`, concatenated; the vector output max-pools each
+      channel over the real tokens only (Kim, 2014);
+    - `"bigru"` / `"bilstm"`: `num_layers` bidirectional GRU / LSTM layers
+      (`rnn_units` per direction) that skip padded steps;
+    - `"transformer"`: learned position embeddings and `num_layers` pre-norm
+      transformer encoder layers (`num_heads`, width `embedding_dim`) whose
+      attention never looks at padded tokens.
+
+    A dense projection then maps every token to `dim`.
+
+    - `output="vector"`: `[batch, dim]`, the masked mean of the projected
+      tokens (for `"cnn"`: the projection of the masked max-pool);
+    - `output="sequence"`: `[batch, tokens, dim]`, padded tokens zeroed;
+      `compute_mask` returns the boolean token mask `ids != 0`.
+
+    Masking: token id 0 is padding. Padded tokens never influence the
+    output: their embeddings are zeroed (which equals the convolutions' own
+    zero padding), recurrent layers skip them, attention ignores them, and
+    pooling excludes them. A row of padding only gives zeros.
+
+    Args:
+        vocab_size: number of token ids, including 0 (padding) and any
+            OOV id; ids must lie in `[0, vocab_size)`.
+        sequence_length: the longest token sequence the tower accepts (the
+            size of the position table of `"transformer"`).
+        embedding_dim: width of the token embeddings (and of the
+            transformer).
+        encoder: `"bag"`, `"cnn"`, `"bigru"`, `"bilstm"` or `"transformer"`.
+        output: `"vector"` or `"sequence"`.
+        dim: output width.
+        dropout: dropout rate on the encoder features (and inside the
+            transformer).
+        num_layers: recurrent or transformer layers.
+        num_heads: attention heads (`"transformer"`); must divide
+            `embedding_dim`.
+        intermediate_dim: transformer MLP width; `None` means 4x width.
+        kernel_sizes: convolution widths (`"cnn"`).
+        filters: channels per convolution width (`"cnn"`); `None` means
+            `dim`.
+        rnn_units: units per direction (`"bigru"`, `"bilstm"`); `None`
+            means `dim`.
+        use_cudnn: passed to the GRU / LSTM layers. The default `False` uses
+            the portable implementation, which compiles with XLA and accepts
+            any mask; `"auto"` uses cuDNN on a GPU (faster, but Keras then
+            turns off XLA for the model, and cuDNN needs right-padded rows
+            with at least one token each).
+        embeddings_initializer: initializer of the embedding table.
+        kernel_initializer: initializer of the dense and conv kernels.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        inputs: int token ids `[batch, tokens]`, `tokens <= sequence_length`,
+            0 = padding.
+        training: Python bool, dropout on or off.
+        mask: optional boolean `[batch, tokens]`; combined (logical and)
+            with `ids != 0`.
+
+    Example:
+
+    >>> ids = keras.ops.array([[5, 9, 2, 0, 0], [7, 0, 0, 0, 0]])
+    >>> tower = TextTower(vocab_size=100, sequence_length=5, encoder="cnn",
+    ...                   embedding_dim=16, dim=8)
+    >>> tower(ids).shape
+    (2, 8)
+    """
+
+    input_dtype = "int32"
+
+    def __init__(self, vocab_size, sequence_length, embedding_dim=64,
+                 encoder="bag", output="vector", dim=64, dropout=0.0,
+                 num_layers=2, num_heads=4, intermediate_dim=None,
+                 kernel_sizes=(2, 3, 4), filters=None, rnn_units=None,
+                 use_cudnn=False, embeddings_initializer="uniform",
+                 kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        name = "TextTower"
+        self.vocab_size = _positive_int(name, "vocab_size", vocab_size)
+        self.sequence_length = _positive_int(name, "sequence_length",
+                                             sequence_length)
+        self.embedding_dim = _positive_int(name, "embedding_dim",
+                                           embedding_dim)
+        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        # `output` is a Keras Layer property: stored as `output_mode`.
+        self.output_mode = check_choice(name, "output", output, OUTPUTS)
+        self.dim = _positive_int(name, "dim", dim)
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{name}: dropout={dropout!r} must be in "
+                             "[0, 1)")
+        self.num_layers = _positive_int(name, "num_layers", num_layers)
+        self.num_heads = _positive_int(name, "num_heads", num_heads)
+        self.intermediate_dim = intermediate_dim
+        self.kernel_sizes = tuple(
+            _positive_int(name, "kernel_sizes", k) for k in kernel_sizes)
+        if not self.kernel_sizes:
+            raise ValueError(f"{name}: kernel_sizes must list at least one "
+                             "convolution width, e.g. kernel_sizes=(2, 3, 4)")
+        self.filters = None if filters is None else _positive_int(
+            name, "filters", filters)
+        self.rnn_units = None if rnn_units is None else _positive_int(
+            name, "rnn_units", rnn_units)
+        self.use_cudnn = check_choice(name, "use_cudnn", use_cudnn,
+                                      CUDNN_CHOICES)
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    # -- building -----------------------------------------------------------
+
+    def _encoder_width(self):
+        if self.encoder == "cnn":
+            return (self.filters or self.dim) * len(self.kernel_sizes)
+        if self.encoder in ("bigru", "bilstm"):
+            return 2 * (self.rnn_units or self.dim)
+        return self.embedding_dim
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 2:
+            raise ValueError(
+                "TextTower takes int token ids [batch, tokens]; got input "
+                f"shape {shape}")
+        if shape[1] is not None and shape[1] > self.sequence_length:
+            raise ValueError(
+                f"TextTower: the input has {shape[1]} tokens but "
+                f"sequence_length={self.sequence_length}; raise "
+                "sequence_length or truncate the token ids")
+        policy = self.dtype_policy
+        seq_shape = (shape[0], shape[1], self.embedding_dim)
+        self.embedding = keras.layers.Embedding(
+            self.vocab_size, self.embedding_dim,
+            embeddings_initializer=clone_initializer(
+                self.embeddings_initializer),
+            dtype=policy, name="embedding")
+        self.embedding.build(shape)
+        if self.encoder == "cnn":
+            self.convs = []
+            filters = self.filters or self.dim
+            for k in self.kernel_sizes:
+                conv = keras.layers.Conv1D(
+                    filters, k, padding="same", activation="relu",
+                    kernel_initializer=clone_initializer(
+                        self.kernel_initializer),
+                    dtype=policy, name=f"conv{k}")
+                conv.build(seq_shape)
+                self.convs.append(conv)
+        elif self.encoder in ("bigru", "bilstm"):
+            self.rnns = []
+            units = self.rnn_units or self.dim
+            rnn_cls = (keras.layers.GRU if self.encoder == "bigru"
+                       else keras.layers.LSTM)
+            rnn_shape = seq_shape
+            for i in range(self.num_layers):
+                rnn = keras.layers.Bidirectional(
+                    rnn_cls(units, return_sequences=True,
+                            use_cudnn=self.use_cudnn,
+                            kernel_initializer=clone_initializer(
+                                self.kernel_initializer),
+                            dtype=policy),
+                    dtype=policy, name=f"{self.encoder}{i}")
+                rnn.build(rnn_shape)
+                rnn_shape = rnn_shape[:2] + (2 * units,)
+                self.rnns.append(rnn)
+        elif self.encoder == "transformer":
+            self.position_embedding = PositionEmbedding(
+                self.sequence_length, dtype=policy,
+                name="position_embedding")
+            self.position_embedding.build(seq_shape)
+            self.transformer = TransformerEncoder(
+                num_layers=self.num_layers, num_heads=self.num_heads,
+                intermediate_dim=self.intermediate_dim,
+                dropout=self.dropout,
+                kernel_initializer=clone_initializer(
+                    self.kernel_initializer),
+                dtype=policy, name="transformer")
+            self.transformer.build(seq_shape)
+        self.feature_dropout = keras.layers.Dropout(self.dropout,
+                                                    dtype=policy)
+        self.projection = keras.layers.Dense(
+            self.dim,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=policy, name="projection")
+        self.projection.build(shape + (self._encoder_width(),))
+        self.built = True
+
+    # -- calling ------------------------------------------------------------
+
+    def _token_mask(self, inputs, mask=None):
+        token_mask = ops.not_equal(inputs, 0)
+        if mask is not None:
+            token_mask = ops.logical_and(token_mask, ops.cast(mask, "bool"))
+        return token_mask
+
+    def call(self, inputs, training=None, mask=None):
+        ids = ops.cast(inputs, "int32")
+        token_mask = self._token_mask(ids, mask)
+        x = self.embedding(ids)
+        weights = ops.cast(token_mask, x.dtype)[:, :, None]
+        x = x * weights
+        if self.encoder == "cnn":
+            x = ops.concatenate([conv(x) for conv in self.convs], axis=-1)
+            # ReLU features are >= 0, so zeroing padded steps leaves the
+            # max over the real tokens unchanged (and gives 0 for empty rows).
+            x = x * ops.cast(weights, x.dtype)
+        elif self.encoder in ("bigru", "bilstm"):
+            for rnn in self.rnns:
+                x = rnn(x, mask=token_mask, training=training)
+            x = x * ops.cast(weights, x.dtype)
+        elif self.encoder == "transformer":
+            x = self.position_embedding(x)
+            x = self.transformer(x, mask=token_mask, training=training)
+        x = self.feature_dropout(x, training=training)
+        weights = ops.cast(weights, x.dtype)
+        if self.output_mode == "vector" and self.encoder == "cnn":
+            return self.projection(ops.max(x, axis=1))
+        x = self.projection(x) * ops.cast(weights, self.compute_dtype)
+        if self.output_mode == "sequence":
+            return x
+        return _masked_mean(x, ops.cast(weights, x.dtype))
+
+    def compute_mask(self, inputs, mask=None):
+        if self.output_mode != "sequence":
+            return None
+        return self._token_mask(inputs, mask)
+
+    def compute_output_shape(self, input_shape):
+        if self.output_mode == "vector":
+            return (input_shape[0], self.dim)
+        return (input_shape[0], input_shape[1], self.dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "vocab_size": self.vocab_size,
+            "sequence_length": self.sequence_length,
+            "embedding_dim": self.embedding_dim,
+            "encoder": self.encoder,
+            "output": self.output_mode,
+            "dim": self.dim,
+            "dropout": self.dropout,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "kernel_sizes": list(self.kernel_sizes),
+            "filters": self.filters,
+            "rnn_units": self.rnn_units,
+            "use_cudnn": self.use_cudnn,
+            "embeddings_initializer": keras.initializers.serialize(
+                self.embeddings_initializer),
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+        })
+        return config
+
+
+def _positive_int(owner, argument, value):
+    """Returns `value` as an int, or raises a ValueError naming it."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{owner}: {argument}={value!r} must be a positive "
+                         "integer")
+    return int(value)

@@ -1,0 +1,375 @@
+"""The data side of a training run: generation, preprocessors, pipelines.
+
+- `generate_data(recipe)`: builds the recipe's data set (`data.generate`)
+  when one of its split files is absent;
+- `make_preprocessors(recipe)` / `adapt_preprocessors(...)`: one
+  preprocessor per input (`keras_mm.registry.PREPROCESSORS`, the input's
+  `preprocess` arguments), fitted on raw examples of the TRAIN split only;
+- `save_preprocessors` / `load_preprocessors`: `preprocessors.json`;
+- `make_pipeline(...)`: a `keras_mm.data.Pipeline` for one split;
+- `epoch_dataset(...)`: the training batches of epochs `initial_epoch..`,
+  where epoch `k`'s shuffle order depends only on `(seed, k)` - so a run
+  resumed from a backup at epoch `k` sees the batches an uninterrupted run
+  sees;
+- `golden_examples(pipeline, n)`: raw request values of `n` examples, for
+  the export.
+
+Relative data paths in a recipe are taken relative to the current
+directory (the repository root for `keras-mm train recipes/demo.yaml`);
+`resolve_paths` makes them absolute so that the run folder's `recipe.yaml`
+works from anywhere.
+"""
+
+import copy
+import importlib
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+from keras_mm.errors import ConfigError, DataError
+
+log = logging.getLogger("keras_mm")
+
+PREPROCESSORS_FILE = "preprocessors.json"
+# Large prime multiplier: per-epoch shuffle seeds of nearby base seeds differ.
+_EPOCH_SEED_STRIDE = 1000003
+
+
+def _is_remote(path):
+    return "://" in str(path)
+
+
+def _absolute(path):
+    if _is_remote(path) or os.path.isabs(path):
+        return path
+    return os.path.abspath(path)
+
+
+def resolve_paths(recipe):
+    """A copy of `recipe` whose data paths are absolute (from the cwd)."""
+    recipe = copy.deepcopy(recipe)
+    data = recipe["data"]
+    data["splits"] = {
+        split: [_absolute(p) for p in value] if isinstance(value, list)
+        else _absolute(value)
+        for split, value in data["splits"].items()}
+    generate = data.get("generate")
+    if generate:
+        for key in ("out_dir", "output_dir", "out", "root", "data_dir"):
+            if isinstance(generate.get(key), str):
+                generate[key] = _absolute(generate[key])
+    cache = data.get("cache")
+    if cache and cache != "memory":
+        data["cache"] = _absolute(cache)
+    return recipe
+
+
+def _split_present(value):
+    paths = value if isinstance(value, list) else [value]
+    for path in paths:
+        if any(c in path for c in "*?["):
+            if not tf.io.gfile.glob(path):
+                return False
+        elif not tf.io.gfile.exists(path):
+            return False
+    return True
+
+
+def generate_data(recipe):
+    """Builds the data set named by `data.generate` when a split is absent.
+
+    Returns:
+        The generator's return value, or None when nothing was built.
+    """
+    data = recipe["data"]
+    missing = [s for s, v in data["splits"].items() if not _split_present(v)]
+    if not missing:
+        return None
+    generate = data.get("generate")
+    if not generate:
+        split = missing[0]
+        raise DataError(
+            f"data.splits.{split} does not exist; build the data set first "
+            "or add data.generate to the recipe (e.g. {type: demo, "
+            "out_dir: data/demo})", file=data["splits"][split])
+    from keras_mm.recipes.recipe import GENERATORS
+    module_name, function_name = GENERATORS[generate["type"]].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    kwargs = {k: v for k, v in generate.items() if k != "type"}
+    log.info("data: building the %s data set (%s missing)", generate["type"],
+             ", ".join(missing))
+    result = function(**kwargs)
+    still = [s for s, v in data["splits"].items() if not _split_present(v)]
+    if still:
+        raise ConfigError(
+            f"data.splits.{still[0]}",
+            f"{data['splits'][still[0]]} is still absent after building the "
+            f"{generate['type']} data set with {kwargs}; make data.splits "
+            "point into the folder data.generate writes")
+    return result
+
+
+# -- preprocessors ------------------------------------------------------------
+
+
+def _registry():
+    import keras_mm.data  # noqa: F401  (fills PREPROCESSORS)
+    from keras_mm.registry import PREPROCESSORS
+    return PREPROCESSORS
+
+
+def make_preprocessors(recipe, names=None):
+    """`{input name: unfitted preprocessor}` in recipe input order."""
+    registry = _registry()
+    out = {}
+    for name, entry in recipe["inputs"].items():
+        if names is not None and name not in names:
+            continue
+        cls = registry.get(entry["modality"],
+                           key_path=f"inputs.{name}.modality")
+        kwargs = dict(entry.get("preprocess") or {})
+        try:
+            out[name] = cls(name, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"inputs.{name}.preprocess", str(error)) \
+                from None
+    return out
+
+
+def input_columns(recipe):
+    """`{input name: manifest column(s)}` from each input's `source`."""
+    return {name: entry["source"] for name, entry in recipe["inputs"].items()
+            if entry.get("source") is not None}
+
+
+def head_labels(recipe):
+    """The Pipeline `labels` of the recipe's heads (`source` -> column)."""
+    labels = {}
+    for head, spec in recipe["heads"].items():
+        spec = dict(spec)
+        spec["column"] = spec.pop("source", None) or head
+        labels[head] = spec
+    return labels
+
+
+def _needs_adapt(preprocessor):
+    from keras_mm.data import Preprocessor
+    return type(preprocessor).adapt is not Preprocessor.adapt
+
+
+def _source(value):
+    if isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def raw_examples(source, name, preprocessor, column=None):
+    """A `tf.data.Dataset` of the raw values of one input, one per example.
+
+    Reads only the columns (files) this input uses. Examples whose files
+    cannot be read are left out here; the bad-input check of the split's
+    pipeline reports them (or stops) right after.
+    """
+    from keras_mm.data import Pipeline
+
+    pipe = Pipeline(_source(source), {name: preprocessor},
+                    columns=None if column is None else {name: column},
+                    validate=False)
+    (inp,) = pipe.inputs
+    if pipe.manifest is not None:
+        cells, labels = pipe._cells_cache()
+        ds = pipe._manifest_dataset(list(range(len(pipe.manifest))), cells,
+                                    labels)
+        ds = ds.map(pipe._load_manifest_element,
+                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda key, raw, labels: inp.raw(raw))
+    else:
+        files, _ = pipe._tfrecord_files_dataset()
+        ds = pipe._records(files, 1, True).map(pipe._decode_record)
+        ds = ds.map(lambda key, raw, labels, extra: inp.raw(raw))
+    return ds.ignore_errors()
+
+
+def adapt_preprocessors(preprocessors, recipe):
+    """Fits each preprocessor on the raw TRAIN examples of its input."""
+    source = recipe["data"]["splits"]["train"]
+    columns = input_columns(recipe)
+    for name, pre in preprocessors.items():
+        if not _needs_adapt(pre):
+            continue
+        log.info("data: adapting the %s preprocessor of %r on the train "
+                 "split", pre.modality, name)
+        pre.adapt(raw_examples(source, name, pre, columns.get(name)))
+    return preprocessors
+
+
+def save_preprocessors(preprocessors, path):
+    """Writes `{input name: {"modality", "config"}}` (fitted state incl.)."""
+    from keras_mm.data import serialize_preprocessor
+    from keras_mm.training.run_artifacts import write_json
+
+    write_json(path, {name: serialize_preprocessor(p)
+                      for name, p in preprocessors.items()})
+    return path
+
+
+def load_preprocessors(path):
+    """Reads `preprocessors.json` back into fitted preprocessors."""
+    _registry()
+    from keras_mm.data import deserialize_preprocessor
+
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return {name: deserialize_preprocessor(entry)
+            for name, entry in data.items()}
+
+
+# -- pipelines ----------------------------------------------------------------
+
+
+def make_pipeline(recipe, split, preprocessors, spec, input_names=None,
+                  report_dir=None, with_labels=True):
+    """The `keras_mm.data.Pipeline` of one split.
+
+    Args:
+        recipe: the normalized recipe.
+        split: `train`, `val` or `test`.
+        preprocessors: fitted `{input name: preprocessor}` (model order).
+        spec: the complete model spec (for `fusion.presence_mask`).
+        input_names: the model's input names (features kept).
+        report_dir: folder of `bad_input_<split>.json`.
+    """
+    from keras_mm.data import Pipeline
+
+    data = recipe["data"]
+    if split not in data["splits"]:
+        raise ConfigError(f"data.splits.{split}",
+                          f"the recipe has no {split!r} split; it has "
+                          f"{', '.join(data['splits'])}")
+    columns = {n: c for n, c in input_columns(recipe).items()
+               if n in preprocessors}
+    fusion = spec.get("fusion") or {}
+    return Pipeline(
+        _source(data["splits"][split]), preprocessors, columns=columns,
+        labels=head_labels(recipe) if with_labels else None,
+        bad_input=data["bad_records"],
+        report_path=None if report_dir is None else os.path.join(
+            report_dir, f"bad_input_{split}.json"),
+        presence_mask=bool(fusion.get("presence_mask")),
+        input_names=input_names)
+
+
+def count_batches(dataset):
+    """Number of batches of one pass (from the cardinality when known)."""
+    n = int(dataset.cardinality())
+    if n >= 0:
+        return n
+    return int(dataset.reduce(tf.constant(0, tf.int64),
+                              lambda count, _: count + 1))
+
+
+def epoch_seed(seed, epoch):
+    """The shuffle seed of epoch `epoch` (a tensor in, a tensor out)."""
+    return tf.cast(seed, tf.int64) * _EPOCH_SEED_STRIDE + \
+        tf.cast(epoch, tf.int64)
+
+
+def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
+                  shuffle_buffer=1024, drop_remainder=False, cache=None,
+                  deterministic=True):
+    """Training batches of epochs `initial_epoch .. epochs - 1`, in order.
+
+    Each epoch is one pass of `pipeline.dataset(..., shuffle=True,
+    seed=epoch_seed(seed, k), training=True)`: the order of epoch `k` does
+    not depend on how many epochs this process ran before, so a run resumed
+    at epoch `k` gets the same batches as an uninterrupted one. Give
+    `steps_per_epoch` (returned) to `fit`.
+
+    Returns:
+        `(dataset, steps_per_epoch)`.
+    """
+    options = dict(training=True, shuffle=max(int(shuffle_buffer), 1),
+                   drop_remainder=drop_remainder, prefetch=False,
+                   deterministic=deterministic,
+                   cache=None if not cache else cache)
+    pipeline.validate()
+    steps = count_batches(pipeline.dataset(batch_size, seed=seed, **options))
+    if steps == 0:
+        raise DataError(
+            f"the train split gives no batch of {batch_size} examples "
+            f"(drop_remainder={drop_remainder}); lower training.batch_size",
+            file=pipeline.source_name)
+
+    @tf.autograph.experimental.do_not_convert
+    def one_epoch(epoch):
+        graph = tf.compat.v1.get_default_graph()
+        if graph.seed == 0:
+            # tf's seed logic tests `(global, op) == (0, 0)` in Python,
+            # which fails for a tensor op seed under a global seed of 0.
+            graph.seed = _EPOCH_SEED_STRIDE
+        return pipeline.dataset(batch_size, seed=epoch_seed(seed, epoch),
+                                **options)
+
+    epochs_ds = tf.data.Dataset.range(int(initial_epoch), int(epochs))
+    dataset = epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    dataset_options = tf.data.Options()
+    dataset_options.deterministic = bool(deterministic)
+    return dataset.with_options(dataset_options), steps
+
+
+def eval_dataset(pipeline, batch_size, drop_remainder=False):
+    """Batches of a split in file order, without augmentation."""
+    return pipeline.dataset(batch_size, training=False, shuffle=False,
+                            drop_remainder=drop_remainder)
+
+
+def golden_examples(pipeline, count):
+    """Raw request values of the first `count` usable examples.
+
+    Returns:
+        `{raw input key: list of values}` (bytes for files, str for text,
+        floats for numeric columns), as `keras_mm.serving.export` takes.
+    """
+    pipeline.validate()
+    skipped = set(pipeline._decisions["skip"]) if pipeline._decisions \
+        else set()
+    values = {}
+    taken = 0
+    total = pipeline.num_examples()
+    index = 0
+    while taken < count and (total is None or index < total):
+        if pipeline.manifest is not None:
+            key = index
+            if key in skipped:
+                index += 1
+                continue
+            raw, problems = pipeline._eager_manifest_raw(key)
+            if problems:
+                index += 1
+                continue
+        else:
+            key = index  # first file: keys 0, 1, ... are its records
+            if key in skipped:
+                index += 1
+                continue
+            try:
+                raw, _, _ = pipeline._eager_record(key)
+            except (StopIteration, tf.errors.OpError):
+                break
+        for inp in pipeline.inputs:
+            for raw_key, column in inp.columns.items():
+                value = raw[column]
+                value = value.numpy() if hasattr(value, "numpy") else value
+                if isinstance(value, bytes) and inp.kinds[raw_key] in (
+                        "string", "key"):
+                    value = value.decode("utf-8")
+                values.setdefault(raw_key, []).append(value)
+        taken += 1
+        index += 1
+    if not taken:
+        raise DataError("no usable example for the export's golden "
+                        "requests", file=pipeline.source_name)
+    return values
+

@@ -1,0 +1,45 @@
+import dataclasses
+import typing
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `keras_mm.training.train` returns.
+
+    Attributes:
+        run_dir: the run folder (`runs/<name>`).
+        metrics: `{split: {"loss": float, "num_examples": int, "heads":
+            {head: {metric: float}}}}` (also in `metrics.json`).
+        history: `{column: [value per epoch]}` of the whole run, resumed
+            epochs included (`history.csv`).
+        export_path: the published `saved_models/<name>/<version>` folder,
+            or None when not exported.
+        verify_report: the verifier's report of that export, or None.
+        scoreboard: rows `{"model", "split", "loss", "<head>_<metric>"...}`:
+            the fused model per split, then each single-modality model
+            where `evaluation.compare_unimodal` asks for them.
+        best_checkpoint: the `.keras` file evaluated and exported
+            (`best.keras`, or `final.keras` without checkpointing).
+        resumed_from_epoch: the epoch a killed run was resumed at (0 for a
+            fresh run).
+        stopped_epoch: number of epochs run in all (less than
+            `training.epochs` when early stopping stopped the run).
+        is_chief: False on the non-chief workers of a multi-worker run
+            (they train but write, evaluate and export nothing).
+        model: the trained model in memory (distributed variables under a
+            multi-device strategy).
+        unimodal: `{input name: metrics}` of the single-modality runs.
+    """
+
+    run_dir: str
+    metrics: dict
+    history: dict
+    export_path: typing.Optional[str] = None
+    verify_report: typing.Optional[dict] = None
+    scoreboard: list = dataclasses.field(default_factory=list)
+    best_checkpoint: typing.Optional[str] = None
+    resumed_from_epoch: int = 0
+    stopped_epoch: int = 0
+    is_chief: bool = True
+    model: typing.Any = dataclasses.field(default=None, repr=False)
+    unimodal: dict = dataclasses.field(default_factory=dict)
