@@ -1,3 +1,5 @@
+import numbers
+
 import keras
 from keras import ops
 
@@ -124,6 +126,106 @@ class BaseFusion(keras.layers.Layer):
         total = ops.sum(ops.where(weights > 0, sequence, 0), axis=1)
         count = ops.maximum(ops.sum(weights, axis=1), 1)
         return total / count
+
+    # -- helpers for vector fusions (concat, weighted, gated, attention,
+    #    tensor, low_rank) ------------------------------------------------
+
+    @staticmethod
+    def positive_int(owner, argument, value):
+        """Returns `value` as an int, or raises a ValueError naming the
+        argument when it is not a positive integer (bools are refused)."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                or int(value) < 1:
+            raise ValueError(
+                f"{owner}: {argument}={value!r} must be a positive integer")
+        return int(value)
+
+    @staticmethod
+    def unit_rate(owner, argument, value):
+        """Returns `value` as a float in [0, 1), or raises a ValueError
+        naming the argument (dropout rates)."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not 0.0 <= float(value) < 1.0:
+            raise ValueError(
+                f"{owner}: {argument}={value!r} must be a number in [0, 1)")
+        return float(value)
+
+    def vector_widths(self, shapes):
+        """Checks that every input is a vector `[batch, dim]` with a known
+        `dim`; returns the widths in `self.modalities` order."""
+        widths = []
+        for name, shape in zip(self.modalities, shapes):
+            if len(shape) != 2 or shape[-1] is None:
+                raise ValueError(
+                    f"{self.__class__.__name__}: input {name!r} has shape "
+                    f"{tuple(shape)}; expected a vector [batch, dim] with a "
+                    "known dim (build its tower with output='vector')")
+            widths.append(int(shape[-1]))
+        return widths
+
+    def check_call_inputs(self, inputs, presence=None):
+        """Raises a ValueError when the call's dict keys are not exactly
+        `self.modalities` (no input is silently ignored), or when
+        `presence` is not `[batch, num_modalities]`."""
+        if not isinstance(inputs, dict):
+            raise TypeError(
+                f"{self.__class__.__name__} takes a dict "
+                "{modality name: tower output}; got "
+                f"{type(inputs).__name__}")
+        if sorted(inputs) != sorted(self.modalities):
+            raise ValueError(
+                f"{self.__class__.__name__}({self.name!r}): input keys "
+                f"{sorted(inputs)} do not match modalities="
+                f"{self.modalities}; pass one tower output per listed "
+                "modality")
+        if presence is not None:
+            shape = tuple(presence.shape)
+            if len(shape) != 2 or shape[-1] not in (None,
+                                                     len(self.modalities)):
+                raise ValueError(
+                    f"{self.__class__.__name__}({self.name!r}): presence "
+                    f"has shape {shape}; expected [batch, "
+                    f"{len(self.modalities)}], one column per modality in "
+                    f"the order {self.modalities}")
+
+    @staticmethod
+    def presence_flags(present):
+        """`split_inputs`'s `present` list -> boolean `[batch, 1]` flags
+        (`> 0` is present), `None` entries kept."""
+        return [None if p is None else ops.greater(p, 0) for p in present]
+
+    @staticmethod
+    def zero_absent(x, flag, fill=0):
+        """`x` with the rows whose `flag` (`[batch, 1]` bool) is False set
+        to `fill`; `x` unchanged when `flag` is None. `ops.where` (not a
+        product) so even a non-finite absent value cannot leak."""
+        if flag is None:
+            return x
+        return ops.where(flag, x, ops.cast(fill, x.dtype))
+
+    @staticmethod
+    def presence_matrix(flags, reference):
+        """Boolean `[batch, M]` from per-modality `[batch, 1]` flags (None
+        = present; `reference` is any `[batch, ...]` tensor for the batch
+        size)."""
+        ones = ops.ones_like(reference[:, :1], dtype="bool")
+        return ops.concatenate(
+            [ones if f is None else ops.logical_and(ones, f) for f in flags],
+            axis=-1)
+
+    @staticmethod
+    def masked_softmax(logits, valid, axis=-1):
+        """Softmax over the `valid` entries only, computed in float32.
+
+        Invalid entries get exactly 0; a slice without any valid entry gives
+        all zeros (never NaN, never a uniform weight on absent entries).
+        Returns float32.
+        """
+        logits = ops.cast(logits, "float32")
+        # where() broadcasts `logits` and `valid` against each other
+        logits = ops.where(valid, logits, -1e9)
+        weights = ops.softmax(logits, axis=axis)
+        return ops.where(valid, weights, 0.0)
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -74,6 +74,10 @@ def find_heads(model):
     return heads
 
 
+def _op_name(key):
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in key)
+
+
 def _input_name(tensor):
     return tensor.name.split(":")[0]
 
@@ -337,7 +341,13 @@ class ServingFunctions:
 
     def check_request(self, raw):
         """Request-level checks (batch, sizes) as control dependencies."""
-        keys = list(self.raw_signature())
+        specs = self.raw_signature()
+        keys = list(specs)
+        # EnsureShape runs at request time (a signature does not check the
+        # rank of what it is fed); its error names the input.
+        raw = {k: tf.ensure_shape(raw[k], specs[k].shape,
+                                  name=f"check_shape_{_op_name(k)}")
+               for k in keys}
         batch = tf.shape(raw[keys[0]])[0]
         checks = [tf.debugging.assert_positive(
             batch, message="empty batch: send at least one example")]

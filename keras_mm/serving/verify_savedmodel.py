@@ -1,10 +1,16 @@
 """Stand-alone verifier of a keras_mm SavedModel export.
 
 Run as a script in a fresh interpreter (`python -I verify_savedmodel.py
-PATH`): it imports only `tensorflow`, `tensorflow_text` and the standard
-library - neither keras, keras_mm nor NumPy code of ours - so it sees the
-SavedModel the way TF Serving does. It prints one JSON report on stdout
-and exits 1 on any failure (2 on bad usage). Steps:
+PATH`): it imports only `tensorflow`, tensorflow-text's ops and the
+standard library, so it sees the SavedModel the way TF Serving (C++, core
+TF kernels + tensorflow-text kernels, no Python) does. `keras`, `tf_keras`
+and `keras_mm` are hidden from the import system: a SavedModel that needs
+them fails here. The `tensorflow_text` Python package imports Keras (its
+Keras layers), so its op libraries (`tensorflow_text/python/ops/_*.so`,
+the kernels TF Serving links) are loaded with `tf.load_op_library`
+instead; only where they cannot be found is the package imported (the
+report says which). It prints one JSON report on stdout and exits 1 on
+any failure (2 on bad usage). Steps:
 
 1. load the SavedModel and list its signatures (each must use the
    `tensorflow/serving/predict` method);
@@ -28,15 +34,61 @@ process (`keras_mm.serving.verify`) names the step it happened in.
 """
 
 import base64
+import glob
+import importlib.abc
+import importlib.util
 import io
 import json
 import os
 import sys
 import wave
 
+HIDDEN_PACKAGES = ("keras", "tf_keras", "keras_mm")
 FORBIDDEN_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
 METADATA = os.path.join("assets.extra", "keras_mm.json")
 PREDICT_METHOD = "tensorflow/serving/predict"
+
+
+class _HidePackages(importlib.abc.MetaPathFinder):
+    """Makes `HIDDEN_PACKAGES` look uninstalled (find_spec gives None)."""
+
+    def __init__(self, finders):
+        self.finders = finders
+
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in HIDDEN_PACKAGES:
+            return None
+        for finder in self.finders:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(name, path, target) if find_spec else None
+            if spec is not None:
+                return spec
+        return None
+
+    def invalidate_caches(self):
+        for finder in self.finders:
+            if hasattr(finder, "invalidate_caches"):
+                finder.invalidate_caches()
+
+
+def hide_keras():
+    """Hides keras / tf_keras / keras_mm from every later import."""
+    if not any(isinstance(f, _HidePackages) for f in sys.meta_path):
+        sys.meta_path[:] = [_HidePackages(list(sys.meta_path))]
+
+
+def load_text_ops(tf):
+    """Registers tensorflow-text's ops; returns where they came from."""
+    spec = importlib.util.find_spec("tensorflow_text")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    libraries = sorted(glob.glob(os.path.join(folders[0], "python", "ops",
+                                              "_*.so"))) if folders else []
+    if libraries:
+        for library in libraries:
+            tf.load_op_library(library)
+        return [os.path.basename(lib) for lib in libraries]
+    import tensorflow_text  # noqa: F401  (fallback: the whole package)
+    return "tensorflow_text package"
 
 
 def _progress(message):
@@ -167,6 +219,19 @@ def malformed_requests(tf, metadata, golden):
             yield f"{name}: oversized value", {**one, name: big}
 
 
+def error_summary(error, limit=300):
+    """The informative line of a TensorFlow error message."""
+    message = (getattr(error, "message", None) or str(error)).strip()
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    noise = ("Graph execution error", "Detected at node",
+             "<stack traces unavailable>", "[[", "File ", "Traceback")
+    useful = [line for line in lines if not line.startswith(noise)]
+    for line in useful:
+        if line.startswith("assertion failed:"):
+            return line[:limit]
+    return (useful or lines or [""])[0][:limit]
+
+
 def _run_malformed(tf, serve, metadata, golden):
     cases = []
     expected_errors = (tf.errors.InvalidArgumentError, TypeError, ValueError)
@@ -177,11 +242,8 @@ def _run_malformed(tf, serve, metadata, golden):
             cases.append({"case": case, "ok": False,
                           "error": "the request was accepted"})
         except expected_errors as e:
-            message = (getattr(e, "message", None) or str(e)).strip()
-            lines = [line for line in message.splitlines() if line.strip()]
             cases.append({"case": case, "ok": True,
-                          "error": type(e).__name__ + ": "
-                          + (lines[0][:300] if lines else "")})
+                          "error": f"{type(e).__name__}: {error_summary(e)}"})
         except Exception as e:  # another error class: not INVALID_ARGUMENT
             cases.append({"case": case, "ok": False,
                           "error": f"{type(e).__name__} (expected "
@@ -190,11 +252,14 @@ def _run_malformed(tf, serve, metadata, golden):
 
 
 def verify(path):
+    hide_keras()
+    _progress("import tensorflow")
     import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (registers the text ops)
 
-    report = {"path": os.path.abspath(path), "ok": False, "checks": {}}
+    report = {"path": os.path.abspath(path), "ok": False, "checks": {},
+              "tensorflow": tf.__version__}
     checks = report["checks"]
+    report["text_ops_from"] = load_text_ops(tf)
     _progress("load")
     loaded = tf.saved_model.load(path)
     signatures = {}
@@ -261,8 +326,7 @@ def verify(path):
                                and not again, "cases": cases,
                                "problems": again}
     report["imported_keras"] = sorted(
-        m for m in sys.modules
-        if m == "keras" or m.startswith(("keras.", "keras_mm")))
+        m for m in sys.modules if m.partition(".")[0] in HIDDEN_PACKAGES)
     checks["no_keras"] = {"ok": not report["imported_keras"]}
     report["ok"] = all(c["ok"] for c in checks.values())
     return report

@@ -12,6 +12,7 @@ from keras_mm.registry import TOWERS
 ENCODERS = ("cnn", "crnn", "transformer")
 OUTPUTS = ("vector", "sequence")
 FRONTENDS = ("log_mel", "mfcc", None)
+FEATURE_NORMS = ("layer", "batch", None)
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -30,9 +31,11 @@ class AudioTower(keras.layers.Layer):
     preprocessor with `features="log_mel"`; never compute log-mel in both
     places). `frames = 1 + (samples - frame_length) // frame_step`.
 
-    When `normalize_features` is True, a batch normalization over the
-    feature bins (per-bin mean and variance learned from the training
-    data) follows.
+    `feature_norm` then normalizes the features: `"layer"` (default) a
+    layer normalization over the bins of each frame (stateless, so the
+    same in training and inference, and robust to the large offsets of
+    log energies), `"batch"` a batch normalization per bin (moving
+    statistics that need many training steps to settle), None nothing.
 
     Encoders:
 
@@ -65,7 +68,7 @@ class AudioTower(keras.layers.Layer):
             (`upper_edge_hertz=None` is the Nyquist frequency).
         log_offset: added to the mel energies before the log.
         num_mfcc: coefficients kept by the `"mfcc"` front end.
-        normalize_features: add a batch norm over the feature bins.
+        feature_norm: `"layer"`, `"batch"` or None (see above).
         filters: channels per conv block (`cnn`, `crnn`).
         kernel_size: conv size (`cnn`, `crnn`).
         rnn_units: GRU units per direction (`crnn`); None means `dim`.
@@ -95,7 +98,7 @@ class AudioTower(keras.layers.Layer):
                  frontend="log_mel", sample_rate=8000, frame_length=256,
                  frame_step=128, fft_length=None, num_mel_bins=40,
                  lower_edge_hertz=20.0, upper_edge_hertz=None,
-                 log_offset=1e-6, num_mfcc=13, normalize_features=True,
+                 log_offset=1e-6, num_mfcc=13, feature_norm="layer",
                  filters=(32, 64), kernel_size=3, rnn_units=None,
                  num_layers=2, num_heads=4, intermediate_dim=None,
                  kernel_initializer="he_normal", **kwargs):
@@ -117,7 +120,8 @@ class AudioTower(keras.layers.Layer):
                                  else float(upper_edge_hertz))
         self.log_offset = float(log_offset)
         self.num_mfcc = int(num_mfcc)
-        self.normalize_features = bool(normalize_features)
+        self.feature_norm = check_choice(name, "feature_norm", feature_norm,
+                                         FEATURE_NORMS)
         self.filters = tuple(int(f) for f in filters)
         if encoder in ("cnn", "crnn") and not self.filters:
             raise ValueError(f"{name}: filters must list at least one "
@@ -207,10 +211,14 @@ class AudioTower(keras.layers.Layer):
             raise ValueError("AudioTower needs a known number of feature "
                              f"bins; got feature shape {shape}")
         policy = self.dtype_policy
-        if self.normalize_features:
-            self.feature_norm = keras.layers.BatchNormalization(
+        if self.feature_norm == "layer":
+            self.feature_normalization = keras.layers.LayerNormalization(
                 dtype=policy, name="feature_norm")
-            self.feature_norm.build(shape)
+        elif self.feature_norm == "batch":
+            self.feature_normalization = keras.layers.BatchNormalization(
+                dtype=policy, name="feature_norm")
+        if self.feature_norm is not None:
+            self.feature_normalization.build(shape)
         if self.encoder in ("cnn", "crnn"):
             pool_size = (2, 2) if self.encoder == "cnn" else (1, 2)
             grid = shape + (1,)
@@ -278,8 +286,8 @@ class AudioTower(keras.layers.Layer):
                 "mask instead")
         x = self.compute_features(inputs)
         x = ops.cast(x, self.compute_dtype)
-        if self.normalize_features:
-            x = self.feature_norm(x, training=training)
+        if self.feature_norm is not None:
+            x = self.feature_normalization(x, training=training)
         if self.encoder in ("cnn", "crnn"):
             x = ops.expand_dims(x, -1)
             for conv, norm, pool in zip(self.convs, self.norms, self.pools):
@@ -325,7 +333,7 @@ class AudioTower(keras.layers.Layer):
             "upper_edge_hertz": self.upper_edge_hertz,
             "log_offset": self.log_offset,
             "num_mfcc": self.num_mfcc,
-            "normalize_features": self.normalize_features,
+            "feature_norm": self.feature_norm,
             "filters": list(self.filters),
             "kernel_size": self.kernel_size,
             "rnn_units": self.rnn_units,

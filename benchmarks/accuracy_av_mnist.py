@@ -1,0 +1,351 @@
+"""AV-MNIST accuracy: image only, audio only and every fusion type.
+
+Both variants of AV-MNIST (`clean`, and `degraded`: PCA-reduced images +
+noisy audio, the canonical setting), built from `../shared/data` by
+`keras_mm.datasets.build_av_mnist` into the cache folder, preprocessed once
+by the toolkit's `ImagePreprocessor` / `AudioPreprocessor` (log-mel
+computed in the preprocessor, so the audio tower runs with
+`frontend=None`), then kept in memory.
+
+Models, all from `keras_mm.build_model` specs except the reference
+baseline:
+- `image_only`, `audio_only`: `keras_mm.build_unimodal_spec` of the concat
+  spec (same tower, trunk and head, no fusion);
+- one model per fusion type: concat, weighted, gated, attention, tensor,
+  low_rank, joint_transformer, cross_attention, film (the builder gives
+  each fusion the tower outputs it takes: vectors, token sequences, or the
+  image feature map for FiLM);
+- `multibench_late_fusion` (reference): the MultiBench AV-MNIST late-fusion
+  architecture re-implemented in plain Keras: LeNet-style image encoder
+  (5x5 conv of 6 channels + 3 conv blocks, 48 features) and audio encoder
+  (5x5 conv of 6 channels + 5 conv blocks, 192 features), concatenation,
+  MLP 240-100-10, SGD lr 0.1 (weight decay 1e-4). MultiBench feeds it
+  112x112 spectrograms for 30+ epochs; here it gets the same log-mel input
+  and the same epochs as the other models.
+
+Each model is trained from 3 seeds; the table gives test accuracy mean ±
+std (population std over seeds) and training seconds per epoch (mean of
+the epochs' wall time, the first epoch's tracing included). The last line
+is one JSON object (accuracies as fractions, means over seeds).
+
+Usage:
+    python benchmarks/accuracy_av_mnist.py            # full (< 15 min, 2 cores)
+    python benchmarks/accuracy_av_mnist.py --quick    # smoke run (< 2 min)
+"""
+
+import math
+import sys
+import time
+
+import _common
+
+FUSION_TYPES = ("concat", "weighted", "gated", "attention", "tensor",
+                "low_rank", "joint_transformer", "cross_attention", "film")
+VARIANTS = ("clean", "degraded")
+UNIMODAL = {"image_only": "image", "audio_only": "audio"}
+BASELINE = "multibench_late_fusion"
+
+# Reference figures of ../shared/data/README.md (plain Keras model, seed 0).
+README_REFERENCE = {
+    "clean": {"image_only": 0.932, "audio_only": 0.830, "concat": 0.959},
+    "degraded": {"image_only": 0.623, "audio_only": 0.806, "concat": 0.889},
+}
+
+IMAGE_TOWER = {"encoder": "cnn", "filters": [8, 16, 32], "dim": 64,
+               "dropout": 0.1}
+AUDIO_TOWER = {"encoder": "cnn", "frontend": None, "filters": [8, 16, 32],
+               "dim": 64, "dropout": 0.1}
+TRUNK = {"hidden_units": [64], "dropout": 0.2}
+# Fusion keyword arguments, passed where the fusion class takes them.
+FUSION_OPTIONS = {"units": 64, "num_heads": 4, "num_layers": 1, "rank": 8,
+                  "target": "image"}
+# Batch norm momentum of the towers: 0.9 (PyTorch's default) instead of
+# Keras' 0.99, whose moving statistics lag far behind in runs this short.
+BN_MOMENTUM = 0.9
+EPOCHS = {"clean": 3, "degraded": 4}
+BATCH_SIZE = 64
+LEARNING_RATE = 5e-3
+BASELINE_LR = 0.1
+
+QUICK = {"limit": 256, "seeds": [0], "epochs": 1,
+         "fusions": ["concat", "film", "joint_transformer"]}
+
+
+def fusion_spec(fusion_type, audio_shape):
+    """The `keras_mm.build_model` spec of one fusion model."""
+    from keras_mm.builder.spec import constructor_arguments, load_registries
+    _, fusions, _ = load_registries()
+    fusion = {"type": fusion_type}
+    if fusion_type in fusions:
+        allowed = constructor_arguments(fusions.get(fusion_type))
+        fusion.update({k: v for k, v in FUSION_OPTIONS.items()
+                       if k in allowed})
+    return {
+        "name": f"av_mnist_{fusion_type}",
+        "inputs": {
+            "image": {"modality": "image", "shape": [28, 28, 1],
+                      "tower": dict(IMAGE_TOWER)},
+            "audio": {"modality": "audio", "shape": list(audio_shape),
+                      "tower": dict(AUDIO_TOWER)},
+        },
+        "fusion": fusion,
+        "trunk": dict(TRUNK),
+        "heads": {"label": {"type": "classification", "num_classes": 10}},
+    }
+
+
+def unimodal_spec(input_name, audio_shape):
+    """The single-modality model: same tower, trunk and head, no fusion
+    (what `keras_mm.build_unimodal_spec` gives for a fusion spec)."""
+    spec = fusion_spec("concat", audio_shape)
+    spec.update(name=f"av_mnist_{input_name}_only", fusion=None,
+                inputs={input_name: spec["inputs"][input_name]})
+    return spec
+
+
+def model_spec(name, audio_shape):
+    if name in UNIMODAL:
+        return unimodal_spec(UNIMODAL[name], audio_shape)
+    return fusion_spec(name, audio_shape)
+
+
+def set_batchnorm_momentum(model, momentum):
+    import keras
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _lenet(x, channels, extra_layers, prefix, pool_padding):
+    """MultiBench's LeNet encoder: conv5x5(c) + extra conv3x3 blocks
+    doubling the channels, each conv (no bias) -> BN -> ReLU -> 2x2 max
+    pool (PyTorch's floor pooling is `"valid"`; `"same"` rounds up so that
+    a small spectrogram still ends as a 1x1 map); then flattened."""
+    import keras
+    for i in range(extra_layers + 1):
+        filters = channels * 2 ** i
+        x = keras.layers.Conv2D(filters, 5 if i == 0 else 3, padding="same",
+                                use_bias=False, name=f"{prefix}_conv{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                            name=f"{prefix}_bn{i}")(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D(2, padding=pool_padding)(x)
+    return keras.layers.Flatten()(x)
+
+
+def multibench_baseline(audio_shape):
+    """MultiBench AV-MNIST late fusion (plain Keras), compiled."""
+    import keras
+    image = keras.Input((28, 28, 1), name="image")
+    audio = keras.Input(tuple(audio_shape), name="audio")
+    img = _lenet(image, 6, 3, "image", "valid")
+    aud = _lenet(keras.layers.Reshape(tuple(audio_shape) + (1,))(audio), 6,
+                 5, "audio", "same")
+    x = keras.layers.Concatenate()([img, aud])
+    x = keras.layers.Dense(100, activation="relu", name="mlp_hidden")(x)
+    out = keras.layers.Dense(10, activation="softmax", name="label")(x)
+    model = keras.Model({"image": image, "audio": audio}, {"label": out},
+                        name=BASELINE)
+    if model.get_layer("mlp_hidden").input.shape[-1] != 240:
+        raise RuntimeError("the baseline's encoders should give 48 + 192 = "
+                           f"240 features, got "
+                           f"{model.get_layer('mlp_hidden').input.shape}")
+    model.compile(optimizer=keras.optimizers.SGD(BASELINE_LR,
+                                                 weight_decay=1e-4),
+                  loss={"label": keras.losses.SparseCategoricalCrossentropy()},
+                  metrics={"label": ["accuracy"]}, jit_compile=False)
+    return model
+
+
+class _EpochTimer:
+    def __init__(self):
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_begin(cb, logs=None):
+                cb.times = []
+
+            def on_epoch_begin(cb, epoch, logs=None):
+                cb.start = time.perf_counter()
+
+            def on_epoch_end(cb, epoch, logs=None):
+                cb.times.append(time.perf_counter() - cb.start)
+
+        self.callback = Callback()
+
+
+def train_and_test(name, arrays, epochs, seed, args):
+    """Trains one model from `seed`; returns (accuracy, s/epoch, params)."""
+    import keras
+    import numpy as np
+
+    import keras_mm
+    _common.set_seed(seed)
+    train, test = arrays["train"], arrays["test"]
+    audio_shape = train["audio"].shape[1:]
+    steps = epochs * math.ceil(len(train["label"]) / args.batch_size)
+    if name == BASELINE:
+        model = multibench_baseline(audio_shape)
+        inputs = ("image", "audio")
+    else:
+        spec = model_spec(name, audio_shape)
+        model = keras_mm.build_model(spec)
+        set_batchnorm_momentum(model, BN_MOMENTUM)
+        lr = keras.optimizers.schedules.CosineDecay(args.lr, steps,
+                                                    alpha=0.02)
+        keras_mm.compile_model(model, optimizer=keras.optimizers.Adam(lr),
+                               jit_compile=args.jit)
+        inputs = tuple(spec["inputs"])
+    timer = _EpochTimer()
+    model.fit({k: train[k] for k in inputs}, {"label": train["label"]},
+              batch_size=args.batch_size, epochs=epochs, shuffle=True,
+              verbose=0, callbacks=[timer.callback])
+    probs = model.predict({k: test[k] for k in inputs}, batch_size=500,
+                          verbose=0)["label"]
+    accuracy = float(np.mean(np.argmax(probs, -1) == test["label"]))
+    seconds = sum(timer.callback.times) / max(len(timer.callback.times), 1)
+    params = _common.count_params(model)
+    keras.backend.clear_session()
+    return accuracy, seconds, params
+
+
+def main(argv=None):
+    parser = _common.make_parser(__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="default: 0 1 2 (quick: 0)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs for both variants (default: clean "
+                             f"{EPOCHS['clean']}, degraded "
+                             f"{EPOCHS['degraded']})")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE,
+                        help="peak Adam learning rate (cosine decay)")
+    parser.add_argument("--fusions", nargs="+", choices=FUSION_TYPES,
+                        default=None, help="fusion types (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS,
+                        default=list(VARIANTS))
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the MultiBench reference model")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="keep the first N rows of each split")
+    parser.add_argument("--jit", action="store_true",
+                        help="jit_compile=True (XLA) for the keras_mm models")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.limit = args.limit or QUICK["limit"]
+        args.seeds = args.seeds or QUICK["seeds"]
+        args.epochs = args.epochs or QUICK["epochs"]
+        args.fusions = args.fusions or QUICK["fusions"]
+    args.seeds = args.seeds or [0, 1, 2]
+    fusions = list(args.fusions or FUSION_TYPES)
+    _common.require_data(args.data / "mnist", args.data / "fsdd",
+                         what="AV-MNIST's source data (MNIST + FSDD)")
+    wall = time.perf_counter()
+    _common.configure_tensorflow(args.threads)
+    epochs = {v: args.epochs or EPOCHS[v] for v in args.variants}
+    _common.print_header(
+        "AV-MNIST test accuracy (keras_mm)", args,
+        [f"seeds {args.seeds}; epochs {epochs}; batch {args.batch_size}; "
+         f"Adam {args.lr:g} with cosine decay; jit_compile={args.jit}",
+         f"towers: image {IMAGE_TOWER}; audio {AUDIO_TOWER}; trunk {TRUNK}; "
+         f"fusion options (where taken) {FUSION_OPTIONS}; batch norm "
+         f"momentum {BN_MOMENTUM}",
+         f"audio features (AudioPreprocessor): {_common.AV_MNIST_AUDIO}"])
+
+    models = list(UNIMODAL) + fusions + ([] if args.no_baseline
+                                         else [BASELINE])
+    results = {}
+    for variant in args.variants:
+        arrays, prep = _common.load_av_mnist(args.data, args.cache, variant,
+                                             limit=args.limit)
+        print(f"[{variant}] data ready ({len(arrays['train']['label'])} "
+              f"train / {len(arrays['test']['label'])} test; built and "
+              f"preprocessed in {prep:.1f} s)", file=sys.stderr, flush=True)
+        results[variant] = {}
+        for name in models:
+            runs = []
+            for seed in args.seeds:
+                acc, sec, params = train_and_test(name, arrays,
+                                                  epochs[variant], seed, args)
+                runs.append((acc, sec))
+                print(f"[{variant}] {name} seed {seed}: accuracy {acc:.4f}, "
+                      f"{sec:.2f} s/epoch (elapsed "
+                      f"{time.perf_counter() - wall:.0f} s)",
+                      file=sys.stderr, flush=True)
+            mean, std = _common.mean_std([r[0] for r in runs])
+            results[variant][name] = {
+                "mean": mean, "std": std, "runs": [r[0] for r in runs],
+                "seconds_per_epoch": sum(r[1] for r in runs) / len(runs),
+                "params": params}
+
+    header = ["model"]
+    for variant in args.variants:
+        header += [f"{variant} acc % (mean ± std)", f"{variant} s/epoch",
+                   f"{variant} README plain-Keras ref. %"]
+    header.append("params")
+    rows = []
+    for name in models:
+        row = [name + (" (reference, plain Keras)" if name == BASELINE
+                       else "")]
+        for variant in args.variants:
+            r = results[variant][name]
+            ref_key = name if name in UNIMODAL else (
+                "concat" if name == "concat" else None)
+            ref = README_REFERENCE[variant].get(ref_key)
+            row += [_common.pct(r["mean"], r["std"]),
+                    f"{r['seconds_per_epoch']:.2f}",
+                    _common.pct(ref) if ref is not None else ""]
+        row.append(results[args.variants[0]][name]["params"])
+        rows.append(row)
+    print(_common.markdown_table(header, rows))
+    print()
+
+    summary = {}
+    for variant in args.variants:
+        res = results[variant]
+        summary[variant] = {
+            "image_only": res["image_only"]["mean"],
+            "audio_only": res["audio_only"]["mean"],
+            "fusion": {f: res[f]["mean"] for f in fusions},
+        }
+    targets = []
+    if "clean" in summary and "concat" in summary["clean"]["fusion"]:
+        c = summary["clean"]["fusion"]["concat"]
+        targets.append(f"clean concat {100 * c:.1f}% (target >= 97%): "
+                       f"{'met' if c >= 0.97 else 'MISSED'}")
+    if "degraded" in summary:
+        d = summary["degraded"]
+        best_name = max(d["fusion"], key=d["fusion"].get)
+        best = d["fusion"][best_name]
+        gain = best - max(d["image_only"], d["audio_only"])
+        summary["degraded_best_fusion"] = best
+        summary["degraded_best_fusion_type"] = best_name
+        summary["degraded_gain_over_best_unimodal"] = gain
+        targets.append(f"degraded best fusion ({best_name}) "
+                       f"{100 * best:.1f}% (target >= 90%): "
+                       f"{'met' if best >= 0.90 else 'MISSED'}")
+        targets.append(f"degraded gain over best single modality "
+                       f"{100 * gain:.1f} points (target >= 5): "
+                       f"{'met' if gain >= 0.05 else 'MISSED'}")
+    elapsed = time.perf_counter() - wall
+    for line in targets:
+        print(f"- {line}")
+    print(f"- wall time {elapsed:.0f} s")
+    summary["std"] = {v: {n: results[v][n]["std"] for n in models}
+                      for v in args.variants}
+    summary["seconds_per_epoch"] = {
+        v: {n: results[v][n]["seconds_per_epoch"] for n in models}
+        for v in args.variants}
+    if not args.no_baseline:
+        summary[BASELINE] = {v: results[v][BASELINE]["mean"]
+                             for v in args.variants}
+    summary["seeds"] = list(args.seeds)
+    summary["epochs"] = epochs
+    summary["quick"] = bool(args.quick)
+    summary["wall_seconds"] = elapsed
+    _common.emit_json(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

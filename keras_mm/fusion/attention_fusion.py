@@ -1,0 +1,169 @@
+import keras
+from keras import ops
+
+from keras_mm.fusion.base_fusion import BaseFusion
+from keras_mm.layers.transformer_encoder import TransformerEncoder
+from keras_mm.layers.utils import clone_initializer
+from keras_mm.registry import FUSIONS
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@FUSIONS.register("attention")
+class AttentionFusion(BaseFusion):
+    """Attention over the modality embeddings, pooled by a learned query.
+
+    Each modality vector `[batch, dim_m]` is projected to `units` (one
+    `Dense` per modality), giving `M` modality tokens `[batch, M, units]`.
+    Optionally (`num_layers > 0`) a pre-norm `TransformerEncoder` lets the
+    modality tokens attend to each other (self-attention). Then a learned
+    query attends over the tokens (`keras.layers.MultiHeadAttention`) and
+    the attention output is the fused vector `[batch, units]`.
+
+    Args:
+        units: token width (= output width); must be divisible by
+            `num_heads`.
+        num_heads: attention heads of the pooling (and of the encoder).
+        num_layers: self-attention encoder layers over the modality tokens
+            before the pooling (0 = pooling only).
+        intermediate_dim: MLP width of the encoder (`None`: 4 x `units`).
+        dropout: dropout of the attention weights (and encoder).
+        return_attention: also return the pooling weights.
+        kernel_initializer: initializer of the projections and attention.
+        query_initializer: initializer of the learned query.
+        modalities: modality names in presence-mask column order
+            (default: sorted input keys).
+
+    Call arguments:
+        inputs: dict `{modality: [batch, dim_m]}`.
+        presence: optional `[batch, num_modalities]`, 1 = present.
+        training: Python bool (dropout).
+        mask: ignored (vector inputs have no tokens).
+
+    Returns:
+        `[batch, units]`, or with `return_attention=True` a tuple
+        `(fused, weights)` where `weights` `[batch, num_modalities]` are the
+        pooling attention weights averaged over the heads.
+
+    Masking: absent modalities are masked keys (in the pooling and in the
+    encoder), so their attention weight is exactly 0 and the present ones
+    sum to 1; their inputs are also zeroed before the projection. A row
+    with no modality present gives zeros (and all-zero weights).
+
+    Example:
+
+    >>> fusion = AttentionFusion(units=16, num_heads=2,
+    ...                          return_attention=True)
+    >>> out, weights = fusion({"audio": keras.ops.ones((2, 8)),
+    ...                        "image": keras.ops.ones((2, 4))})
+    >>> out.shape, weights.shape
+    ((2, 16), (2, 2))
+    """
+
+    input_kind = "vector"
+
+    def __init__(self, units=64, num_heads=1, num_layers=0,
+                 intermediate_dim=None, dropout=0.0, return_attention=False,
+                 kernel_initializer="glorot_uniform",
+                 query_initializer="truncated_normal", modalities=None,
+                 **kwargs):
+        super().__init__(modalities=modalities, **kwargs)
+        owner = "AttentionFusion"
+        self.units = self.positive_int(owner, "units", units)
+        self.num_heads = self.positive_int(owner, "num_heads", num_heads)
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) \
+                or num_layers < 0:
+            raise ValueError(
+                f"{owner}: num_layers={num_layers!r} must be an integer >= 0")
+        self.num_layers = num_layers
+        self.intermediate_dim = None if intermediate_dim is None else \
+            self.positive_int(owner, "intermediate_dim", intermediate_dim)
+        self.dropout = self.unit_rate(owner, "dropout", dropout)
+        self.return_attention = bool(return_attention)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.query_initializer = keras.initializers.get(query_initializer)
+        if self.units % self.num_heads:
+            raise ValueError(
+                f"{owner}: units={self.units} is not divisible by "
+                f"num_heads={self.num_heads}; change one of them")
+
+    def build(self, input_shape):
+        shapes = self.resolve_modalities(input_shape)
+        widths = self.vector_widths(shapes)
+        batch = shapes[0][0]
+        tokens_shape = (batch, len(self.modalities), self.units)
+        self.projections = []
+        for name, width in zip(self.modalities, widths):
+            proj = keras.layers.Dense(
+                self.units,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy, name=f"{name}_projection")
+            proj.build((batch, width))
+            self.projections.append(proj)
+        self.encoder = None
+        if self.num_layers:
+            self.encoder = TransformerEncoder(
+                num_layers=self.num_layers, num_heads=self.num_heads,
+                intermediate_dim=self.intermediate_dim, dropout=self.dropout,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy, name="encoder")
+            self.encoder.build(tokens_shape)
+        self.query = self.add_weight(
+            name="query", shape=(1, 1, self.units),
+            initializer=clone_initializer(self.query_initializer))
+        self.pooling = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads, key_dim=self.units // self.num_heads,
+            dropout=self.dropout,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            dtype=self.dtype_policy, name="pooling")
+        self.pooling.build((batch, 1, self.units), tokens_shape)
+        self.built = True
+
+    def call(self, inputs, presence=None, training=None, mask=None):
+        self.check_call_inputs(inputs, presence)
+        features, present, _ = self.split_inputs(inputs, presence)
+        flags = self.presence_flags(present)
+        dtype = self.compute_dtype
+        tokens = ops.stack(
+            [proj(self.zero_absent(ops.cast(x, dtype), f))
+             for proj, x, f in zip(self.projections, features, flags)],
+            axis=1)  # [B, M, units]
+        valid = self.presence_matrix(flags, tokens[:, 0])  # [B, M]
+        if self.encoder is not None:
+            tokens = self.encoder(tokens, training=training, mask=valid)
+        query = ops.broadcast_to(
+            ops.cast(self.query, dtype),
+            (ops.shape(tokens)[0], 1, self.units))
+        fused, scores = self.pooling(
+            query, tokens, tokens, attention_mask=ops.expand_dims(valid, 1),
+            return_attention_scores=True, training=training)
+        any_valid = ops.any(valid, axis=-1, keepdims=True)
+        fused = ops.where(any_valid, fused[:, 0], ops.cast(0, fused.dtype))
+        if not self.return_attention:
+            return fused
+        # [B, heads, 1, M] -> [B, M]; rows without a present modality
+        # (where Keras' masked softmax is uniform) get zero weights.
+        weights = ops.mean(ops.cast(scores, "float32"), axis=(1, 2))
+        weights = ops.where(valid, weights, 0.0)
+        return fused, ops.cast(weights, dtype)
+
+    def compute_output_shape(self, input_shape):
+        batch = next(iter(input_shape.values()))[0]
+        if self.return_attention:
+            return ((batch, self.units), (batch, len(input_shape)))
+        return (batch, self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "num_heads": self.num_heads,
+            "num_layers": self.num_layers,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "return_attention": self.return_attention,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+            "query_initializer": keras.initializers.serialize(
+                self.query_initializer),
+        })
+        return config

@@ -1,0 +1,123 @@
+import keras
+from keras import ops
+
+from keras_mm.fusion.base_fusion import BaseFusion
+from keras_mm.layers.utils import clone_initializer
+from keras_mm.registry import FUSIONS
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@FUSIONS.register("gated")
+class GatedFusion(BaseFusion):
+    """Gated Multimodal Unit (Arevalo et al., 2017), for M >= 1 modalities.
+
+    Each modality gets a hidden representation
+    `h_m = activation(W_m x_m + b_m)` (`activation="tanh"` as in the paper)
+    of width `units`. A gate network sees all the inputs at once,
+    `a = W_z [x_1; ...; x_M] + b_z`, giving one gate logit per modality and
+    unit (`[batch, M, units]`); the gates are a softmax over the modalities,
+    per unit, and the output is `sum_m z_m * h_m`.
+
+    With two modalities this is the paper's bimodal GMU: the softmax over
+    two logits is `z = sigmoid(a_1 - a_2)`, `out = z h_1 + (1 - z) h_2`.
+    For more modalities it is the paper's multimodal generalisation
+    (softmax gates over the modalities).
+
+    Args:
+        units: width of the hidden representations (= output width).
+        activation: activation of the hidden representations.
+        kernel_initializer: initializer of the hidden projections.
+        gate_initializer: kernel initializer of the gate network. `"zeros"`
+            starts with equal gates; the gate kernel still gets a gradient
+            (the gate logits' gradient is non-zero and multiplies the
+            inputs).
+        modalities: modality names in presence-mask column order
+            (default: sorted input keys).
+
+    Call arguments:
+        inputs: dict `{modality: [batch, dim_m]}`.
+        presence: optional `[batch, num_modalities]`, 1 = present.
+        training: Python bool (unused).
+        mask: ignored (vector inputs have no tokens).
+
+    Masking: an absent modality's input is zeroed before both its hidden
+    projection and the gate network (so it cannot leak through the gates
+    of the others), its gate logits are excluded from the softmax (gate
+    exactly 0, the present gates sum to 1) and its term is dropped. A row
+    with no modality present gives zeros.
+
+    Example:
+
+    >>> fusion = GatedFusion(units=16)
+    >>> out = fusion({"audio": keras.ops.ones((2, 8)),
+    ...               "image": keras.ops.ones((2, 4)),
+    ...               "text": keras.ops.ones((2, 6))})
+    >>> out.shape
+    (2, 16)
+    """
+
+    input_kind = "vector"
+
+    def __init__(self, units=64, activation="tanh",
+                 kernel_initializer="glorot_uniform",
+                 gate_initializer="glorot_uniform", modalities=None,
+                 **kwargs):
+        super().__init__(modalities=modalities, **kwargs)
+        self.units = self.positive_int("GatedFusion", "units", units)
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.gate_initializer = keras.initializers.get(gate_initializer)
+
+    def build(self, input_shape):
+        shapes = self.resolve_modalities(input_shape)
+        widths = self.vector_widths(shapes)
+        batch = shapes[0][0]
+        self.hidden_projections = []
+        for name, width in zip(self.modalities, widths):
+            proj = keras.layers.Dense(
+                self.units, activation=self.activation,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy, name=f"{name}_hidden")
+            proj.build((batch, width))
+            self.hidden_projections.append(proj)
+        self.gate = keras.layers.Dense(
+            len(self.modalities) * self.units,
+            kernel_initializer=clone_initializer(self.gate_initializer),
+            dtype=self.dtype_policy, name="gate")
+        self.gate.build((batch, sum(widths)))
+        self.built = True
+
+    def call(self, inputs, presence=None, training=None, mask=None):
+        self.check_call_inputs(inputs, presence)
+        features, present, _ = self.split_inputs(inputs, presence)
+        flags = self.presence_flags(present)
+        dtype = self.compute_dtype
+        xs = [self.zero_absent(ops.cast(x, dtype), f)
+              for x, f in zip(features, flags)]
+        hidden = ops.stack(
+            [proj(x) for proj, x in zip(self.hidden_projections, xs)],
+            axis=1)  # [B, M, units]
+        logits = ops.reshape(
+            self.gate(ops.concatenate(xs, axis=-1)),
+            (-1, len(self.modalities), self.units))
+        valid = ops.expand_dims(self.presence_matrix(flags, xs[0]), -1)
+        gates = ops.cast(self.masked_softmax(logits, valid, axis=1), dtype)
+        # where(), not a product: an absent modality's term is exactly 0
+        terms = ops.where(valid, gates * hidden, ops.cast(0, dtype))
+        return ops.sum(terms, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        batch = next(iter(input_shape.values()))[0]
+        return (batch, self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+            "gate_initializer": keras.initializers.serialize(
+                self.gate_initializer),
+        })
+        return config

@@ -1,0 +1,121 @@
+import keras
+from keras import ops
+
+from keras_mm.fusion.base_fusion import BaseFusion
+from keras_mm.layers.utils import clone_initializer
+from keras_mm.registry import FUSIONS
+
+
+@keras.saving.register_keras_serializable(package="keras_mm")
+@FUSIONS.register("weighted")
+class WeightedFusion(BaseFusion):
+    """Weighted sum of projected modality vectors, learned softmax weights.
+
+    Each modality vector `[batch, dim_m]` is projected to the shared width
+    `units` (`Dense(units, activation)`, one per modality). The layer keeps
+    one learned logit per modality; the fusion weights are the softmax of
+    those logits over the modalities present in each row, and the output
+    is the weighted sum of the projections:
+
+        w = softmax_{present m}(logit_m),   out = sum_m w_m * Dense_m(x_m)
+
+    Args:
+        units: shared projection width (= output width).
+        activation: activation of the projections (default: none).
+        return_weights: also return the fusion weights.
+        kernel_initializer: initializer of the projections.
+        logits_initializer: initializer of the per-modality logits
+            (default zeros: equal weights at the start).
+        modalities: modality names in presence-mask column order
+            (default: sorted input keys).
+
+    Call arguments:
+        inputs: dict `{modality: [batch, dim_m]}`.
+        presence: optional `[batch, num_modalities]`, 1 = present.
+        training: Python bool (unused).
+        mask: ignored (vector inputs have no tokens).
+
+    Returns:
+        `[batch, units]`, or with `return_weights=True` a tuple
+        `(fused, weights)` with `weights` `[batch, num_modalities]`.
+
+    Masking: the softmax runs over the present modalities only: an absent
+    modality gets weight exactly 0 and the present ones' weights sum to 1.
+    Its input is zeroed before the projection and its term is dropped. A
+    row with no modality present gives zeros (and all-zero weights).
+
+    Example:
+
+    >>> fusion = WeightedFusion(units=16)
+    >>> out = fusion({"audio": keras.ops.ones((2, 8)),
+    ...               "image": keras.ops.ones((2, 4))})
+    >>> out.shape
+    (2, 16)
+    """
+
+    input_kind = "vector"
+
+    def __init__(self, units=64, activation=None, return_weights=False,
+                 kernel_initializer="glorot_uniform",
+                 logits_initializer="zeros", modalities=None, **kwargs):
+        super().__init__(modalities=modalities, **kwargs)
+        self.units = self.positive_int("WeightedFusion", "units", units)
+        self.activation = keras.activations.get(activation)
+        self.return_weights = bool(return_weights)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.logits_initializer = keras.initializers.get(logits_initializer)
+
+    def build(self, input_shape):
+        shapes = self.resolve_modalities(input_shape)
+        widths = self.vector_widths(shapes)
+        self.projections = []
+        for name, width in zip(self.modalities, widths):
+            proj = keras.layers.Dense(
+                self.units, activation=self.activation,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                dtype=self.dtype_policy, name=f"{name}_projection")
+            proj.build((shapes[0][0], width))
+            self.projections.append(proj)
+        self.modality_logits = self.add_weight(
+            name="modality_logits", shape=(len(self.modalities),),
+            initializer=clone_initializer(self.logits_initializer))
+        self.built = True
+
+    def call(self, inputs, presence=None, training=None, mask=None):
+        self.check_call_inputs(inputs, presence)
+        features, present, _ = self.split_inputs(inputs, presence)
+        flags = self.presence_flags(present)
+        dtype = self.compute_dtype
+        projected = [
+            proj(self.zero_absent(ops.cast(x, dtype), f))
+            for proj, x, f in zip(self.projections, features, flags)]
+        valid = self.presence_matrix(flags, projected[0])
+        logits = ops.expand_dims(
+            ops.cast(self.modality_logits, "float32"), 0)
+        weights = ops.cast(self.masked_softmax(logits, valid), dtype)
+        fused = None
+        for j, (h, f) in enumerate(zip(projected, flags)):
+            term = self.zero_absent(weights[:, j:j + 1] * h, f)
+            fused = term if fused is None else fused + term
+        if self.return_weights:
+            return fused, weights
+        return fused
+
+    def compute_output_shape(self, input_shape):
+        batch = next(iter(input_shape.values()))[0]
+        if self.return_weights:
+            return ((batch, self.units), (batch, len(input_shape)))
+        return (batch, self.units)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "return_weights": self.return_weights,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer),
+            "logits_initializer": keras.initializers.serialize(
+                self.logits_initializer),
+        })
+        return config
