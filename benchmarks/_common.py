@@ -290,3 +290,16 @@ def load_av_mnist(data_dir, cache_dir, variant, limit=None,
                      for k, v in d.items()})
     os.replace(tmp, npz)
     return arrays, time.perf_counter() - start
+
+
+def _register_fusions():  # TEMPORARY until keras_mm/fusion/__init__ imports them
+    import importlib
+    for t in ("concat", "weighted", "gated", "attention", "tensor",
+              "low_rank"):
+        try:
+            importlib.import_module(f"keras_mm.fusion.{t}_fusion")
+        except ImportError:
+            pass
+
+
+_register_fusions()

@@ -24,8 +24,9 @@ baseline:
   and the same epochs as the other models.
 
 Each model is trained from 3 seeds; the table gives test accuracy mean ±
-std (population std over seeds) and training seconds per epoch (mean of
-the epochs' wall time, the first epoch's tracing included). The last line
+std (population std over seeds) and training seconds per epoch (the
+median wall time of an epoch over all epochs and seeds: one-time graph
+tracing left out). The last line
 is one JSON object (accuracies as fractions, means over seeds).
 
 Usage:
@@ -34,6 +35,7 @@ Usage:
 """
 
 import math
+import statistics
 import sys
 import time
 
@@ -56,9 +58,11 @@ IMAGE_TOWER = {"encoder": "cnn", "filters": [8, 16, 32], "dim": 64,
 AUDIO_TOWER = {"encoder": "cnn", "frontend": None, "filters": [8, 16, 32],
                "dim": 64, "dropout": 0.1}
 TRUNK = {"hidden_units": [64], "dropout": 0.2}
-# Fusion keyword arguments, passed where the fusion class takes them.
+# Fusion keyword arguments, passed where the fusion class takes them
+# (concat keeps its default: the plain concatenation, then the trunk).
 FUSION_OPTIONS = {"units": 64, "num_heads": 4, "num_layers": 1, "rank": 8,
                   "target": "image"}
+FUSION_DEFAULTS_KEPT = {"concat": ("units",)}
 # Batch norm momentum of the towers: 0.9 (PyTorch's default) instead of
 # Keras' 0.99, whose moving statistics lag far behind in runs this short.
 BN_MOMENTUM = 0.9
@@ -78,8 +82,9 @@ def fusion_spec(fusion_type, audio_shape):
     fusion = {"type": fusion_type}
     if fusion_type in fusions:
         allowed = constructor_arguments(fusions.get(fusion_type))
+        kept = FUSION_DEFAULTS_KEPT.get(fusion_type, ())
         fusion.update({k: v for k, v in FUSION_OPTIONS.items()
-                       if k in allowed})
+                       if k in allowed and k not in kept})
     return {
         "name": f"av_mnist_{fusion_type}",
         "inputs": {
@@ -174,39 +179,70 @@ class _EpochTimer:
         self.callback = Callback()
 
 
-def train_and_test(name, arrays, epochs, seed, args):
-    """Trains one model from `seed`; returns (accuracy, s/epoch, params)."""
-    import keras
-    import numpy as np
+def _reset_optimizer(optimizer):
+    """Zeroes the step counter and slot variables (not the learning rate)."""
+    for variable in optimizer.variables:
+        if variable.name != "learning_rate":
+            variable.assign(variable.numpy() * 0)
 
-    import keras_mm
-    _common.set_seed(seed)
-    train, test = arrays["train"], arrays["test"]
-    audio_shape = train["audio"].shape[1:]
-    steps = epochs * math.ceil(len(train["label"]) / args.batch_size)
-    if name == BASELINE:
-        model = multibench_baseline(audio_shape)
-        inputs = ("image", "audio")
-    else:
-        spec = model_spec(name, audio_shape)
+
+class Runner:
+    """Trains one model type from several seeds.
+
+    Each seed's model is built anew with that seed (`keras_mm.build_model`
+    after `keras.utils.set_random_seed(seed)`), so its initial weights are
+    that seed's. To pay Keras' graph tracing once per model type rather
+    than once per seed, the first compiled model is kept: a later seed's
+    initial weights (batch norm statistics included) are copied into it and
+    its optimizer state (step counter, moments) is zeroed, which is the same
+    starting point as a freshly compiled model.
+    """
+
+    def __init__(self, name, args):
+        self.name = name
+        self.args = args
+        self.model = None
+        self.key = None
+
+    def _build(self, audio_shape, steps):
+        import keras
+
+        import keras_mm
+        if self.name == BASELINE:
+            return multibench_baseline(audio_shape), ("image", "audio")
+        spec = model_spec(self.name, audio_shape)
         model = keras_mm.build_model(spec)
         set_batchnorm_momentum(model, BN_MOMENTUM)
-        lr = keras.optimizers.schedules.CosineDecay(args.lr, steps,
+        lr = keras.optimizers.schedules.CosineDecay(self.args.lr, steps,
                                                     alpha=0.02)
         keras_mm.compile_model(model, optimizer=keras.optimizers.Adam(lr),
-                               jit_compile=args.jit)
-        inputs = tuple(spec["inputs"])
-    timer = _EpochTimer()
-    model.fit({k: train[k] for k in inputs}, {"label": train["label"]},
-              batch_size=args.batch_size, epochs=epochs, shuffle=True,
-              verbose=0, callbacks=[timer.callback])
-    probs = model.predict({k: test[k] for k in inputs}, batch_size=500,
-                          verbose=0)["label"]
-    accuracy = float(np.mean(np.argmax(probs, -1) == test["label"]))
-    seconds = sum(timer.callback.times) / max(len(timer.callback.times), 1)
-    params = _common.count_params(model)
-    keras.backend.clear_session()
-    return accuracy, seconds, params
+                               jit_compile=self.args.jit)
+        return model, tuple(spec["inputs"])
+
+    def run(self, arrays, epochs, seed):
+        """Trains from `seed`; returns (accuracy, epoch times, params)."""
+        import numpy as np
+        train, test = arrays["train"], arrays["test"]
+        audio_shape = train["audio"].shape[1:]
+        steps = epochs * math.ceil(len(train["label"]) / self.args.batch_size)
+        _common.set_seed(seed)
+        model, inputs = self._build(audio_shape, steps)
+        key = (tuple(audio_shape), steps)
+        if self.model is None or self.key != key:
+            self.model, self.inputs, self.key = model, inputs, key
+        else:
+            self.model.set_weights(model.get_weights())
+            _reset_optimizer(self.model.optimizer)
+        timer = _EpochTimer()
+        self.model.fit({k: train[k] for k in self.inputs},
+                       {"label": train["label"]},
+                       batch_size=self.args.batch_size, epochs=epochs,
+                       shuffle=True, verbose=0, callbacks=[timer.callback])
+        probs = self.model.predict({k: test[k] for k in self.inputs},
+                                   batch_size=500, verbose=0)["label"]
+        accuracy = float(np.mean(np.argmax(probs, -1) == test["label"]))
+        return accuracy, list(timer.callback.times), \
+            _common.count_params(self.model)
 
 
 def main(argv=None):
@@ -255,6 +291,7 @@ def main(argv=None):
     models = list(UNIMODAL) + fusions + ([] if args.no_baseline
                                          else [BASELINE])
     results = {}
+    runners = {}
     for variant in args.variants:
         arrays, prep = _common.load_av_mnist(args.data, args.cache, variant,
                                              limit=args.limit)
@@ -263,19 +300,21 @@ def main(argv=None):
               f"preprocessed in {prep:.1f} s)", file=sys.stderr, flush=True)
         results[variant] = {}
         for name in models:
-            runs = []
+            runner = runners.setdefault(name, Runner(name, args))
+            accs, times = [], []
             for seed in args.seeds:
-                acc, sec, params = train_and_test(name, arrays,
-                                                  epochs[variant], seed, args)
-                runs.append((acc, sec))
+                acc, epoch_times, params = runner.run(arrays, epochs[variant],
+                                                      seed)
+                accs.append(acc)
+                times += epoch_times
                 print(f"[{variant}] {name} seed {seed}: accuracy {acc:.4f}, "
-                      f"{sec:.2f} s/epoch (elapsed "
-                      f"{time.perf_counter() - wall:.0f} s)",
+                      f"epochs {' '.join(f'{t:.1f}' for t in epoch_times)} s"
+                      f" (elapsed {time.perf_counter() - wall:.0f} s)",
                       file=sys.stderr, flush=True)
-            mean, std = _common.mean_std([r[0] for r in runs])
+            mean, std = _common.mean_std(accs)
             results[variant][name] = {
-                "mean": mean, "std": std, "runs": [r[0] for r in runs],
-                "seconds_per_epoch": sum(r[1] for r in runs) / len(runs),
+                "mean": mean, "std": std, "runs": accs,
+                "seconds_per_epoch": statistics.median(times),
                 "params": params}
 
     header = ["model"]

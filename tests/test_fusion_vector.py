@@ -30,12 +30,16 @@ CASES = [
     (WeightedFusion, {"units": 8}),
     # zero-initialised gate kernel: every weight must still get a gradient
     (GatedFusion, {"units": 8, "gate_initializer": "zeros"}),
-    (AttentionFusion, {"units": 8, "num_heads": 2, "num_layers": 1,
-                       "intermediate_dim": 8}),
+    (AttentionFusion, {"units": 8, "num_heads": 2}),
     (TensorFusion, {"units": 8, "projection_dim": 2}),
     (LowRankFusion, {"units": 8, "rank": 2}),
 ]
 CASE_IDS = ["concat", "weighted", "gated", "attention", "tensor", "low_rank"]
+# Attention with a self-attention encoder over the modality tokens first.
+ATTENTION_ENCODER = {"units": 8, "num_heads": 2, "num_layers": 1,
+                     "intermediate_dim": 8}
+VARIANTS = CASES + [(AttentionFusion, ATTENTION_ENCODER)]
+VARIANT_IDS = CASE_IDS + ["attention_encoder"]
 
 
 def _np(x):
@@ -76,13 +80,15 @@ def test_registered():
 # -- an absent modality contributes nothing ------------------------------------
 
 ABSENT_CASES = [(cls, kwargs, name)
-                for cls, kwargs in CASES + [(ConcatFusion, {})]
+                for cls, kwargs in CASES + [(ConcatFusion, {}),
+                                            (AttentionFusion,
+                                             ATTENTION_ENCODER)]
                 for name in NAMES]
 
 
 @pytest.mark.parametrize(
     "cls,kwargs,name", ABSENT_CASES,
-    ids=[f"{c.__name__}{'-units' if k else ''}-{n}"
+    ids=[f"{c.__name__}-{'-'.join(map(str, k.values()))}-{n}"
          for c, k, n in ABSENT_CASES])
 def test_absent_modality_contributes_nothing(cls, kwargs, name):
     keras.utils.set_random_seed(0)
@@ -105,7 +111,7 @@ def test_absent_modality_contributes_nothing(cls, kwargs, name):
     assert np.abs(moved_nomask[[0, 2]] - base_nomask[[0, 2]]).max() > 1e-3
 
 
-@pytest.mark.parametrize("cls,kwargs", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("cls,kwargs", VARIANTS, ids=VARIANT_IDS)
 def test_absent_modality_mixed_bfloat16_and_nan_input(cls, kwargs):
     keras.config.set_dtype_policy("mixed_bfloat16")
     layer = cls(**kwargs)
@@ -118,7 +124,7 @@ def test_absent_modality_mixed_bfloat16_and_nan_input(cls, kwargs):
     np.testing.assert_array_equal(moved, base)
 
 
-@pytest.mark.parametrize("cls,kwargs", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("cls,kwargs", VARIANTS, ids=VARIANT_IDS)
 def test_no_modality_present_is_finite_and_input_free(cls, kwargs):
     layer = cls(**kwargs)
     none = np.zeros((4, 3), "float32")
@@ -132,7 +138,7 @@ def test_no_modality_present_is_finite_and_input_free(cls, kwargs):
 
 
 def test_all_present_mask_equals_no_mask():
-    for cls, kwargs in CASES:
+    for cls, kwargs in VARIANTS:
         layer = cls(**kwargs)
         np.testing.assert_allclose(
             _np(layer(VEC, presence=np.ones((4, 3), "float32"))),
@@ -249,11 +255,12 @@ def test_attention_weights_of_absent_modalities_are_zero(tmp_path):
         np.testing.assert_allclose(_np(a), _np(b), atol=1e-6)
 
 
-def test_attention_pooling_only_layer_checks(tmp_path):
-    run_layer_checks(AttentionFusion, {"units": 8}, VEC, tmp_path=tmp_path,
-                     call_kwargs={"presence": PRESENCE},
-                     expected_output_shape=(4, 8), fit=False,
-                     mixed_precision=False)
+def test_attention_encoder_layer_checks(tmp_path):
+    # (no XLA fit here: compiling the encoder is slow; the pooling-only
+    # layer runs the fit in test_layer_checks)
+    run_layer_checks(AttentionFusion, ATTENTION_ENCODER, VEC,
+                     tmp_path=tmp_path, call_kwargs={"presence": PRESENCE},
+                     expected_output_shape=(4, 8), fit=False)
 
 
 # -- tensor --------------------------------------------------------------------

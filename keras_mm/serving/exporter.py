@@ -9,6 +9,7 @@ saved_models/<name>/
     saved_model.pb  variables/
     assets.extra/tf_serving_warmup_requests
     assets.extra/keras_mm.json   # inputs, outputs, golden requests
+    assets.extra/keras_mm_verify.json   # the verifier's report
 ```
 
 Everything is first written to a hidden `.tmp-<version>-<pid>` folder
@@ -37,6 +38,7 @@ from keras_mm.serving.verify import verify as verify_export
 from keras_mm.serving.warmup import write_warmup_requests
 
 METADATA_FILE = os.path.join("assets.extra", "keras_mm.json")
+VERIFY_FILE = os.path.join("assets.extra", "keras_mm_verify.json")
 FORMAT = "keras_mm.export/1"
 
 
@@ -236,6 +238,9 @@ def export(model, preprocessors, name, *, golden_examples,
                 raise ExportError(
                     f"export of {name!r} failed verification; nothing was "
                     "published:\n" + json.dumps(report, indent=2))
+            report["path"] = os.path.abspath(final_dir)
+            atomic.atomic_write_text(os.path.join(tmp_dir, VERIFY_FILE),
+                                     json.dumps(report, indent=1))
         atomic.fsync_tree(tmp_dir)
         write_serving_config(model_dir, name, base_path=serving_base_path,
                              num_versions=num_versions, **(batching or {}))

@@ -193,6 +193,7 @@ class ServingFunctions:
         self.max_bytes = dict(max_bytes or {})
         self.heads = find_heads(model)
         self.model_input_names = [_input_name(t) for t in model.inputs]
+        self._check_inputs_covered()
         self.presence_order = None
         if "presence" in self.model_input_names:
             self.presence_order = self._find_presence_order()
@@ -211,7 +212,6 @@ class ServingFunctions:
                         f"{self._owners[key].name!r} and {pre.name!r}; "
                         "rename a column so each raw input has one owner")
                 self._owners[key] = pre
-        self._check_inputs_covered()
         self.columns = self._example_columns(columns or {})
         self.column_kinds = self._example_kinds(column_kinds or {})
 
@@ -242,8 +242,8 @@ class ServingFunctions:
                 produced[key] = (pre, spec)
         for tensor in self.model.inputs:
             name = _input_name(tensor)
-            if name == "presence" and self.presence_order is not None:
-                continue
+            if name == "presence" and name not in produced:
+                continue      # stacked from the `<name>_present` columns
             if name not in produced:
                 raise ExportError(
                     f"model input {name!r} has no preprocessor: pass "
@@ -355,16 +355,16 @@ class ServingFunctions:
             value = raw[key]
             checks.append(tf.debugging.assert_equal(
                 tf.shape(value)[0], batch,
-                message=f"input {key!r}: its batch size differs from input "
-                        f"{keys[0]!r}'s; send one value per example for "
-                        "every input"))
+                message=f"input `{key}`: its batch size differs from that "
+                        f"of input `{keys[0]}`; send one value per example "
+                        "for every input"))
             if value.dtype == tf.string:
                 limit = raw_input_limit(self.owner(key), self.max_bytes)
                 longest = tf.reduce_max(tf.concat(
                     [tf.reshape(tf.strings.length(value), [-1]), [0]], 0))
                 checks.append(tf.debugging.assert_less_equal(
                     longest, limit,
-                    message=f"input {key!r}: a value is longer than the "
+                    message=f"input `{key}`: a value is longer than the "
                             f"{limit} bytes this export accepts"))
         with tf.control_dependencies(checks):
             return {k: tf.identity(raw[k]) for k in keys}
@@ -396,13 +396,14 @@ class ServingFunctions:
             checks.append(tf.debugging.assert_positive(
                 tf.reduce_max(presence, axis=1),
                 message="an example has every input empty: send at least "
-                        f"one of {self.presence_order}"))
+                        "one of " + ", ".join(
+                            f"`{k}`" for k in self.raw_signature())))
             features["presence"] = presence
         else:
             for name, column in present.items():
                 if column is None:
                     continue
-                keys = ", ".join(repr(k) for k in
+                keys = ", ".join(f"`{k}`" for k in
                                  self.preprocessors[name].raw_signature())
                 checks.append(tf.debugging.assert_equal(
                     tf.reduce_min(tf.concat(

@@ -39,8 +39,9 @@ class AudioTower(keras.layers.Layer):
 
     Encoders:
 
-    - `"cnn"`: 2-D convolutions over time x frequency, one block per entry
-      of `filters` (3x3 convolution, batch norm, ReLU, 2x2 max pool), then
+    - `"cnn"`: VGGish-style 2-D convolutions over time x frequency, one
+      block per entry of `filters` (3x3 convolution, ReLU, 2x2 max pool;
+      no batch norm, so training and inference behave alike), then
       each time step's frequency x channel features are projected to `dim`.
       Tokens: `ceil(frames / 2**len(filters))` time steps.
     - `"crnn"`: the same conv blocks pooling frequency only (time is kept),
@@ -222,24 +223,20 @@ class AudioTower(keras.layers.Layer):
         if self.encoder in ("cnn", "crnn"):
             pool_size = (2, 2) if self.encoder == "cnn" else (1, 2)
             grid = shape + (1,)
-            self.convs, self.norms, self.pools = [], [], []
+            self.convs, self.pools = [], []
             for i, f in enumerate(self.filters):
                 conv = keras.layers.Conv2D(
-                    f, self.kernel_size, padding="same", use_bias=False,
+                    f, self.kernel_size, padding="same",
                     kernel_initializer=clone_initializer(
                         self.kernel_initializer),
                     dtype=policy, name=f"conv{i}")
-                norm = keras.layers.BatchNormalization(dtype=policy,
-                                                       name=f"norm{i}")
                 pool = keras.layers.MaxPooling2D(pool_size, padding="same",
                                                  dtype=policy,
                                                  name=f"pool{i}")
                 conv.build(grid)
                 grid = conv.compute_output_shape(grid)
-                norm.build(grid)
                 grid = pool.compute_output_shape(grid)
                 self.convs.append(conv)
-                self.norms.append(norm)
                 self.pools.append(pool)
             width = grid[2] * grid[3]
             steps = (grid[0], grid[1], width)
@@ -290,9 +287,8 @@ class AudioTower(keras.layers.Layer):
             x = self.feature_normalization(x, training=training)
         if self.encoder in ("cnn", "crnn"):
             x = ops.expand_dims(x, -1)
-            for conv, norm, pool in zip(self.convs, self.norms, self.pools):
-                x = keras.activations.relu(norm(conv(x), training=training))
-                x = pool(x)
+            for conv, pool in zip(self.convs, self.pools):
+                x = pool(keras.activations.relu(conv(x)))
             shape = ops.shape(x)
             x = ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
             if self.encoder == "crnn":

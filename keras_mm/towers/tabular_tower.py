@@ -172,10 +172,10 @@ class TabularTower(keras.layers.Layer):
         if f:
             self.numeric_mean = self.add_weight(
                 name="numeric_mean", shape=(f,), dtype="float32",
-                initializer="zeros", trainable=False)
+                initializer="zeros", trainable=False, autocast=False)
             self.numeric_variance = self.add_weight(
                 name="numeric_variance", shape=(f,), dtype="float32",
-                initializer="ones", trainable=False)
+                initializer="ones", trainable=False, autocast=False)
             if self.mean is not None:
                 self.numeric_mean.assign(np.asarray(self.mean, "float32"))
                 self.numeric_variance.assign(

@@ -68,6 +68,7 @@ from keras_mm.errors import ConfigError
 from keras_mm.training import run_artifacts, run_data
 from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.training.optimizers import build_optimizer
+from keras_mm.training.run_backup import RunBackup, read_backup_metadata
 from keras_mm.training.resumable_early_stopping import (
     ResumableEarlyStopping, replay_best, resolve_mode)
 from keras_mm.training.strategy import resolve_strategy
@@ -160,11 +161,8 @@ def _tf_config_task():
 
 def _backup_epoch(backup_dir):
     """The epoch a backup resumes at, or None when there is no backup."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return int(json.load(f)["epoch"])
+    metadata = read_backup_metadata(backup_dir)
+    return None if metadata is None else int(metadata["epoch"])
 
 
 def _history_rows(path, keep):
@@ -542,7 +540,7 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
                  "logs are written")
     callbacks.extend(extra_callbacks or ())
     if training["backup"]:
-        callbacks.append(keras.callbacks.BackupAndRestore(
+        callbacks.append(RunBackup(
             backup_dir, save_freq=training["backup"]["save_freq"]))
 
     epochs = training["epochs"]
