@@ -72,7 +72,7 @@ LEARNING_RATE = 5e-3
 BASELINE_LR = 0.1
 
 QUICK = {"limit": 256, "seeds": [0], "epochs": 1,
-         "fusions": ["concat", "film", "joint_transformer"]}
+         "fusions": ["concat", "film"]}
 
 
 def fusion_spec(fusion_type, audio_shape):
@@ -112,13 +112,6 @@ def model_spec(name, audio_shape):
     if name in UNIMODAL:
         return unimodal_spec(UNIMODAL[name], audio_shape)
     return fusion_spec(name, audio_shape)
-
-
-def set_batchnorm_momentum(model, momentum):
-    import keras
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
 
 
 def _lenet(x, channels, extra_layers, prefix, pool_padding):
@@ -162,87 +155,25 @@ def multibench_baseline(audio_shape):
     return model
 
 
-class _EpochTimer:
-    def __init__(self):
-        import keras
+def make_builder(name, audio_shape, steps, args):
+    """`build()` for `_common.SeedRunner`: the compiled model of `name`."""
 
-        class Callback(keras.callbacks.Callback):
-            def on_train_begin(cb, logs=None):
-                cb.times = []
-
-            def on_epoch_begin(cb, epoch, logs=None):
-                cb.start = time.perf_counter()
-
-            def on_epoch_end(cb, epoch, logs=None):
-                cb.times.append(time.perf_counter() - cb.start)
-
-        self.callback = Callback()
-
-
-def _reset_optimizer(optimizer):
-    """Zeroes the step counter and slot variables (not the learning rate)."""
-    for variable in optimizer.variables:
-        if variable.name != "learning_rate":
-            variable.assign(variable.numpy() * 0)
-
-
-class Runner:
-    """Trains one model type from several seeds.
-
-    Each seed's model is built anew with that seed (`keras_mm.build_model`
-    after `keras.utils.set_random_seed(seed)`), so its initial weights are
-    that seed's. To pay Keras' graph tracing once per model type rather
-    than once per seed, the first compiled model is kept: a later seed's
-    initial weights (batch norm statistics included) are copied into it and
-    its optimizer state (step counter, moments) is zeroed, which is the same
-    starting point as a freshly compiled model.
-    """
-
-    def __init__(self, name, args):
-        self.name = name
-        self.args = args
-        self.model = None
-        self.key = None
-
-    def _build(self, audio_shape, steps):
+    def build():
         import keras
 
         import keras_mm
-        if self.name == BASELINE:
+        if name == BASELINE:
             return multibench_baseline(audio_shape), ("image", "audio")
-        spec = model_spec(self.name, audio_shape)
+        spec = model_spec(name, audio_shape)
         model = keras_mm.build_model(spec)
-        set_batchnorm_momentum(model, BN_MOMENTUM)
-        lr = keras.optimizers.schedules.CosineDecay(self.args.lr, steps,
+        _common.set_batchnorm_momentum(model, BN_MOMENTUM)
+        lr = keras.optimizers.schedules.CosineDecay(args.lr, steps,
                                                     alpha=0.02)
         keras_mm.compile_model(model, optimizer=keras.optimizers.Adam(lr),
-                               jit_compile=self.args.jit)
+                               jit_compile=args.jit)
         return model, tuple(spec["inputs"])
 
-    def run(self, arrays, epochs, seed):
-        """Trains from `seed`; returns (accuracy, epoch times, params)."""
-        import numpy as np
-        train, test = arrays["train"], arrays["test"]
-        audio_shape = train["audio"].shape[1:]
-        steps = epochs * math.ceil(len(train["label"]) / self.args.batch_size)
-        _common.set_seed(seed)
-        model, inputs = self._build(audio_shape, steps)
-        key = (tuple(audio_shape), steps)
-        if self.model is None or self.key != key:
-            self.model, self.inputs, self.key = model, inputs, key
-        else:
-            self.model.set_weights(model.get_weights())
-            _reset_optimizer(self.model.optimizer)
-        timer = _EpochTimer()
-        self.model.fit({k: train[k] for k in self.inputs},
-                       {"label": train["label"]},
-                       batch_size=self.args.batch_size, epochs=epochs,
-                       shuffle=True, verbose=0, callbacks=[timer.callback])
-        probs = self.model.predict({k: test[k] for k in self.inputs},
-                                   batch_size=500, verbose=0)["label"]
-        accuracy = float(np.mean(np.argmax(probs, -1) == test["label"]))
-        return accuracy, list(timer.callback.times), \
-            _common.count_params(self.model)
+    return build
 
 
 def main(argv=None):
@@ -299,12 +230,18 @@ def main(argv=None):
               f"train / {len(arrays['test']['label'])} test; built and "
               f"preprocessed in {prep:.1f} s)", file=sys.stderr, flush=True)
         results[variant] = {}
+        audio_shape = arrays["train"]["audio"].shape[1:]
+        steps = epochs[variant] * math.ceil(len(arrays["train"]["label"])
+                                            / args.batch_size)
         for name in models:
-            runner = runners.setdefault(name, Runner(name, args))
+            runner = runners.setdefault(name, _common.SeedRunner(None))
+            runner.build = make_builder(name, audio_shape, steps, args)
             accs, times = [], []
             for seed in args.seeds:
-                acc, epoch_times, params = runner.run(arrays, epochs[variant],
-                                                      seed)
+                acc, epoch_times, params = runner.run(
+                    seed, (tuple(audio_shape), steps), arrays["train"],
+                    arrays["test"], "label", epochs[variant],
+                    args.batch_size)
                 accs.append(acc)
                 times += epoch_times
                 print(f"[{variant}] {name} seed {seed}: accuracy {acc:.4f}, "

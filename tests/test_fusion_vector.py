@@ -79,36 +79,32 @@ def test_registered():
 
 # -- an absent modality contributes nothing ------------------------------------
 
-ABSENT_CASES = [(cls, kwargs, name)
-                for cls, kwargs in CASES + [(ConcatFusion, {}),
-                                            (AttentionFusion,
-                                             ATTENTION_ENCODER)]
-                for name in NAMES]
+ABSENT_CASES = VARIANTS + [(ConcatFusion, {})]
+ABSENT_IDS = VARIANT_IDS + ["concat_no_units"]
 
 
-@pytest.mark.parametrize(
-    "cls,kwargs,name", ABSENT_CASES,
-    ids=[f"{c.__name__}-{'-'.join(map(str, k.values()))}-{n}"
-         for c, k, n in ABSENT_CASES])
-def test_absent_modality_contributes_nothing(cls, kwargs, name):
+@pytest.mark.parametrize("cls,kwargs", ABSENT_CASES, ids=ABSENT_IDS)
+def test_absent_modality_contributes_nothing(cls, kwargs):
     keras.utils.set_random_seed(0)
     layer = cls(**kwargs)
-    k = NAMES.index(name)
-    presence = np.ones((4, 3), "float32")
-    presence[[0, 2], k] = 0.0  # rows 0 and 2 lack `name`
-    changed = _perturbed(VEC, name)
-
-    base = _np(layer(VEC, presence=presence))
-    moved = _np(layer(changed, presence=presence))
-    assert np.all(np.isfinite(base)) and np.all(np.isfinite(moved))
-    np.testing.assert_allclose(moved[[0, 2]], base[[0, 2]], atol=1e-6)
-    # present rows do see the change
-    assert np.abs(moved[[1, 3]] - base[[1, 3]]).max() > 1e-3
-
-    # the same change DOES move those rows when the mask is not passed
     base_nomask = _np(layer(VEC))
-    moved_nomask = _np(layer(changed))
-    assert np.abs(moved_nomask[[0, 2]] - base_nomask[[0, 2]]).max() > 1e-3
+    for k, name in enumerate(NAMES):
+        presence = np.ones((4, 3), "float32")
+        presence[[0, 2], k] = 0.0  # rows 0 and 2 lack `name`
+        changed = _perturbed(VEC, name)
+
+        base = _np(layer(VEC, presence=presence))
+        moved = _np(layer(changed, presence=presence))
+        assert np.all(np.isfinite(base)) and np.all(np.isfinite(moved))
+        np.testing.assert_allclose(moved[[0, 2]], base[[0, 2]], atol=1e-6,
+                                   err_msg=f"absent {name!r} leaked")
+        # present rows do see the change
+        assert np.abs(moved[[1, 3]] - base[[1, 3]]).max() > 1e-3, name
+
+        # the same change DOES move those rows when the mask is not passed
+        moved_nomask = _np(layer(changed))
+        assert np.abs(moved_nomask[[0, 2]] - base_nomask[[0, 2]]).max() \
+            > 1e-3, name
 
 
 @pytest.mark.parametrize("cls,kwargs", VARIANTS, ids=VARIANT_IDS)

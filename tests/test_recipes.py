@@ -324,3 +324,22 @@ def test_shape_must_match_preprocessor(recipe_path):
     # Left out, the shape is for the pipeline to derive.
     recipe = load_recipe(recipe_path, overrides=["inputs.image.shape=null"])
     assert "shape" not in recipe["inputs"]["image"]
+
+
+SHIPPED = sorted(
+    f for f in os.listdir(os.path.join(os.path.dirname(__file__), "..",
+                                       "recipes"))
+    if f.endswith(".yaml")) if os.path.isdir(os.path.join(
+        os.path.dirname(__file__), "..", "recipes")) else []
+
+
+@pytest.mark.parametrize("name", SHIPPED or ["(none)"])
+def test_shipped_recipes_validate(name):
+    if name == "(none)":
+        pytest.skip("no recipes/*.yaml in this checkout")
+    path = os.path.join(os.path.dirname(__file__), "..", "recipes", name)
+    recipe = load_recipe(path)
+    assert recipe["name"]
+    assert recipe["data"]["splits"]["train"]
+    spec = recipe_model_spec(recipe)
+    assert set(spec) == {"name", "inputs", "fusion", "trunk", "heads"}

@@ -12,7 +12,8 @@ class MultimodalModel(keras.Model):
     config); it only adds the normalized spec (`spec_json`, a JSON string)
     to the config so that a `.keras` file keeps it:
     `keras_mm.builder.model_spec(keras.saving.load_model(path))` gives the
-    spec back without custom_objects.
+    spec back without custom_objects. (`keras.models.clone_model` does not
+    copy it: rebuild with `build_model(model_spec(model))` instead.)
 
     Args:
         inputs, outputs, name: as for a functional `keras.Model`.

@@ -55,7 +55,7 @@ class AttentionFusion(BaseFusion):
     ...                          return_attention=True)
     >>> out, weights = fusion({"audio": keras.ops.ones((2, 8)),
     ...                        "image": keras.ops.ones((2, 4))})
-    >>> out.shape, weights.shape
+    >>> tuple(out.shape), tuple(weights.shape)
     ((2, 16), (2, 2))
     """
 

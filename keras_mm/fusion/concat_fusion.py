@@ -48,7 +48,7 @@ class ConcatFusion(BaseFusion):
     >>> fusion = ConcatFusion()
     >>> out = fusion({"audio": keras.ops.ones((2, 8)),
     ...               "image": keras.ops.ones((2, 4))})
-    >>> out.shape  # 8 + 4 + 2 presence columns
+    >>> tuple(out.shape)  # 8 + 4 + 2 presence columns
     (2, 14)
     """
 

@@ -52,7 +52,7 @@ class GatedFusion(BaseFusion):
     >>> out = fusion({"audio": keras.ops.ones((2, 8)),
     ...               "image": keras.ops.ones((2, 4)),
     ...               "text": keras.ops.ones((2, 6))})
-    >>> out.shape
+    >>> tuple(out.shape)
     (2, 16)
     """
 

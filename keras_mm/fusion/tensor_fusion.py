@@ -56,7 +56,7 @@ class TensorFusion(BaseFusion):
     >>> out = fusion({"audio": keras.ops.ones((2, 8)),
     ...               "image": keras.ops.ones((2, 4)),
     ...               "text": keras.ops.ones((2, 6))})
-    >>> out.shape  # through a 5 x 5 x 5 = 125 entry tensor
+    >>> tuple(out.shape)  # through a 5 x 5 x 5 = 125 entry tensor
     (2, 16)
     """
 

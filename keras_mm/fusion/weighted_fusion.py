@@ -49,7 +49,7 @@ class WeightedFusion(BaseFusion):
     >>> fusion = WeightedFusion(units=16)
     >>> out = fusion({"audio": keras.ops.ones((2, 8)),
     ...               "image": keras.ops.ones((2, 4))})
-    >>> out.shape
+    >>> tuple(out.shape)
     (2, 16)
     """
 

@@ -67,7 +67,7 @@ def input_specs(path):
             for k, v in metadata["inputs"].items()}
 
 
-# -- raw values ----------------------------------------------------------------
+# -- raw values ---------------------------------------------------------------
 
 def read_raw_inputs(values, input_specs=None):
     """Turns CLI-style values into raw inputs.

@@ -16,6 +16,7 @@ written from templates whose field names follow TF Serving's
 `session_bundle_config.proto` and `monitoring_config.proto`.
 """
 
+import json
 import os
 
 from google.protobuf import text_format
@@ -62,9 +63,54 @@ def monitoring_config(path=PROMETHEUS_PATH):
             "}\n")
 
 
-def serving_instructions(name, model_dir):
-    """Markdown with the exact command lines serving `model_dir`."""
+def _example_values(inputs):
+    """A JSON instance and a Python row for the request examples."""
+    json_row, python_row = {}, {}
+    for key, info in (inputs or {}).items():
+        modality = info.get("modality")
+        shape = info.get("shape") or [None]
+        if info.get("dtype") == "string":
+            if modality == "text":
+                json_row[key] = "a red square"
+                python_row[key] = '"a red square"'
+            elif len(shape) == 2:        # encoded frames
+                json_row[key] = [{"b64": "iVBORw0..."}, {"b64": "iVBORw0..."}]
+                python_row[key] = ('[open(p, "rb").read() for p in '
+                                   '["f0.png", "f1.png"]]')
+            elif modality in ("image", "audio", "video", "sensor"):
+                ext = {"image": "png", "audio": "wav", "video": "gif"}.get(
+                    modality, info.get("source") or "csv")
+                json_row[key] = {"b64": "UklGRi4..." if modality == "audio"
+                                 else "iVBORw0..."}
+                python_row[key] = f'open("{key}.{ext}", "rb").read()'
+            else:
+                json_row[key] = "blue"
+                python_row[key] = '"blue"'
+        elif len(shape) == 3:            # a [T, C] series
+            row = [0.0] * int(shape[2] or 1)
+            json_row[key] = [row, row]
+            python_row[key] = f"[{row}, {row}]"
+        else:
+            json_row[key] = 1.0
+            python_row[key] = "1.0"
+    return json_row, python_row
+
+
+def serving_instructions(name, model_dir, inputs=None):
+    """Markdown with the exact command lines serving `model_dir`.
+
+    Args:
+        name: the served model name.
+        model_dir: `saved_models/<name>`.
+        inputs: `{raw input: {"dtype", "shape", "modality"}}` (the export's
+            `keras_mm.json` `inputs`), for the request examples.
+    """
     local = os.path.abspath(model_dir)
+    json_row, python_row = _example_values(inputs)
+    body = json.dumps({"signature_name": "serving_default",
+                       "instances": [json_row]})
+    python_items = ",\n        ".join(f'"{k}": {v}'
+                                       for k, v in python_row.items())
     return f"""# Serving `{name}` with TF Serving
 
 Docker (the files of this folder are mounted at `/models/{name}`, the
@@ -91,29 +137,39 @@ tensorflow_model_server --port=8500 --rest_api_port=8501 \\
 ```
 
 The warm-up requests in `<version>/assets.extra/tf_serving_warmup_requests`
-are replayed at load. Metrics: `http://localhost:8501{PROMETHEUS_PATH}`.
+are replayed at load. Prometheus metrics:
+`http://localhost:8501{PROMETHEUS_PATH}`.
 
-REST (binary inputs as `{{"b64": ...}}`; see `keras_mm.serving.client`):
+REST (binary values as `{{"b64": ...}}`, the base64 of the file; an empty
+value marks a modality absent where the model has a presence mask):
 
 ```
-curl -X POST http://localhost:8501/v1/models/{name}:predict \\
-  -d '{{"signature_name": "serving_default", "instances": [{{"image": {{"b64": "iVBORw0..."}}, "text": "a red square"}}]}}'
+curl -X POST http://localhost:8501/v1/models/{name}:predict -d @request.json
 ```
 
-gRPC (port 8500), in Python:
+with `request.json`:
+
+```
+{body}
+```
+
+gRPC (port 8500), in Python (`keras_mm.serving.client` builds both kinds
+of requests from raw files):
 
 ```
 from keras_mm.serving import client
 specs = client.input_specs("{local}/<version>")
-request = client.grpc_request("{name}", [{{"image": open("a.png", "rb").read()}}],
-                              input_specs=specs)
+rows = [{{
+        {python_items}}}]
+request = client.grpc_request("{name}", rows, input_specs=specs)
 print(client.predict_grpc("localhost:8500", request))
+body = client.rest_request(rows, specs)          # the REST body
 ```
 """
 
 
 def write_serving_config(model_dir, name, base_path=None, num_versions=1,
-                         **batching):
+                         inputs=None, **batching):
     """Writes the serving files into `model_dir`; returns their paths.
 
     Args:
@@ -122,6 +178,7 @@ def write_serving_config(model_dir, name, base_path=None, num_versions=1,
         base_path: the path TF Serving sees (default `/models/<name>`, the
             `tensorflow/serving` Docker image's layout).
         num_versions: how many of the latest versions are served.
+        inputs: the raw inputs' description (`serving_instructions`).
         **batching: overrides of `batching_parameters`.
     """
     base_path = base_path or f"/models/{name}"
@@ -129,7 +186,7 @@ def write_serving_config(model_dir, name, base_path=None, num_versions=1,
         "models.config": model_server_config(name, base_path, num_versions),
         "batching_parameters.txt": batching_parameters(**batching),
         "monitoring.config": monitoring_config(),
-        "SERVING.md": serving_instructions(name, model_dir),
+        "SERVING.md": serving_instructions(name, model_dir, inputs),
     }
     paths = []
     for filename, text in files.items():

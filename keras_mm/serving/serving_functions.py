@@ -309,7 +309,7 @@ class ServingFunctions:
                 kinds[key] = (column, wanted, kind)
         return kinds
 
-    # -- signatures ------------------------------------------------------------
+    # -- signatures -----------------------------------------------------------
 
     def raw_signature(self):
         """`{key: tf.TensorSpec}` of `serving_default`'s inputs."""
@@ -337,7 +337,7 @@ class ServingFunctions:
         """The preprocessor that reads raw input `key`."""
         return self._owners[key]
 
-    # -- graph code ------------------------------------------------------------
+    # -- graph code -----------------------------------------------------------
 
     def check_request(self, raw):
         """Request-level checks (batch, sizes) as control dependencies."""

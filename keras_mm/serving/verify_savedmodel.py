@@ -260,76 +260,100 @@ def verify(path):
               "tensorflow": tf.__version__}
     checks = report["checks"]
     report["text_ops_from"] = load_text_ops(tf)
-    _progress("load")
-    loaded = tf.saved_model.load(path)
-    signatures = {}
-    for key, fn in loaded.signatures.items():
-        args = fn.structured_input_signature[1]
-        signatures[key] = {
-            "inputs": {k: [v.dtype.name, v.shape.as_list()]
-                       for k, v in sorted(args.items())},
-            "outputs": sorted(fn.structured_outputs),
-        }
-    report["signatures"] = signatures
-    methods = _signature_methods(path)
-    wrong = {k: m for k, m in methods.items() if m != PREDICT_METHOD}
-    checks["load"] = {
-        "ok": "serving_default" in signatures and not wrong,
-        "methods": methods}
-    if wrong:
-        checks["load"]["error"] = (f"signatures {sorted(wrong)} do not use "
-                                   f"{PREDICT_METHOD}")
 
     _progress("op audit")
-    ops, forbidden, unknown, text_ops = audit_ops(tf, path)
-    checks["op_audit"] = {"ok": not forbidden and not unknown,
-                          "num_ops": len(ops), "forbidden": forbidden,
-                          "unknown": unknown, "text_ops": text_ops}
+    try:
+        ops, forbidden, unknown, text_ops = audit_ops(tf, path)
+        checks["op_audit"] = {"ok": not forbidden and not unknown,
+                              "num_ops": len(ops), "forbidden": forbidden,
+                              "unknown": unknown, "text_ops": text_ops}
+    except Exception as e:  # an unreadable saved_model.pb
+        checks["op_audit"] = {"ok": False, "error": _describe(e)}
+
+    _progress("load")
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:
+        checks["load"] = {"ok": False, "error": _describe(e)}
+        loaded = None
+    signatures = {}
+    if loaded is not None:
+        for key, fn in loaded.signatures.items():
+            args = fn.structured_input_signature[1]
+            signatures[key] = {
+                "inputs": {k: [v.dtype.name, v.shape.as_list()]
+                           for k, v in sorted(args.items())},
+                "outputs": sorted(fn.structured_outputs),
+            }
+        methods = _signature_methods(path)
+        wrong = {k: m for k, m in methods.items() if m != PREDICT_METHOD}
+        checks["load"] = {
+            "ok": "serving_default" in signatures and not wrong,
+            "methods": methods}
+        if wrong:
+            checks["load"]["error"] = (
+                f"signatures {sorted(wrong)} do not use {PREDICT_METHOD}")
+    report["signatures"] = signatures
 
     meta_path = os.path.join(path, METADATA)
     if not os.path.exists(meta_path) or "serving_default" not in signatures:
         checks["golden"] = {"ok": False,
-                            "error": f"{METADATA} or serving_default is "
-                                     "missing from the export"}
+                            "error": f"{METADATA} or a loadable "
+                                     "serving_default is missing"}
     else:
         with open(meta_path) as f:
             metadata = json.load(f)
-        serve = loaded.signatures["serving_default"]
-        golden = metadata["golden"]
-        atol = float(metadata.get("atol", 1e-5))
-        inputs = {k: decode_tensor(tf, v)
-                  for k, v in golden["inputs"].items()}
-        _progress("golden requests (batch)")
-        problems = compare_outputs(tf, serve(**inputs), golden["outputs"],
-                                   atol, "batch: ")
-        n = int(golden["num_examples"])
-        for i in range(n):
-            _progress(f"golden request {i} (alone)")
-            outputs = serve(**{k: v[i:i + 1] for k, v in inputs.items()})
-            problems += compare_outputs(tf, outputs, golden["outputs"], atol,
-                                        f"example {i}: ", rows=slice(i, i + 1))
-        if golden.get("examples") and "serve_examples" in signatures:
-            _progress("golden requests (serve_examples)")
-            examples = tf.constant([base64.b64decode(s)
-                                    for s in golden["examples"]])
-            outputs = loaded.signatures["serve_examples"](examples=examples)
-            problems += compare_outputs(tf, outputs, golden["outputs"], atol,
-                                        "serve_examples: ")
-        checks["golden"] = {"ok": not problems, "problems": problems,
-                            "examples": n, "atol": atol}
-
-        cases = _run_malformed(tf, serve, metadata, golden["inputs"])
-        _progress("golden request after the malformed ones")
-        again = compare_outputs(tf, serve(**inputs), golden["outputs"], atol,
-                                "after malformed requests: ")
-        checks["malformed"] = {"ok": all(c["ok"] for c in cases)
-                               and not again, "cases": cases,
-                               "problems": again}
+        try:
+            _check_golden(tf, loaded, metadata, checks)
+        except Exception as e:  # a request that fails outright
+            checks.setdefault("golden", {"ok": False})
+            checks["golden"].update(ok=False, error=_describe(e))
+        if "golden" in checks and "error" in checks["golden"]:
+            checks["malformed"] = {"ok": False,
+                                   "error": "not run: the golden requests "
+                                            "failed"}
     report["imported_keras"] = sorted(
         m for m in sys.modules if m.partition(".")[0] in HIDDEN_PACKAGES)
     checks["no_keras"] = {"ok": not report["imported_keras"]}
     report["ok"] = all(c["ok"] for c in checks.values())
     return report
+
+
+def _describe(error):
+    return f"{type(error).__name__}: {error_summary(error, limit=1000)}"
+
+
+def _check_golden(tf, loaded, metadata, checks):
+    signatures = loaded.signatures
+    serve = signatures["serving_default"]
+    golden = metadata["golden"]
+    atol = float(metadata.get("atol", 1e-5))
+    inputs = {k: decode_tensor(tf, v) for k, v in golden["inputs"].items()}
+    n = int(golden["num_examples"])
+    checks["golden"] = {"ok": False, "examples": n, "atol": atol}
+    _progress("golden requests (batch)")
+    problems = compare_outputs(tf, serve(**inputs), golden["outputs"], atol,
+                               "batch: ")
+    for i in range(n):
+        _progress(f"golden request {i} (alone)")
+        outputs = serve(**{k: v[i:i + 1] for k, v in inputs.items()})
+        problems += compare_outputs(tf, outputs, golden["outputs"], atol,
+                                    f"example {i}: ", rows=slice(i, i + 1))
+    if golden.get("examples") and "serve_examples" in signatures:
+        _progress("golden requests (serve_examples)")
+        examples = tf.constant([base64.b64decode(s)
+                                for s in golden["examples"]])
+        outputs = signatures["serve_examples"](examples=examples)
+        problems += compare_outputs(tf, outputs, golden["outputs"], atol,
+                                    "serve_examples: ")
+    checks["golden"].update(ok=not problems, problems=problems)
+
+    cases = _run_malformed(tf, serve, metadata, golden["inputs"])
+    _progress("golden request after the malformed ones")
+    again = compare_outputs(tf, serve(**inputs), golden["outputs"], atol,
+                            "after malformed requests: ")
+    checks["malformed"] = {"ok": all(c["ok"] for c in cases) and not again,
+                           "cases": cases, "problems": again}
 
 
 def _signature_methods(path):

@@ -72,7 +72,7 @@ class SensorTower(keras.layers.Layer):
     >>> series = keras.random.normal((2, 50, 6))
     >>> mask = keras.ops.arange(50)[None, :] < keras.ops.array([[50], [30]])
     >>> tower = SensorTower(encoder="tcn", dim=16, tcn_dilations=(1, 2, 4))
-    >>> tower(series, mask=mask).shape
+    >>> tuple(tower(series, mask=mask).shape)
     (2, 16)
     """
 

@@ -66,8 +66,9 @@ class TabularTower(keras.layers.Layer):
 
     >>> tower = TabularTower(num_numeric=3, cardinalities=(10, 4), dim=8)
     >>> tower.adapt(np.random.normal(5.0, 2.0, size=(100, 3)))
-    >>> tower({"numeric": np.ones((2, 3), "float32"),
-    ...        "categorical": np.array([[1, 4], [0, 2]])}).shape
+    >>> out = tower({"numeric": np.ones((2, 3), "float32"),
+    ...              "categorical": np.array([[1, 4], [0, 2]])})
+    >>> tuple(out.shape)
     (2, 8)
     """
 

@@ -93,7 +93,7 @@ class TextTower(keras.layers.Layer):
     >>> ids = keras.ops.array([[5, 9, 2, 0, 0], [7, 0, 0, 0, 0]])
     >>> tower = TextTower(vocab_size=100, sequence_length=5, encoder="cnn",
     ...                   embedding_dim=16, dim=8)
-    >>> tower(ids).shape
+    >>> tuple(tower(ids).shape)
     (2, 8)
     """
 
@@ -246,7 +246,9 @@ class TextTower(keras.layers.Layer):
         x = self.feature_dropout(x, training=training)
         weights = ops.cast(weights, x.dtype)
         if self.output_mode == "vector" and self.encoder == "cnn":
-            return self.projection(ops.max(x, axis=1))
+            pooled = self.projection(ops.max(x, axis=1))
+            has_tokens = ops.any(token_mask, axis=1, keepdims=True)
+            return pooled * ops.cast(has_tokens, pooled.dtype)
         x = self.projection(x) * ops.cast(weights, self.compute_dtype)
         if self.output_mode == "sequence":
             return x

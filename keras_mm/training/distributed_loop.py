@@ -38,7 +38,8 @@ def fit_distributed(model, x, *, epochs=1, validation_data=None,
             `strategy.scope()`.
         x: a `tf.data.Dataset` of `(features, labels)` batches (global batch
             size), or a distributed dataset.
-        epochs, initial_epoch, steps_per_epoch: as in `model.fit`.
+        epochs, initial_epoch, steps_per_epoch: as in `model.fit` (with
+            `steps_per_epoch`, one iterator of `x` runs across epochs).
         validation_data: optional dataset evaluated at each epoch end.
         callbacks: list of `keras.callbacks.Callback`.
         strategy: default `model.distribute_strategy`.
@@ -72,15 +73,20 @@ def fit_distributed(model, x, *, epochs=1, validation_data=None,
     callback_list.on_train_begin()
     initial_epoch = model._initial_epoch or initial_epoch
     logs = {}
+    iterator = None
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         step = 0
-        iterator = iter(train)
+        # Like `fit`: with `steps_per_epoch` one iterator runs across epochs
+        # (a repeated or epoch-keyed dataset); without it, one pass each.
+        if iterator is None or steps_per_epoch is None:
+            iterator = iter(train)
         while steps_per_epoch is None or step < steps_per_epoch:
             try:
                 batch = next(iterator)
             except StopIteration:
+                iterator = None
                 break
             callback_list.on_train_batch_begin(step)
             logs = {k: float(v) for k, v in train_step(batch).items()}

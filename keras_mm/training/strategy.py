@@ -81,6 +81,22 @@ def _find_tpu(tpu):
         return None
 
 
+def _mirrored_devices():
+    """All GPUs; without GPUs, all logical CPU devices (None: TF's default).
+
+    `MirroredStrategy()` alone takes only `/cpu:0` on a machine without
+    GPUs; CPU replicas come from `tf.config.set_logical_device_configuration`
+    (e.g. to test multi-replica training on a laptop or CI).
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return [d.name for d in gpus]
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) > 1:
+        return [d.name for d in cpus]
+    return None
+
+
 def resolve_strategy(name="auto", precision="auto", steps_per_execution=None,
                      tpu=None):
     """Builds the strategy and its plan.
@@ -114,7 +130,7 @@ def resolve_strategy(name="auto", precision="auto", steps_per_execution=None,
     elif kind == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif kind == "mirrored":
-        strategy = tf.distribute.MirroredStrategy()
+        strategy = tf.distribute.MirroredStrategy(devices=_mirrored_devices())
     else:
         strategy = tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync

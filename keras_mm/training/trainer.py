@@ -557,7 +557,8 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
     else:
         model.fit(train_ds, epochs=epochs, steps_per_epoch=steps,
                   validation_data=val_ds, callbacks=callbacks,
-                  initial_epoch=initial_epoch, verbose=fit_verbose)
+                  initial_epoch=initial_epoch, verbose=fit_verbose,
+                  shuffle=False)
 
     history = run_artifacts.read_history_csv(history_path) \
         if os.path.exists(history_path) else {}

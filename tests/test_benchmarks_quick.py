@@ -1,0 +1,101 @@
+"""The benchmark scripts' `--quick` modes, run for real so they cannot rot.
+
+Each script runs in a subprocess (its own TensorFlow, as from the command
+line) on the shared data, with a fresh cache folder; the test checks that it
+exits 0, prints a markdown table, and ends with one JSON object holding the
+keys the issue asks for, with accuracies that are fractions. A script given
+a data folder that does not exist must say so and exit 0.
+"""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+TIMEOUT = 600  # seconds; a quick run takes well under 2 minutes when idle
+
+
+def run_script(name, *args, timeout=TIMEOUT):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               KERAS_BACKEND="tensorflow", PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=timeout)
+
+
+def last_json(proc):
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+        f"stderr:\n{proc.stderr[-3000:]}")
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"no output; stderr:\n{proc.stderr[-3000:]}"
+    assert any(line.startswith("|---") for line in lines), \
+        "no markdown table in the output:\n" + proc.stdout[-3000:]
+    return json.loads(lines[-1])
+
+
+def assert_fraction(value, what):
+    assert isinstance(value, float) and 0.0 <= value <= 1.0, \
+        f"{what} = {value!r} is not an accuracy fraction"
+
+
+def quick(name, shared_data, tmp_path):
+    return last_json(run_script(name, "--quick", "--data", str(shared_data),
+                                "--cache", str(tmp_path / "cache")))
+
+
+def test_accuracy_av_mnist_quick(shared_data, tmp_path):
+    result = quick("accuracy_av_mnist.py", shared_data, tmp_path)
+    assert result["quick"] is True
+    for variant in ("clean", "degraded"):
+        block = result[variant]
+        assert_fraction(block["image_only"], f"{variant}.image_only")
+        assert_fraction(block["audio_only"], f"{variant}.audio_only")
+        assert block["fusion"], f"{variant}: no fusion type was run"
+        for fusion, acc in block["fusion"].items():
+            assert_fraction(acc, f"{variant}.fusion.{fusion}")
+    degraded = result["degraded"]
+    best = max(degraded["fusion"].values())
+    assert result["degraded_best_fusion"] == pytest.approx(best)
+    gain = best - max(degraded["image_only"], degraded["audio_only"])
+    assert result["degraded_gain_over_best_unimodal"] == pytest.approx(
+        gain, abs=1e-3)
+
+
+def test_accuracy_basicmotions_quick(shared_data, tmp_path):
+    result = quick("accuracy_basicmotions.py", shared_data, tmp_path)
+    assert_fraction(result["accelerometer_only"], "accelerometer_only")
+    assert_fraction(result["gyroscope_only"], "gyroscope_only")
+    assert len(result["fusion"]) >= 2, "the issue asks for >= 2 fusion types"
+    for fusion, acc in result["fusion"].items():
+        assert_fraction(acc, f"fusion.{fusion}")
+    assert result["best_fusion"] == pytest.approx(
+        max(result["fusion"].values()))
+
+
+def test_train_throughput_quick(shared_data, tmp_path):
+    result = quick("train_throughput.py", shared_data, tmp_path)
+    for key in ("toolkit_sps", "plain_keras_sps", "ratio", "xla_speedup"):
+        value = result[key]
+        assert isinstance(value, float) and math.isfinite(value) \
+            and value > 0, f"{key} = {value!r}"
+    assert result["ratio"] == pytest.approx(
+        result["toolkit_sps"] / result["plain_keras_sps"], rel=0.5)
+
+
+@pytest.mark.parametrize("name", ["accuracy_av_mnist.py",
+                                  "accuracy_basicmotions.py",
+                                  "train_throughput.py"])
+def test_absent_data_exits_zero_with_a_message(name, tmp_path):
+    missing = tmp_path / "no_such_data"
+    proc = run_script(name, "--quick", "--data", str(missing), "--cache",
+                      str(tmp_path / "cache"), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SKIPPED" in proc.stdout and str(missing) in proc.stdout
+    assert not (tmp_path / "cache").exists()
