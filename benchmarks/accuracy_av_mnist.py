@@ -63,10 +63,18 @@ TRUNK = {"hidden_units": [64], "dropout": 0.2}
 FUSION_OPTIONS = {"units": 64, "num_heads": 4, "num_layers": 1, "rank": 8,
                   "target": "image"}
 FUSION_DEFAULTS_KEPT = {"concat": ("units",)}
+# Per-type settings. GatedFusion's hidden projections use no activation
+# here: the paper's tanh saturates on the audio tower's output (mean |x|
+# about 2.6 at initialization, image tower about 0.2) and the gated model
+# then stays at image-only accuracy on the degraded variant (64%, vs 95%
+# without the tanh).
+FUSION_OVERRIDES = {"gated": {"activation": "linear"}}
 # Batch norm momentum of the towers: 0.9 (PyTorch's default) instead of
 # Keras' 0.99, whose moving statistics lag far behind in runs this short.
 BN_MOMENTUM = 0.9
-EPOCHS = {"clean": 3, "degraded": 4}
+# The same number of epochs for both variants: each model type's training
+# graph is then traced once for the whole run (see _common.SeedRunner).
+EPOCHS = {"clean": 4, "degraded": 4}
 BATCH_SIZE = 64
 LEARNING_RATE = 5e-3
 BASELINE_LR = 0.1
@@ -85,6 +93,7 @@ def fusion_spec(fusion_type, audio_shape):
         kept = FUSION_DEFAULTS_KEPT.get(fusion_type, ())
         fusion.update({k: v for k, v in FUSION_OPTIONS.items()
                        if k in allowed and k not in kept})
+        fusion.update(FUSION_OVERRIDES.get(fusion_type, {}))
     return {
         "name": f"av_mnist_{fusion_type}",
         "inputs": {
@@ -215,8 +224,8 @@ def main(argv=None):
         [f"seeds {args.seeds}; epochs {epochs}; batch {args.batch_size}; "
          f"Adam {args.lr:g} with cosine decay; jit_compile={args.jit}",
          f"towers: image {IMAGE_TOWER}; audio {AUDIO_TOWER}; trunk {TRUNK}; "
-         f"fusion options (where taken) {FUSION_OPTIONS}; batch norm "
-         f"momentum {BN_MOMENTUM}",
+         f"fusion options (where taken) {FUSION_OPTIONS}, per type "
+         f"{FUSION_OVERRIDES}; batch norm momentum {BN_MOMENTUM}",
          f"audio features (AudioPreprocessor): {_common.AV_MNIST_AUDIO}"])
 
     models = list(UNIMODAL) + fusions + ([] if args.no_baseline

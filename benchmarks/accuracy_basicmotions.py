@@ -12,9 +12,9 @@ models), a trunk and a classification head. Every model is trained from 3
 seeds; the table gives test accuracy mean ± std (40 test recordings: one
 recording is 2.5 points) and training seconds per epoch (median epoch).
 
-Published strong time-series classifiers reach about 100% on this set (e.g.
-the UEA archive's results for ROCKET / HIVE-COTE); the target here is >= 95%
-for the fused models.
+Published strong time-series classifiers reach about 100% on this set (see
+the UEA multivariate archive's published results); the target here is >= 95%
+for the best fused model.
 
 Usage:
     python benchmarks/accuracy_basicmotions.py           # full

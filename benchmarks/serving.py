@@ -33,6 +33,7 @@ Usage:
 """
 
 import io
+import json
 import shutil
 import statistics
 import tempfile
@@ -280,7 +281,7 @@ def main():
           f"data {t_data.seconds:.0f} s, training {t_train.seconds:.0f} s, "
           f"export + verification {t_export.seconds:.0f} s")
     print(flush=True)
-    _common.emit_json({
+    payload = {
         "savedmodel_p50_ms": result["savedmodel_p50_ms"],
         "keras_p50_ms": result["keras_p50_ms"],
         "latency_ratio": result["latency_ratio"],
@@ -290,10 +291,12 @@ def main():
         "savedmodel_p99_ms": result["savedmodel_p99_ms"],
         "keras_p99_ms": result["keras_p99_ms"],
         "keras_call_eps_b64": call_eps,
-        "max_abs_diff": max_diff,
         "test_accuracy": accuracy,
-        "quick": bool(quick),
-    })
+    }
+    payload = {k: round(float(v), 4) for k, v in payload.items()}
+    payload.update(max_abs_diff=float(f"{max_diff:.3g}"),
+                   quick=bool(quick))
+    print(json.dumps(payload), flush=True)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,7 @@ def test_summary_shows_blocks(issue_model):
 
 @pytest.mark.parametrize("fusion_type", FUSION_TYPES)
 def test_three_modalities_train_with_xla(fusion_type):
+    keras.utils.set_random_seed(0)
     spec = three_modality_spec(fusion_type, presence_mask=True)
     model = keras_mm.build_model(spec)
     assert input_names(model) == ["audio", "image", "presence", "text"]

@@ -57,7 +57,8 @@ class AudioTower(keras.layers.Layer):
 
     Args:
         encoder: `"cnn"`, `"crnn"` or `"transformer"`.
-        output: `"vector"` or `"sequence"`.
+        output: `"vector"` or `"sequence"` (kept as the attribute
+            `output_mode`: `output` is a Keras Layer property).
         dim: output width.
         dropout: dropout rate on the output (and inside the transformer).
         frontend: `"log_mel"`, `"mfcc"` or None (spectrogram input).

@@ -70,7 +70,8 @@ class ImageTower(keras.layers.Layer):
 
     Args:
         encoder: `"cnn"`, `"resnet"` or `"vit"`.
-        output: `"vector"`, `"sequence"` or `"feature_map"`.
+        output: `"vector"`, `"sequence"` or `"feature_map"` (kept as the
+            attribute `output_mode`: `output` is a Keras Layer property).
         dim: output width.
         dropout: dropout rate on the output (and inside the transformer).
         filters: `cnn` channels per conv block.
@@ -79,7 +80,8 @@ class ImageTower(keras.layers.Layer):
         base_filters: width of the first ResNet-18/34 stage.
         backbone: None or `"resnet50"`, `"mobilenet_v3_small"`,
             `"efficientnet_b0"` (only with `encoder="resnet"`).
-        weights: None or a local weights file path (only with `backbone`).
+        weights: None or a local weights file path (only with `backbone`;
+            kept as the attribute `weights_file`).
         patch_size: `vit` patch size in pixels.
         num_layers, num_heads, intermediate_dim: `vit` transformer sizes.
         **kwargs: standard `keras.layers.Layer` arguments.

@@ -55,11 +55,13 @@ class VideoTower(keras.layers.Layer):
     the encoder and after each 3-D convolution, excluded from the temporal
     stage (masked TCN/GRU/attention) and from the mean, and zeroed in the
     outputs: their content never changes the output. A pooled `conv3d`
-    step is valid when any of its frames is.
+    step is valid when any of its frames is. (In training, the batch norm
+    of the `frames` CNN counts padded frames as black frames.)
 
     Args:
         encoder: `"conv3d"` or `"frames"`.
-        output: `"vector"`, `"sequence"` or `"feature_map"`.
+        output: `"vector"`, `"sequence"` or `"feature_map"` (kept as the
+            attribute `output_mode`: `output` is a Keras Layer property).
         temporal: `"mean"`, `"tcn"`, `"gru"` or `"transformer"`.
         dim: output width.
         dropout: dropout rate on the output and inside the temporal stage.
@@ -236,6 +238,8 @@ class VideoTower(keras.layers.Layer):
         return self.projection(x), mask
 
     def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
         fmap, step_mask = self._feature_map(inputs, mask, training)
         steps = ops.mean(fmap, axis=(2, 3))
         weights = None

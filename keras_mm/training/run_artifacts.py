@@ -21,13 +21,27 @@ def write_json(path, data):
                       + "\n")
 
 
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):     # CSVLogger writes "NA" for gaps
+        return float("nan")
+
+
 def read_history_csv(path):
-    """Reads `history.csv` into `{column: [values]}`."""
+    """Reads `history.csv` into `{column: [values]}`.
+
+    Keras' `CSVLogger` adds `val_*` columns filled with `NA` when there is
+    no validation data; such all-empty columns are left out, other gaps
+    are NaN.
+    """
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
-    return {k: [float(r[k]) for r in rows] for k in rows[0]}
+    history = {k: [_number(r[k]) for r in rows] for k in rows[0]}
+    return {k: v for k, v in history.items()
+            if not all(np.isnan(x) for x in v)}
 
 
 def plot_learning_curves(history, path):

@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import warnings
 
 import tensorflow as tf
 
@@ -208,22 +209,33 @@ def adapt_preprocessors(preprocessors, recipe):
 def save_preprocessors(preprocessors, path):
     """Writes `{input name: {"modality", "config"}}` (fitted state incl.)."""
     from keras_mm.data import serialize_preprocessor
-    from keras_mm.training.run_artifacts import write_json
+    from keras_mm.serving.atomic import atomic_write_text
 
-    write_json(path, {name: serialize_preprocessor(p)
-                      for name, p in preprocessors.items()})
+    # Keys in model input order (also the presence-mask column order).
+    data = {name: serialize_preprocessor(p)
+            for name, p in preprocessors.items()}
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
 
-def load_preprocessors(path):
-    """Reads `preprocessors.json` back into fitted preprocessors."""
+def load_preprocessors(path, order=None):
+    """Reads `preprocessors.json` back into fitted preprocessors.
+
+    Args:
+        path: the file.
+        order: input names in model order (default: the file's order).
+    """
     _registry()
     from keras_mm.data import deserialize_preprocessor
 
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    return {name: deserialize_preprocessor(entry)
-            for name, entry in data.items()}
+    names = list(order) if order is not None else list(data)
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise DataError(f"holds no preprocessor for inputs {missing}; it "
+                        f"has {sorted(data)}", file=path)
+    return {name: deserialize_preprocessor(data[name]) for name in names}
 
 
 # -- pipelines ----------------------------------------------------------------
@@ -309,8 +321,10 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
             # tf's seed logic tests `(global, op) == (0, 0)` in Python,
             # which fails for a tensor op seed under a global seed of 0.
             graph.seed = _EPOCH_SEED_STRIDE
-        return pipeline.dataset(batch_size, seed=epoch_seed(seed, epoch),
-                                **options)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*from outer graph")
+            return pipeline.dataset(batch_size,
+                                    seed=epoch_seed(seed, epoch), **options)
 
     epochs_ds = tf.data.Dataset.range(int(initial_epoch), int(epochs))
     dataset = epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

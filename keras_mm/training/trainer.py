@@ -467,7 +467,8 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
     run_data.generate_data(recipe)
     if preprocessors is None:
         if resume_epoch is not None and os.path.exists(pre_path):
-            preprocessors = run_data.load_preprocessors(pre_path)
+            preprocessors = run_data.load_preprocessors(
+                pre_path, order=list(recipe["inputs"]))
         else:
             preprocessors = run_data.adapt_preprocessors(
                 run_data.make_preprocessors(recipe), recipe)
@@ -696,9 +697,22 @@ def _export(model, preprocessors, recipe, spec, name=None, base_dir=None,
         base_dir=base_dir or settings["base_dir"],
         version=version if version is not None else settings["version"],
         verify=verify)
-    report = {"ok": True, "path": path,
-              "checked": "verified before publishing"} if verify else None
-    return path, report
+    return path, _verify_report(path) if verify else None
+
+
+def _verify_report(path):
+    """The verifier's report the exporter keeps beside a verified export
+    (it publishes nothing that failed)."""
+    from keras_mm.serving import exporter
+
+    name = getattr(exporter, "VERIFY_FILE",
+                   os.path.join("assets.extra", "keras_mm_verify.json"))
+    report_path = os.path.join(path, name)
+    if os.path.exists(report_path):
+        with open(report_path, encoding="utf-8") as f:
+            return json.load(f)
+    return {"ok": True, "path": path,
+            "note": "verified by keras_mm.serving.export before publishing"}
 
 
 def _find_run_dir(run_dir_or_recipe):
@@ -743,7 +757,8 @@ def load_run(run_dir, checkpoint=None):
                               f"{FINAL_FILE}: the run did not finish; run "
                               "the same train command again to resume it")
     preprocessors = run_data.load_preprocessors(
-        os.path.join(run_dir, run_data.PREPROCESSORS_FILE))
+        os.path.join(run_dir, run_data.PREPROCESSORS_FILE),
+        order=list(recipe["inputs"]))
     model = _load_model(checkpoint)
     return recipe, model, preprocessors
 
