@@ -1,13 +1,12 @@
 import keras
-from keras import ops
 
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.heads.base_head import BaseHead
 from keras_mm.registry import HEADS
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
 @HEADS.register("binary")
-class BinaryHead(keras.layers.Layer):
+class BinaryHead(BaseHead):
     """Binary classification head: optional MLP, then one sigmoid unit.
 
     The final `Dense` and the sigmoid run in float32 whatever the dtype
@@ -35,48 +34,14 @@ class BinaryHead(keras.layers.Layer):
 
     def __init__(self, hidden_units=(), dropout=0.0, activation="relu",
                  kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(**kwargs)
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.dropout = dropout
-        self.activation = keras.activations.get(activation)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        super().__init__(hidden_units=hidden_units, dropout=dropout,
+                         activation=activation,
+                         kernel_initializer=kernel_initializer, **kwargs)
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        self.hidden_layers = []
-        for i, width in enumerate(self.hidden_units):
-            dense = keras.layers.Dense(
-                width, activation=self.activation,
-                kernel_initializer=clone_initializer(self.kernel_initializer),
-                dtype=self.dtype_policy, name=f"hidden{i}")
-            dense.build(shape)
-            self.hidden_layers.append(dense)
-            shape = shape[:-1] + (width,)
-        self.dropout_layer = keras.layers.Dropout(self.dropout,
-                                                  dtype=self.dtype_policy)
-        self.logits = keras.layers.Dense(
-            1, kernel_initializer=clone_initializer(self.kernel_initializer),
-            dtype="float32", name="logits")
-        self.logits.build(shape)
-        self.probability = keras.layers.Activation(
-            "sigmoid", dtype="float32", name="sigmoid")
-        self.built = True
+    output_activation = "sigmoid"
 
-    def call(self, inputs, training=None):
-        x = inputs
-        for dense in self.hidden_layers:
-            x = dense(self.dropout_layer(x, training=training))
-        x = self.dropout_layer(x, training=training)
-        return self.probability(self.logits(ops.cast(x, "float32")))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)[:-1] + (1,)
-
-    def compute_output_spec(self, inputs, training=None):
-        # The output is float32 whatever the policy (the default spec would
-        # claim the compute dtype, e.g. bfloat16).
-        return keras.KerasTensor(self.compute_output_shape(inputs.shape),
-                                 dtype="float32")
+    def output_units(self):
+        return 1
 
     def default_loss(self):
         """Binary cross-entropy on 0/1 labels."""
@@ -90,10 +55,5 @@ class BinaryHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "hidden_units": list(self.hidden_units),
-            "dropout": self.dropout,
-            "activation": keras.activations.serialize(self.activation),
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer),
         })
         return config

@@ -1,0 +1,207 @@
+"""Several replicas reach the weights of one device on the same global batch.
+
+- `MirroredStrategy` over 2 logical CPU devices (configured before
+  TensorFlow starts, hence a subprocess), through `model.fit`;
+- `MultiWorkerMirroredStrategy` with 2 worker processes on 127.0.0.1
+  (`TF_CONFIG` per process), through the keras_mm distributed loop
+  (`model.fit` fails there in Keras 3.15), started by the test and killed
+  after a time limit.
+
+Tolerance: every weight within atol 1e-5 of the one-device run (measured
+differences are ~3e-8: float32 summation order of the gradient all-reduce).
+The recipe has no BatchNormalization (per-replica batch statistics differ
+from those of the global batch by design) and uses deterministic ops.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from test_training import tiny_recipe
+
+ATOL = 1e-5
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WORKER = textwrap.dedent("""
+    import json, os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = json.loads(sys.argv[1])
+    if args.get("logical_cpus"):
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] *
+            args["logical_cpus"])
+    import numpy as np
+    from keras_mm.training import train
+    for run in args["runs"]:
+        result = train(args["recipe"], run["overrides"], export=False,
+                       runs_dir=args["runs_dir"], verbose=2)
+        np.savez(run["out"], *[np.asarray(w)
+                                for w in result.model.get_weights()])
+        with open(run["out"] + ".json", "w") as f:
+            json.dump({"is_chief": result.is_chief,
+                       "history": result.history,
+                       "metrics": result.metrics}, f)
+    print("WORKER DONE", flush=True)
+""")
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _weights(path):
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def _assert_same_weights(a, b):
+    assert len(a) == len(b)
+    worst = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+    assert worst <= ATOL, f"max weight difference {worst} > {ATOL}"
+    return worst
+
+
+def _recipe(tmp_path, **training):
+    recipe = tiny_recipe(tmp_path / "demo", name="dist", epochs=2,
+                         batch_size=8, deterministic=True, **training)
+    path = tmp_path / "dist.json"
+    path.write_text(json.dumps(recipe))
+    return recipe, os.fspath(path)
+
+
+def _run_script(tmp_path, args, env, timeout):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    proc = subprocess.run([sys.executable, os.fspath(script),
+                           json.dumps(args)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0 and "WORKER DONE" in proc.stdout, \
+        proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
+    from keras_mm.datasets import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "demo", num_train=32, num_val=16,
+                      num_test=16)
+    _, recipe_path = _recipe(tmp_path, checkpoint=False, backup=False)
+    runs = [{"overrides": ["training.strategy=mirrored", "name=mirrored"],
+             "out": os.fspath(tmp_path / "mirrored.npz")},
+            {"overrides": ["training.strategy=default", "name=single"],
+             "out": os.fspath(tmp_path / "single.npz")}]
+    _run_script(tmp_path, {"recipe": recipe_path, "runs": runs,
+                           "runs_dir": os.fspath(tmp_path / "runs"),
+                           "logical_cpus": 2}, _env(), timeout=420)
+
+    info = json.load(open(tmp_path / "runs" / "mirrored" / "run.json"))
+    assert info["strategy"] == "mirrored" and info["num_replicas"] == 2
+    assert info["custom_loop"] is False
+    single_info = json.load(open(tmp_path / "runs" / "single" / "run.json"))
+    assert single_info["num_replicas"] == 1
+    _assert_same_weights(_weights(tmp_path / "mirrored.npz"),
+                         _weights(tmp_path / "single.npz"))
+    # Both runs did train (untrained models would match trivially).
+    history = json.load(open(tmp_path / "mirrored.npz.json"))["history"]
+    assert len(history["loss"]) == 2
+    assert history["loss"][1] != history["loss"][0]
+
+
+def test_multi_worker_two_processes_match_one_device(tmp_path):
+    from keras_mm.datasets import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "demo", num_train=32, num_val=16,
+                      num_test=16)
+    # Checkpointing, backups and early stopping run on both workers (the
+    # non-chief one writes to a private folder, removed at the end).
+    _, recipe_path = _recipe(
+        tmp_path, early_stopping={"patience": 5, "restore_best_weights":
+                                  False})
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+    procs, logs = [], []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster,
+                                "task": {"type": "worker", "index": index}})
+        args = {"recipe": recipe_path,
+                "runs_dir": os.fspath(tmp_path / "runs"),
+                "runs": [{"overrides": ["training.strategy=multi_worker"],
+                          "out": os.fspath(tmp_path / f"worker{index}.npz")}]}
+        log = open(tmp_path / f"worker{index}.log", "w")
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, os.fspath(script), json.dumps(args)],
+            env=_env(TF_CONFIG=tf_config), cwd=REPO, stdout=log,
+            stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 420
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+    outputs = [open(tmp_path / f"worker{i}.log").read() for i in range(2)]
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0 and "WORKER DONE" in output, \
+            output[-6000:]
+    assert "keras_mm distributed loop" in outputs[0]
+
+    # The one-device reference, same global batch.
+    _run_script(tmp_path, {
+        "recipe": recipe_path, "runs_dir": os.fspath(tmp_path / "runs"),
+        "runs": [{"overrides": ["training.strategy=default", "name=single"],
+                  "out": os.fspath(tmp_path / "single.npz")}]},
+        _env(), timeout=300)
+
+    chief = json.load(open(tmp_path / "worker0.npz.json"))
+    other = json.load(open(tmp_path / "worker1.npz.json"))
+    single = json.load(open(tmp_path / "single.npz.json"))
+    assert chief["is_chief"] and not other["is_chief"]
+    assert other["metrics"] == {}
+    info = json.load(open(tmp_path / "runs" / "dist" / "run.json"))
+    assert info["strategy"] == "multi_worker" and info["num_replicas"] == 2
+    assert info["custom_loop"] is True
+    run_dir = tmp_path / "runs" / "dist"
+    assert (run_dir / "best.keras").exists()
+    assert not (run_dir / "backup").exists()
+    assert not any(n.startswith(".worker") for n in os.listdir(run_dir))
+    assert chief["history"]["loss"][1] != chief["history"]["loss"][0]
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(chief["history"][key],
+                                   single["history"][key], atol=ATOL)
+    w0 = _weights(tmp_path / "worker0.npz")
+    _assert_same_weights(w0, _weights(tmp_path / "worker1.npz"))
+    _assert_same_weights(w0, _weights(tmp_path / "single.npz"))
+    assert chief["metrics"]["test"]["loss"] == pytest.approx(
+        single["metrics"]["test"]["loss"], abs=1e-5)
