@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "benchmarks", "serving.py")
 KEYS = ("savedmodel_p50_ms", "keras_p50_ms", "latency_ratio",
@@ -22,6 +24,7 @@ def run(*args, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_serving_benchmark_quick(shared_data, tmp_path):
     proc = run("--quick", "--data", str(shared_data), "--cache",
                str(tmp_path / "cache"), "--requests", "20", "--batches", "2")

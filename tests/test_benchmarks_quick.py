@@ -50,6 +50,7 @@ def quick(name, shared_data, tmp_path):
                                 "--cache", str(tmp_path / "cache")))
 
 
+@pytest.mark.slow
 def test_accuracy_av_mnist_quick(shared_data, tmp_path):
     result = quick("accuracy_av_mnist.py", shared_data, tmp_path)
     assert result["quick"] is True
@@ -68,6 +69,7 @@ def test_accuracy_av_mnist_quick(shared_data, tmp_path):
         gain, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_accuracy_basicmotions_quick(shared_data, tmp_path):
     result = quick("accuracy_basicmotions.py", shared_data, tmp_path)
     assert_fraction(result["accelerometer_only"], "accelerometer_only")
@@ -79,6 +81,7 @@ def test_accuracy_basicmotions_quick(shared_data, tmp_path):
         max(result["fusion"].values()))
 
 
+@pytest.mark.slow
 def test_train_throughput_quick(shared_data, tmp_path):
     result = quick("train_throughput.py", shared_data, tmp_path)
     for key in ("toolkit_sps", "plain_keras_sps", "ratio", "xla_speedup"):

@@ -148,10 +148,16 @@ def test_multi_worker_two_processes_match_one_device(tmp_path):
     for index in range(2):
         tf_config = json.dumps({"cluster": cluster,
                                 "task": {"type": "worker", "index": index}})
+        runs = [{"overrides": ["training.strategy=multi_worker"],
+                 "out": os.fspath(tmp_path / f"worker{index}.npz")}]
+        if index == 0:
+            # Then the one-device reference (same global batch), in the
+            # chief's process once the cluster's job is done.
+            runs.append({"overrides": ["training.strategy=default",
+                                       "name=single"],
+                         "out": os.fspath(tmp_path / "single.npz")})
         args = {"recipe": recipe_path,
-                "runs_dir": os.fspath(tmp_path / "runs"),
-                "runs": [{"overrides": ["training.strategy=multi_worker"],
-                          "out": os.fspath(tmp_path / f"worker{index}.npz")}]}
+                "runs_dir": os.fspath(tmp_path / "runs"), "runs": runs}
         log = open(tmp_path / f"worker{index}.log", "w")
         logs.append(log)
         procs.append(subprocess.Popen(
@@ -177,13 +183,6 @@ def test_multi_worker_two_processes_match_one_device(tmp_path):
             output[-6000:]
     assert "keras_mm distributed loop" in outputs[0]
 
-    # The one-device reference, same global batch.
-    _run_script(tmp_path, {
-        "recipe": recipe_path, "runs_dir": os.fspath(tmp_path / "runs"),
-        "runs": [{"overrides": ["training.strategy=default", "name=single"],
-                  "out": os.fspath(tmp_path / "single.npz")}]},
-        _env(), timeout=300)
-
     chief = json.load(open(tmp_path / "worker0.npz.json"))
     other = json.load(open(tmp_path / "worker1.npz.json"))
     single = json.load(open(tmp_path / "single.npz.json"))
@@ -192,6 +191,9 @@ def test_multi_worker_two_processes_match_one_device(tmp_path):
     info = json.load(open(tmp_path / "runs" / "dist" / "run.json"))
     assert info["strategy"] == "multi_worker" and info["num_replicas"] == 2
     assert info["custom_loop"] is True
+    single_info = json.load(open(tmp_path / "runs" / "single" / "run.json"))
+    assert single_info["strategy"] == "default"
+    assert single_info["num_replicas"] == 1
     run_dir = tmp_path / "runs" / "dist"
     assert (run_dir / "best.keras").exists()
     assert not (run_dir / "backup").exists()
