@@ -185,6 +185,56 @@ def make_builder(name, audio_shape, steps, args):
     return build
 
 
+# Rough relative training cost (for the order of the work queue).
+COST_RANK = {"cross_attention": 9, "film": 8, "attention": 7,
+             BASELINE: 6, "joint_transformer": 5, "weighted": 4, "tensor": 3,
+             "low_rank": 2, "gated": 1, "concat": 1}
+
+_WORKER = {}
+
+
+def _init_worker(args, epochs, threads, start):
+    _common.configure_tensorflow(threads)
+    _WORKER.update(args=args, epochs=epochs, start=start, arrays={})
+
+
+def _arrays(variant):
+    args = _WORKER["args"]
+    if variant not in _WORKER["arrays"]:
+        _WORKER["arrays"][variant] = _common.load_av_mnist(
+            args.data, args.cache, variant, limit=args.limit)[0]
+    return _WORKER["arrays"][variant]
+
+
+def train_model(name):
+    """Trains model `name` from every seed on every variant (in a worker)."""
+    args, epochs = _WORKER["args"], _WORKER["epochs"]
+    runner = _common.SeedRunner(None)
+    out = {}
+    for variant in args.variants:
+        arrays = _arrays(variant)
+        audio_shape = arrays["train"]["audio"].shape[1:]
+        steps = epochs[variant] * math.ceil(len(arrays["train"]["label"])
+                                            / args.batch_size)
+        runner.build = make_builder(name, audio_shape, steps, args)
+        accs, times = [], []
+        for seed in args.seeds:
+            acc, epoch_times, params = runner.run(
+                seed, (tuple(audio_shape), steps), arrays["train"],
+                arrays["test"], "label", epochs[variant], args.batch_size)
+            accs.append(acc)
+            times += epoch_times
+            print(f"[{variant}] {name} seed {seed}: accuracy {acc:.4f}, "
+                  f"epochs {' '.join(f'{t:.1f}' for t in epoch_times)} s "
+                  f"(elapsed {time.time() - _WORKER['start']:.0f} s)",
+                  file=sys.stderr, flush=True)
+        mean, std = _common.mean_std(accs)
+        out[variant] = {"mean": mean, "std": std, "runs": accs,
+                        "seconds_per_epoch": statistics.median(times),
+                        "params": params}
+    return name, out
+
+
 def main(argv=None):
     parser = _common.make_parser(__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
@@ -206,6 +256,10 @@ def main(argv=None):
                         help="keep the first N rows of each split")
     parser.add_argument("--jit", action="store_true",
                         help="jit_compile=True (XLA) for the keras_mm models")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="models trained in parallel, each in its own "
+                             "process with --threads threads (default: one "
+                             "per core, at most 2, with 1 thread each)")
     args = parser.parse_args(argv)
     if args.quick:
         args.limit = args.limit or QUICK["limit"]
@@ -217,12 +271,15 @@ def main(argv=None):
     _common.require_data(args.data / "mnist", args.data / "fsdd",
                          what="AV-MNIST's source data (MNIST + FSDD)")
     wall = time.perf_counter()
+    workers, threads = _common.worker_plan(args.workers, args.threads)
     _common.configure_tensorflow(args.threads)
     epochs = {v: args.epochs or EPOCHS[v] for v in args.variants}
     _common.print_header(
         "AV-MNIST test accuracy (keras_mm)", args,
         [f"seeds {args.seeds}; epochs {epochs}; batch {args.batch_size}; "
          f"Adam {args.lr:g} with cosine decay; jit_compile={args.jit}",
+         f"{workers} worker process(es) training models in parallel, "
+         f"{threads or 'default'} TensorFlow thread(s) each",
          f"towers: image {IMAGE_TOWER}; audio {AUDIO_TOWER}; trunk {TRUNK}; "
          f"fusion options (where taken) {FUSION_OPTIONS}, per type "
          f"{FUSION_OVERRIDES}; batch norm momentum {BN_MOMENTUM}",
@@ -230,38 +287,21 @@ def main(argv=None):
 
     models = list(UNIMODAL) + fusions + ([] if args.no_baseline
                                          else [BASELINE])
-    results = {}
-    runners = {}
-    for variant in args.variants:
+    for variant in args.variants:    # build + preprocess once, before workers
         arrays, prep = _common.load_av_mnist(args.data, args.cache, variant,
                                              limit=args.limit)
         print(f"[{variant}] data ready ({len(arrays['train']['label'])} "
               f"train / {len(arrays['test']['label'])} test; built and "
               f"preprocessed in {prep:.1f} s)", file=sys.stderr, flush=True)
-        results[variant] = {}
-        audio_shape = arrays["train"]["audio"].shape[1:]
-        steps = epochs[variant] * math.ceil(len(arrays["train"]["label"])
-                                            / args.batch_size)
-        for name in models:
-            runner = runners.setdefault(name, _common.SeedRunner(None))
-            runner.build = make_builder(name, audio_shape, steps, args)
-            accs, times = [], []
-            for seed in args.seeds:
-                acc, epoch_times, params = runner.run(
-                    seed, (tuple(audio_shape), steps), arrays["train"],
-                    arrays["test"], "label", epochs[variant],
-                    args.batch_size)
-                accs.append(acc)
-                times += epoch_times
-                print(f"[{variant}] {name} seed {seed}: accuracy {acc:.4f}, "
-                      f"epochs {' '.join(f'{t:.1f}' for t in epoch_times)} s"
-                      f" (elapsed {time.perf_counter() - wall:.0f} s)",
-                      file=sys.stderr, flush=True)
-            mean, std = _common.mean_std(accs)
-            results[variant][name] = {
-                "mean": mean, "std": std, "runs": accs,
-                "seconds_per_epoch": statistics.median(times),
-                "params": params}
+        del arrays
+    # The most expensive models first: the workers finish closer together.
+    order = sorted(models, key=lambda n: -COST_RANK.get(n, 0))
+    results = {v: {} for v in args.variants}
+    for name, per_variant in _common.run_tasks(
+            train_model, order, workers, _init_worker,
+            (args, epochs, threads, time.time())):
+        for variant, r in per_variant.items():
+            results[variant][name] = r
 
     header = ["model"]
     for variant in args.variants:

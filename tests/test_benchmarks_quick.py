@@ -92,9 +92,22 @@ def test_train_throughput_quick(shared_data, tmp_path):
         result["toolkit_sps"] / result["plain_keras_sps"], rel=0.5)
 
 
+@pytest.mark.slow
+def test_input_pipeline_quick(shared_data, tmp_path):
+    result = quick("input_pipeline.py", shared_data, tmp_path)
+    for key in ("pipeline_eps", "python_eps", "ratio", "train_eps",
+                "headroom"):
+        value = result[key]
+        assert isinstance(value, float) and math.isfinite(value) \
+            and value > 0, f"{key} = {value!r}"
+    assert result["ratio"] == pytest.approx(
+        result["pipeline_eps"] / result["python_eps"], rel=1e-2)
+
+
 @pytest.mark.parametrize("name", ["accuracy_av_mnist.py",
                                   "accuracy_basicmotions.py",
-                                  "train_throughput.py"])
+                                  "train_throughput.py",
+                                  "input_pipeline.py"])
 def test_absent_data_exits_zero_with_a_message(name, tmp_path):
     missing = tmp_path / "no_such_data"
     proc = run_script(name, "--quick", "--data", str(missing), "--cache",

@@ -323,3 +323,28 @@ def test_scoreboard_table():
     assert lines[0].split() == ["model", "split", "loss", "label_accuracy"]
     assert lines[2].split() == ["fused", "test", "0.5000", "0.7500"]
     assert lines[3].split() == ["image", "only", "test", "0.9000", "0.5000"]
+
+
+def test_rerun_after_a_failure_past_training_does_not_retrain(tmp_path):
+    """Backups live until the whole command is done: when a later step
+    fails (here the export), the same command restores the trained model
+    instead of training again."""
+    from keras_mm.training import train
+
+    recipe = tiny_recipe(tmp_path / "demo", name="late", epochs=2,
+                         deterministic=True)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the export folder should be")
+    recipe["export"] = {"base_dir": os.fspath(blocker)}
+    with pytest.raises(OSError):
+        train(recipe, runs_dir=tmp_path / "runs", verbose=0)
+    run_dir = tmp_path / "runs" / "late"
+    assert (run_dir / "backup" / "training_metadata.json").exists()
+    first = json.load(open(run_dir / "metrics.json"))
+
+    result = train(recipe, runs_dir=tmp_path / "runs", export=False,
+                   verbose=2)
+    assert result.resumed_from_epoch == 2 and result.stopped_epoch == 2
+    assert len(result.history["loss"]) == 2
+    assert result.metrics == first
+    assert not (run_dir / "backup").exists()

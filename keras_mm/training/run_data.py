@@ -8,9 +8,9 @@
 - `save_preprocessors` / `load_preprocessors`: `preprocessors.json`;
 - `make_pipeline(...)`: a `keras_mm.data.Pipeline` for one split;
 - `epoch_dataset(...)`: the training batches of epochs `initial_epoch..`,
-  where epoch `k`'s shuffle order depends only on `(seed, k)` - so a run
-  resumed from a backup at epoch `k` sees the batches an uninterrupted run
-  sees;
+  where epoch `k`'s shuffle order and augmentation draws depend only on
+  `(seed, k)` - so a run resumed from a backup at epoch `k` sees the
+  batches an uninterrupted run sees;
 - `golden_examples(pipeline, n)`: raw request values of `n` examples, for
   the export.
 
@@ -283,9 +283,37 @@ def count_batches(dataset):
 
 
 def epoch_seed(seed, epoch):
-    """The shuffle seed of epoch `epoch` (a tensor in, a tensor out)."""
-    return tf.cast(seed, tf.int64) * _EPOCH_SEED_STRIDE + \
-        tf.cast(epoch, tf.int64)
+    """The seed of epoch `epoch`: shuffle order and augmentation draws."""
+    return int(seed) * _EPOCH_SEED_STRIDE + int(epoch)
+
+
+def _concatenate(parts):
+    """`parts[0].concatenate(parts[1])...` as a balanced tree (shallow)."""
+    while len(parts) > 1:
+        parts = [parts[i].concatenate(parts[i + 1]) if i + 1 < len(parts)
+                 else parts[i] for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _one_epoch(pipeline, batch_size, seed, steps, options):
+    """One epoch's pass, built inside a one-element `flat_map`.
+
+    The shuffle's seed generator is then created inside a function, so a
+    distribution strategy that clones the dataset (rebatching for its
+    replicas) keeps the order; a top-level `shuffle(...,
+    reshuffle_each_iteration=True)` gets another order in the clone.
+    """
+    @tf.autograph.experimental.do_not_convert
+    def build(_):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*from outer graph")
+            return pipeline.dataset(batch_size, seed=seed,
+                                    **options).take(steps)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*from outer graph")
+        return tf.data.Dataset.from_tensors(
+            tf.constant(0, tf.int64)).flat_map(build)
 
 
 def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
@@ -293,11 +321,19 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
                   deterministic=True):
     """Training batches of epochs `initial_epoch .. epochs - 1`, in order.
 
-    Each epoch is one pass of `pipeline.dataset(..., shuffle=True,
-    seed=epoch_seed(seed, k), training=True)`: the order of epoch `k` does
-    not depend on how many epochs this process ran before, so a run resumed
-    at epoch `k` gets the same batches as an uninterrupted one. Give
-    `steps_per_epoch` (returned) to `fit`.
+    Epoch `k` is its own pass of `pipeline.dataset(..., training=True,
+    shuffle=..., seed=epoch_seed(seed, k))`, built under
+    `tf.random.set_seed(epoch_seed(seed, k))`: its shuffle order AND the
+    draws of the preprocessors' random augmentations (crops, flips...)
+    depend only on `(seed, k)`, not on how many epochs this process ran
+    before. A run resumed at epoch `k` thus gets exactly the batches of an
+    uninterrupted run. (One dataset re-iterated by `fit` would repeat the
+    same augmentation draws every epoch and restart its shuffle sequence
+    after a restart; one `flat_map` over the epochs carries the random
+    state of the augmentations from epoch to epoch.) Give the returned
+    `steps_per_epoch` to `fit`.
+
+    A `"memory"` cache is not used here (each epoch is a separate pass).
 
     Returns:
         `(dataset, steps_per_epoch)`.
@@ -305,7 +341,7 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
     options = dict(training=True, shuffle=max(int(shuffle_buffer), 1),
                    drop_remainder=drop_remainder, prefetch=False,
                    deterministic=deterministic,
-                   cache=None if not cache else cache)
+                   cache=None if cache in (None, False, "memory") else cache)
     pipeline.validate()
     steps = count_batches(pipeline.dataset(batch_size, seed=seed, **options))
     if steps == 0:
@@ -313,21 +349,15 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
             f"the train split gives no batch of {batch_size} examples "
             f"(drop_remainder={drop_remainder}); lower training.batch_size",
             file=pipeline.source_name)
-
-    @tf.autograph.experimental.do_not_convert
-    def one_epoch(epoch):
-        graph = tf.compat.v1.get_default_graph()
-        if graph.seed == 0:
-            # tf's seed logic tests `(global, op) == (0, 0)` in Python,
-            # which fails for a tensor op seed under a global seed of 0.
-            graph.seed = _EPOCH_SEED_STRIDE
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*from outer graph")
-            return pipeline.dataset(batch_size,
-                                    seed=epoch_seed(seed, epoch), **options)
-
-    epochs_ds = tf.data.Dataset.range(int(initial_epoch), int(epochs))
-    dataset = epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    parts = []
+    for epoch in range(int(initial_epoch), int(epochs)):
+        tf.random.set_seed(epoch_seed(seed, epoch))
+        parts.append(_one_epoch(pipeline, batch_size, epoch_seed(seed, epoch),
+                                steps, options))
+    tf.random.set_seed(seed)
+    if not parts:            # nothing left to train: an empty pass
+        parts = [pipeline.dataset(batch_size, **options).take(0)]
+    dataset = _concatenate(parts).prefetch(tf.data.AUTOTUNE)
     dataset_options = tf.data.Options()
     dataset_options.deterministic = bool(deterministic)
     return dataset.with_options(dataset_options), steps

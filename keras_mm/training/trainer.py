@@ -458,8 +458,8 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
         _check_resumable(recipe, recipe_path, backup_dir)
         initial_epoch = resume_epoch
         _say(verbose, f"resuming {recipe['name']} from the backup in "
-             f"{backup_dir}: epoch {initial_epoch + 1} of "
-             f"{training['epochs']}")
+             f"{backup_dir}: epoch {min(initial_epoch + 1, training['epochs'])}"
+             f" of {training['epochs']}")
     save_recipe(recipe, recipe_path)
 
     # Data and preprocessors.
@@ -541,8 +541,11 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
                  "logs are written")
     callbacks.extend(extra_callbacks or ())
     if training["backup"]:
+        # Kept until the whole command is done (`_finish`): a kill during
+        # the evaluation, the scoreboard runs or the export resumes there.
         callbacks.append(RunBackup(
-            backup_dir, save_freq=training["backup"]["save_freq"]))
+            backup_dir, save_freq=training["backup"]["save_freq"],
+            delete_checkpoint=False))
 
     epochs = training["epochs"]
     if stopper is not None and stopper.replay().stopped:
@@ -550,7 +553,15 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
     for note in plan.notes:
         _say(verbose, note)
     fit_verbose = verbose if plan.is_chief else 0
-    if plan.use_custom_loop:
+    if initial_epoch >= epochs:
+        # Training had finished before the kill (in a later step of the
+        # command): restore the final state, train nothing.
+        _say(verbose, f"{recipe['name']}: training had finished; restoring "
+             "its final state from the backup")
+        finished = keras.callbacks.CallbackList(callbacks, model=model)
+        finished.on_train_begin()
+        finished.on_train_end()
+    elif plan.use_custom_loop:
         fit_distributed(model, train_ds, epochs=epochs,
                         validation_data=val_ds, callbacks=callbacks,
                         strategy=plan.strategy, initial_epoch=initial_epoch,
@@ -575,7 +586,6 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
                          stopped_epoch=epochs_run, is_chief=plan.is_chief,
                          model=model)
     if not plan.is_chief:
-        shutil.rmtree(work_dir, ignore_errors=True)
         return result, preprocessors, spec, None
 
     # Evaluation (one device, the best checkpoint) and artifacts.
@@ -665,6 +675,7 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
                     result.scoreboard.extend(scoreboard_rows(
                         sub_result.metrics, f"{name} only"))
         if not plan.is_chief:
+            _finish(run_dir, plan)
             return result
         if result.scoreboard:
             run_artifacts.write_json(
@@ -678,7 +689,23 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
                 verify=verify and recipe["export"]["verify"],
                 report_dir=run_dir)
             _say(verbose, f"exported to {result.export_path}")
+        _finish(run_dir, plan)
     return result
+
+
+def _finish(run_dir, plan):
+    """Removes the backups of a completed command (and, on a non-chief
+    worker, its private folder)."""
+    unimodal = os.path.join(run_dir, UNIMODAL_DIR)
+    folders = [run_dir] + ([os.path.join(unimodal, name)
+                            for name in sorted(os.listdir(unimodal))]
+                           if os.path.isdir(unimodal) else [])
+    kind, index = _tf_config_task()
+    for folder in folders:
+        if plan.is_chief:
+            _remove(os.path.join(folder, BACKUP_DIR))
+        else:
+            _remove(os.path.join(folder, f".{kind}-{index}"))
 
 
 def _export(model, preprocessors, recipe, spec, name=None, base_dir=None,
