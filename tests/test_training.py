@@ -97,6 +97,7 @@ def test_train_end_to_end_writes_the_run_folder(tmp_path, capsys):
     recipe["evaluation"]["compare_unimodal"] = True
     recipe["export"] = {"base_dir": os.fspath(tmp_path / "saved"),
                         "golden_examples": 2}
+    recipe["training"]["runs_dir"] = os.fspath(tmp_path / "runs")
     path = write_recipe(tmp_path / "e2e.yaml", recipe)
 
     result = train(path, overrides=["training.batch_size=8"],
@@ -107,7 +108,7 @@ def test_train_end_to_end_writes_the_run_folder(tmp_path, capsys):
     assert os.path.exists(tmp_path / "demo" / "train.csv")  # generated
 
     # Early stopping stopped after 2 of 4 epochs; the history has 2 rows.
-    assert result.stopped_epoch == 2
+    assert result.epochs_run == 2
     with open(os.path.join(run_dir, "history.csv")) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
@@ -147,7 +148,8 @@ def test_train_end_to_end_writes_the_run_folder(tmp_path, capsys):
     events = [f for _, _, files in os.walk(os.path.join(run_dir,
                                                         "tensorboard"))
               for f in files if f.startswith("events.out.tfevents")]
-    assert events
+    assert events, ("no TensorBoard events: is the tensorboard package "
+                    "installed (setup.cfg install_requires)?")
     saved = load_recipe(os.path.join(run_dir, "recipe.yaml"))
     assert saved["training"]["batch_size"] == 8
     assert saved["inputs"].keys() == recipe["inputs"].keys()
@@ -165,6 +167,10 @@ def test_train_end_to_end_writes_the_run_folder(tmp_path, capsys):
                                                   abs=1e-6)
     assert again["test"]["heads"]["label"]["confusion_matrix"] == \
         metrics["test"]["heads"]["label"]["confusion_matrix"]
+    by_recipe = evaluate(path, splits=["val"],
+                         checkpoint=result.best_checkpoint)
+    assert by_recipe["val"]["loss"] == pytest.approx(metrics["val"]["loss"],
+                                                     abs=1e-6)
     _, loaded, preprocessors = load_run(run_dir)
     assert list(preprocessors) == ["text", "sensor"]
     for a, b in zip(loaded.get_weights(), model.get_weights()):
@@ -344,7 +350,41 @@ def test_rerun_after_a_failure_past_training_does_not_retrain(tmp_path):
 
     result = train(recipe, runs_dir=tmp_path / "runs", export=False,
                    verbose=2)
-    assert result.resumed_from_epoch == 2 and result.stopped_epoch == 2
+    assert result.resumed_from_epoch == 2 and result.epochs_run == 2
     assert len(result.history["loss"]) == 2
     assert result.metrics == first
     assert not (run_dir / "backup").exists()
+
+
+def test_train_from_tfrecords(tmp_path):
+    """TFRecord splits: adapting on raw records, batch counts from the
+    shards' features.json, golden export requests read from the records."""
+    from keras_mm.data import convert_manifest_to_tfrecords
+    from keras_mm.datasets import make_demo_dataset
+    from keras_mm.training import train
+
+    make_demo_dataset(tmp_path / "demo", num_train=20, num_val=8,
+                      num_test=8)
+    recipe = tiny_recipe(tmp_path / "demo", name="records", epochs=1,
+                         generate=False)
+    for split in ("train", "val", "test"):
+        convert_manifest_to_tfrecords(
+            os.fspath(tmp_path / "demo" / f"{split}.csv"),
+            os.fspath(tmp_path / "records" / split), num_shards=2,
+            columns=["text", "sensor", "label"], file_columns=["sensor"],
+            progress=False)
+        recipe["data"]["splits"][split] = os.fspath(
+            tmp_path / "records" / split)
+    recipe["data"]["format"] = "tfrecord"
+    recipe["export"] = {"base_dir": os.fspath(tmp_path / "saved"),
+                        "golden_examples": 3, "verify": False}
+    result = train(recipe, runs_dir=tmp_path / "runs", verbose=0)
+    info = json.load(open(os.path.join(result.run_dir, "run.json")))
+    assert info["steps_per_epoch"] == 3                      # ceil(20 / 8)
+    assert result.metrics["test"]["num_examples"] == 8
+    vocab = json.load(open(os.path.join(result.run_dir,
+                                        "preprocessors.json")))
+    assert len(vocab["text"]["config"]["vocab"]) > 10      # adapted
+    meta = json.load(open(os.path.join(result.export_path, "assets.extra",
+                                       "keras_mm.json")))
+    assert meta["golden"]["num_examples"] == 3

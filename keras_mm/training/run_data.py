@@ -273,11 +273,20 @@ def make_pipeline(recipe, split, preprocessors, spec, input_names=None,
         input_names=input_names)
 
 
-def count_batches(dataset):
-    """Number of batches of one pass (from the cardinality when known)."""
+def count_batches(dataset, pipeline=None, batch_size=None,
+                  drop_remainder=False):
+    """Number of batches of one pass: the dataset's cardinality when
+    known, else from the pipeline's example count (TFRecords with their
+    `features.json`), else by reading one pass."""
     n = int(dataset.cardinality())
     if n >= 0:
         return n
+    total = pipeline.num_examples() if pipeline is not None else None
+    if total is not None and batch_size:
+        decisions = getattr(pipeline, "_decisions", None) or {}
+        total -= len(decisions.get("skip", ()))
+        return total // batch_size if drop_remainder else \
+            -(-total // batch_size)
     return int(dataset.reduce(tf.constant(0, tf.int64),
                               lambda count, _: count + 1))
 
@@ -343,7 +352,8 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
                    deterministic=deterministic,
                    cache=None if cache in (None, False, "memory") else cache)
     pipeline.validate()
-    steps = count_batches(pipeline.dataset(batch_size, seed=seed, **options))
+    steps = count_batches(pipeline.dataset(batch_size, seed=seed, **options),
+                          pipeline, batch_size, drop_remainder)
     if steps == 0:
         raise DataError(
             f"the train split gives no batch of {batch_size} examples "
@@ -364,9 +374,17 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
 
 
 def eval_dataset(pipeline, batch_size, drop_remainder=False):
-    """Batches of a split in file order, without augmentation."""
-    return pipeline.dataset(batch_size, training=False, shuffle=False,
-                            drop_remainder=drop_remainder)
+    """Batches of a split in file order, without augmentation (with its
+    number of batches known where the files tell it, so that Keras does
+    not warn of data running out)."""
+    dataset = pipeline.dataset(batch_size, training=False, shuffle=False,
+                               drop_remainder=drop_remainder)
+    if int(dataset.cardinality()) < 0 and pipeline.num_examples() is not None:
+        batches = count_batches(dataset, pipeline, batch_size,
+                                drop_remainder)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+            batches))
+    return dataset
 
 
 def golden_examples(pipeline, count):

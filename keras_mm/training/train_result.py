@@ -22,8 +22,8 @@ class TrainResult:
             (`best.keras`, or `final.keras` without checkpointing).
         resumed_from_epoch: the epoch a killed run was resumed at (0 for a
             fresh run).
-        stopped_epoch: number of epochs run in all (less than
-            `training.epochs` when early stopping stopped the run).
+        epochs_run: number of epochs run in all, resumed ones included
+            (less than `training.epochs` when early stopping stopped).
         is_chief: False on the non-chief workers of a multi-worker run
             (they train but write, evaluate and export nothing).
         model: the trained model in memory (distributed variables under a
@@ -39,7 +39,7 @@ class TrainResult:
     scoreboard: list = dataclasses.field(default_factory=list)
     best_checkpoint: typing.Optional[str] = None
     resumed_from_epoch: int = 0
-    stopped_epoch: int = 0
+    epochs_run: int = 0
     is_chief: bool = True
     model: typing.Any = dataclasses.field(default=None, repr=False)
     unimodal: dict = dataclasses.field(default_factory=dict)

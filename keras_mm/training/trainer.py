@@ -40,15 +40,19 @@ unimodal/<input>/      the single-modality runs of the scoreboard
 ```
 
 Resuming: a run killed at any point is resumed by the same command. The
-backup is written at the end of each epoch (`training.backup.save_freq:
-epoch`, the default) after the history row, the best checkpoint and the
-early-stopping state, so the resumed run restarts the interrupted epoch
-from the weights, optimizer and random state of the previous epoch end,
-with the same batches (`run_data.epoch_dataset`), the same early-stopping
-and checkpoint state, and ends with the same metrics as an uninterrupted
-run when `training.deterministic` is on. (With an integer `save_freq`
-Keras restarts the interrupted epoch from its first batch with the
-mid-epoch weights, so the result is close but not identical.)
+backup (`RunBackup`) is written at the end of each epoch
+(`training.backup.save_freq: epoch`, the default) after the history row,
+the best checkpoint and the early-stopping state, so the resumed run
+restarts the interrupted epoch from the weights, optimizer and random
+state (dropout seeds) of the previous epoch end, with the same batches and
+augmentation draws (`run_data.epoch_dataset`), the same early-stopping and
+checkpoint state, and ends with the same metrics as an uninterrupted run
+when `training.deterministic` is on. Backups are removed only when the
+whole command has succeeded: a kill during the evaluation, the scoreboard
+runs or the export restores the trained model instead of training again.
+(With an integer `save_freq` Keras restarts the interrupted epoch from its
+first batch with the mid-epoch weights, so the result is close but not
+identical.)
 """
 
 import contextlib
@@ -550,8 +554,6 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
     epochs = training["epochs"]
     if stopper is not None and stopper.replay().stopped:
         epochs = initial_epoch      # it had stopped before the kill
-    for note in plan.notes:
-        _say(verbose, note)
     fit_verbose = verbose if plan.is_chief else 0
     if initial_epoch >= epochs:
         # Training had finished before the kill (in a later step of the
@@ -583,7 +585,7 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
     result = TrainResult(run_dir=run_dir, metrics={}, history=history,
                          best_checkpoint=checkpoint,
                          resumed_from_epoch=initial_epoch,
-                         stopped_epoch=epochs_run, is_chief=plan.is_chief,
+                         epochs_run=epochs_run, is_chief=plan.is_chief,
                          model=model)
     if not plan.is_chief:
         return result, preprocessors, spec, None
@@ -655,6 +657,12 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
         verbose = 0
     run_dir = os.path.join(training["runs_dir"], recipe["name"])
     os.makedirs(run_dir, exist_ok=True)
+
+    for note in plan.notes:
+        _say(verbose, note)
+    if recipe["data"]["cache"] == "memory":
+        log.info("data.cache: memory is not used for training: each epoch "
+                 "is its own seeded pass (see run_data.epoch_dataset)")
 
     with _global_state(plan.precision, training["deterministic"]):
         result, preprocessors, spec, eval_model = _run(
