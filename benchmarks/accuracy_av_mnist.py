@@ -9,8 +9,9 @@ computed in the preprocessor, so the audio tower runs with
 
 Models, all from `keras_mm.build_model` specs except the reference
 baseline:
-- `image_only`, `audio_only`: `keras_mm.build_unimodal_spec` of the concat
-  spec (same tower, trunk and head, no fusion);
+- `image_only`, `audio_only`: the concat spec reduced to one input (same
+  tower, trunk and head, no fusion: what `keras_mm.build_unimodal_spec`
+  gives);
 - one model per fusion type: concat, weighted, gated, attention, tensor,
   low_rank, joint_transformer, cross_attention, film (the builder gives
   each fusion the tower outputs it takes: vectors, token sequences, or the
@@ -26,8 +27,14 @@ baseline:
 Each model is trained from 3 seeds; the table gives test accuracy mean ±
 std (population std over seeds) and training seconds per epoch (the
 median wall time of an epoch over all epochs and seeds: one-time graph
-tracing left out). The last line
-is one JSON object (accuracies as fractions, means over seeds).
+tracing left out). The last line is one JSON object (accuracies as
+fractions, means over seeds).
+
+Timing: these models are too small for TensorFlow to keep two cores busy,
+so by default two worker processes (one per core, 1 TensorFlow thread
+each) train two models side by side; the seconds per epoch are those of
+one single-threaded training with the other core busy. `--workers 1`
+trains one model at a time with TensorFlow's default threads.
 
 Usage:
     python benchmarks/accuracy_av_mnist.py            # full (< 15 min, 2 cores)
@@ -74,7 +81,7 @@ FUSION_OVERRIDES = {"gated": {"activation": "linear"}}
 BN_MOMENTUM = 0.9
 # The same number of epochs for both variants: each model type's training
 # graph is then traced once for the whole run (see _common.SeedRunner).
-EPOCHS = {"clean": 4, "degraded": 4}
+EPOCHS = {"clean": 3, "degraded": 3}
 BATCH_SIZE = 64
 LEARNING_RATE = 5e-3
 BASELINE_LR = 0.1

@@ -1,7 +1,9 @@
 """Several replicas reach the weights of one device on the same global batch.
 
 - `MirroredStrategy` over 2 logical CPU devices (configured before
-  TensorFlow starts, hence a subprocess), through `model.fit`;
+  TensorFlow starts, hence a subprocess), through `model.fit`, and through
+  the keras_mm distributed loop for a model with a boolean (mask) input,
+  where `model.fit` fails in Keras 3.15;
 - `MultiWorkerMirroredStrategy` with 2 worker processes on 127.0.0.1
   (`TF_CONFIG` per process), through the keras_mm distributed loop
   (`model.fit` fails there in Keras 3.15), started by the test and killed
@@ -110,10 +112,18 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     make_demo_dataset(tmp_path / "demo", num_train=32, num_val=16,
                       num_test=16)
     _, recipe_path = _recipe(tmp_path, checkpoint=False, backup=False)
+    # With a boolean input (the sensor's step mask) `model.fit` fails under
+    # MirroredStrategy in Keras 3.15; the trainer then takes the
+    # distributed loop.
+    mask = ["inputs.sensor.mask=true"]
     runs = [{"overrides": ["training.strategy=mirrored", "name=mirrored"],
              "out": os.fspath(tmp_path / "mirrored.npz")},
             {"overrides": ["training.strategy=default", "name=single"],
-             "out": os.fspath(tmp_path / "single.npz")}]
+             "out": os.fspath(tmp_path / "single.npz")},
+            {"overrides": ["training.strategy=mirrored", "name=mirrored_mask"]
+             + mask, "out": os.fspath(tmp_path / "mirrored_mask.npz")},
+            {"overrides": ["training.strategy=default", "name=single_mask"]
+             + mask, "out": os.fspath(tmp_path / "single_mask.npz")}]
     _run_script(tmp_path, {"recipe": recipe_path, "runs": runs,
                            "runs_dir": os.fspath(tmp_path / "runs"),
                            "logical_cpus": 2}, _env(), timeout=420)
@@ -125,6 +135,11 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     assert single_info["num_replicas"] == 1
     _assert_same_weights(_weights(tmp_path / "mirrored.npz"),
                          _weights(tmp_path / "single.npz"))
+    info = json.load(open(tmp_path / "runs" / "mirrored_mask" / "run.json"))
+    assert info["num_replicas"] == 2 and info["custom_loop"] is True
+    assert "boolean inputs (sensor_mask)" in " ".join(info["notes"])
+    _assert_same_weights(_weights(tmp_path / "mirrored_mask.npz"),
+                         _weights(tmp_path / "single_mask.npz"))
     # Both runs did train (untrained models would match trivially).
     history = json.load(open(tmp_path / "mirrored.npz.json"))["history"]
     assert len(history["loss"]) == 2

@@ -51,6 +51,13 @@ def fit_distributed(model, x, *, epochs=1, validation_data=None,
     strategy = strategy or model.distribute_strategy
     if verbose == "auto":
         verbose = 1
+    if isinstance(x, tf.data.Dataset):
+        # Create the optimizer, loss and metric variables now, in the
+        # strategy's scope, from the batch signature (as `fit` does): created
+        # lazily inside the distributed step they fail under
+        # MirroredStrategy ("You must feed a value for placeholder ...").
+        with strategy.scope():
+            model._symbolic_build(data_batch=x.element_spec)
     train = _distribute(strategy, x)
     val = _distribute(strategy, validation_data) \
         if validation_data is not None else None

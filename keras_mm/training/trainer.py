@@ -12,8 +12,9 @@ Steps of `train`:
    (`preprocessors.json`);
 5. build and compile the model in the strategy's scope (input shapes and
    vocabulary sizes from the fitted preprocessors);
-6. fit (`model.fit`, or `fit_distributed` under
-   `MultiWorkerMirroredStrategy`, where `model.fit` fails in Keras 3.15)
+6. fit (`model.fit`, or `fit_distributed` where `model.fit` fails in
+   Keras 3.15: under `MultiWorkerMirroredStrategy`, and under any
+   multi-replica strategy for models with boolean (mask) inputs)
    with backup-and-restore, best checkpoint, early stopping, the learning
    rate schedule, TensorBoard and CSV logs; a progress bar on a terminal,
    one line per epoch otherwise;
@@ -555,6 +556,18 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
     if stopper is not None and stopper.replay().stopped:
         epochs = initial_epoch      # it had stopped before the kill
     fit_verbose = verbose if plan.is_chief else 0
+    custom_loop, notes = plan.use_custom_loop, list(plan.notes)
+    bool_inputs = [t.name.split(":")[0] for t in model.inputs
+                   if keras.backend.standardize_dtype(t.dtype) == "bool"]
+    if not custom_loop and plan.num_replicas > 1 and bool_inputs:
+        # Keras 3.15's fit under a multi-replica strategy averages the first
+        # batch (`_maybe_symbolic_build`): boolean inputs fail ("AddN" of
+        # bool). The distributed loop never does that.
+        custom_loop = True
+        notes.append(f"model.fit fails under {type(plan.strategy).__name__}"
+                     f" with boolean inputs ({', '.join(bool_inputs)}) in "
+                     "Keras 3.15; using the keras_mm distributed loop")
+        _say(verbose, notes[-1])
     if initial_epoch >= epochs:
         # Training had finished before the kill (in a later step of the
         # command): restore the final state, train nothing.
@@ -563,7 +576,7 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
         finished = keras.callbacks.CallbackList(callbacks, model=model)
         finished.on_train_begin()
         finished.on_train_end()
-    elif plan.use_custom_loop:
+    elif custom_loop:
         fit_distributed(model, train_ds, epochs=epochs,
                         validation_data=val_ds, callbacks=callbacks,
                         strategy=plan.strategy, initial_epoch=initial_epoch,
@@ -605,7 +618,7 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
         "name": recipe["name"], "strategy": plan.kind,
         "num_replicas": plan.num_replicas, "precision": plan.precision,
         "steps_per_execution": plan.steps_per_execution,
-        "custom_loop": plan.use_custom_loop, "notes": list(plan.notes),
+        "custom_loop": custom_loop, "notes": notes,
         "steps_per_epoch": steps, "epochs": training["epochs"],
         "epochs_run": epochs_run, "resumed_from_epoch": initial_epoch,
         "checkpoint": os.path.basename(checkpoint)})
