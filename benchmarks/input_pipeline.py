@@ -17,7 +17,6 @@ Prints a markdown table, then on its last line:
 Targets on 2 CPU cores: ratio >= 3 and headroom >= 2.
 """
 
-import io
 import pathlib
 import sys
 import time
