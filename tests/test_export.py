@@ -914,3 +914,17 @@ def test_verify_reports_a_folder_without_a_savedmodel(tmp_path):
     report = verify(tmp_path)
     assert not report["ok"]
     assert "no saved_model.pb" in report["error"]
+
+
+def test_atomic_write_text_gives_readable_file_and_no_leftovers(tmp_path):
+    from keras_mm.serving.atomic import atomic_write_text
+    target = tmp_path / "sub" / "models.config"
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(str(target), "model_config_list {}\n")
+    finally:
+        os.umask(old)
+    assert target.read_text() == "model_config_list {}\n"
+    assert (target.stat().st_mode & 0o777) == 0o644   # not mkstemp's 0600
+    assert sorted(p.name for p in target.parent.iterdir()) == \
+        ["models.config"]

@@ -25,8 +25,10 @@ class Preprocessor:
 
     The two execution paths, which give the same values for the same raw
     bytes:
-    - training: `dataset.map(lambda r: pre.parse(r, training))`, then
-      `.batch(B)`, then `.map(lambda b: pre.transform(b, training))`;
+    - training (`keras_mm.data.Pipeline`): the raw rows are batched, then
+      each batch goes through `transform(tf.map_fn(parse, batch))` in one
+      parallel `dataset.map` (with `cache`, parsed examples are cached
+      before `transform`);
     - serving: `pre(raw_batch)` = `transform(tf.map_fn(parse, raw_batch))`
       inside the exported `tf.function`.
 

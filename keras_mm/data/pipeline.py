@@ -2,11 +2,19 @@
 
     source (CSV / JSONL manifest, or TFRecord shards)
       -> bad-input check (once, before the graph is built; see bad_input.py)
-      -> read files + `parse` each example (parallel map, AUTOTUNE)
-      -> cache (optional: memory or file) -> shuffle (seeded)
+      -> shuffle the rows / records (seeded; cheap: nothing is decoded yet)
       -> batch (`drop_remainder` for static shapes)
-      -> `transform` the batch (`training` flag) -> presence mask
+      -> one parallel map per batch: read the files and `parse` each
+         example (`tf.map_fn`), then `transform` the batch (`training`
+         flag) -> presence mask
       -> tf.data service (optional) -> prefetch
+
+This is the serving function's composition, `transform(map_fn(parse, raw))`.
+Looping over the examples of a batch inside the graph costs far less per
+example than one tf.data function call per example, and the expensive
+feature maps (the STFT of log-mel, image augmentation) run batched. With
+`cache`, parsed examples are cached (the batches are split again), then
+shuffled, batched and transformed.
 
 A dataset yields `(features, labels)`: `features` keyed like the inputs of
 `keras_mm.build_model` (`<name>`, `<name>_mask`, `<name>_numeric`,
@@ -210,6 +218,16 @@ class _Label:
                 self.classes[:20] + ["..."]
             return "unknown_label", f"{value!r} is not one of {shown}"
         return None
+
+    def spec(self):
+        """`tf.TensorSpec` of ONE encoded label (see `encode`)."""
+        if self.type == "regression":
+            return tf.TensorSpec([self.units], tf.float32)
+        if self.type == "multilabel":
+            return tf.TensorSpec([len(self.classes)], tf.float32)
+        if self.type == "binary":
+            return tf.TensorSpec([1], tf.float32)
+        return tf.TensorSpec([], tf.int32)
 
     def encode(self, value):
         """In-graph: raw value (string or float [units]) -> label tensor."""
@@ -808,6 +826,42 @@ class Pipeline:
                 "eagerly; check the preprocessors' graph code"))
         return out
 
+    # ------------------------------------------------------------ raw access
+    def raw_dataset(self):
+        """`(key, raw, labels)` per example, in source order, unchecked.
+
+        Files are read, nothing is parsed and the bad-input check is not
+        applied: for `adapt` and inspection. `raw` is keyed by column.
+        """
+        if self.manifest is not None:
+            cells, labels = self._cells_cache()
+            ds = self._manifest_dataset(list(range(len(self.manifest))),
+                                        cells, labels)
+            return ds.map(self._load_manifest_element,
+                          num_parallel_calls=AUTOTUNE)
+        files, _ = self._tfrecord_files_dataset()
+        return self._records(files, 1, True).map(
+            lambda key, serialized: self._decode_record(key,
+                                                        serialized)[:3])
+
+    def skipped_keys(self):
+        """Keys (manifest row indices) the bad-input check skips."""
+        self.validate()
+        return set(self._decisions["skip"]) if self._decisions else set()
+
+    def raw_example(self, key):
+        """`(raw, problems)` of ONE example, read eagerly.
+
+        `raw` is keyed by column; `problems` lists the manifest files that
+        could not be read (their cells are then empty). For TFRecords the
+        key is `file index * 2**40 + record index`, and a missing record
+        raises `StopIteration`.
+        """
+        if self.manifest is not None:
+            return self._eager_manifest_raw(key)
+        raw, _, _ = self._eager_record(key)
+        return raw, []
+
     def _eager_manifest_raw(self, index):
         cells, _ = self._cells_cache()
         raw, problems = {}, []
@@ -934,7 +988,9 @@ class Pipeline:
             training: passed to `parse` / `transform` (random crops and
                 augmentation only when True).
             shuffle: False, True (buffer of the whole set, at most 10000) or
-                a buffer size; shuffling happens after the cache.
+                a buffer size; the rows (or TFRecord records) are shuffled
+                before they are read, or the parsed examples after the
+                cache.
             seed: shuffle seed (same seed + `deterministic` = same order in
                 every run).
             cache: None, `"memory"` or a file path prefix (cached after
@@ -977,9 +1033,7 @@ class Pipeline:
                     input_context.num_input_pipelines > 1:
                 ds = ds.shard(input_context.num_input_pipelines,
                               input_context.input_pipeline_id)
-            ds = ds.map(self._load_manifest_element,
-                        num_parallel_calls=AUTOTUNE,
-                        deterministic=deterministic)
+            load = self._load_manifest_element
         else:
             files_ds, shard_records = self._tfrecord_files_dataset(
                 input_context)
@@ -992,12 +1046,11 @@ class Pipeline:
                 skip_keys = tf.constant(skip, tf.int64)
                 ds = ds.filter(lambda k, s: tf.logical_not(
                     _in_sorted(k, skip_keys)))
-            ds = ds.map(self._decode_record, num_parallel_calls=AUTOTUNE,
-                        deterministic=deterministic)
             blank_keys = {c: tf.constant(k, tf.int64)
                           for c, k in blank.items()}
 
-            def drop_extra(key, raw, labels, extra):
+            def load(element):
+                key, raw, labels, _ = self._decode_record(*element)
                 raw = dict(raw)
                 for column, keys in blank_keys.items():
                     empty = _empty_of(
@@ -1007,7 +1060,6 @@ class Pipeline:
                                           lambda e=empty: e,
                                           lambda c=column: raw[c])
                 return key, raw, labels
-            ds = ds.map(drop_extra)
 
         def parse(key, raw, labels):
             features = self._parse_inputs(raw, training)
@@ -1016,9 +1068,27 @@ class Pipeline:
             return features, {lab.head: lab.encode(labels[lab.head])
                               for lab in self.labels}
 
-        ds = ds.map(parse, num_parallel_calls=AUTOTUNE,
-                    deterministic=deterministic)
-        if cache is not None:
+        signature = self._parsed_signature()
+
+        def parse_batch(*elements):
+            # ONE element at a time, inside the graph: a while loop costs far
+            # less per example than a tf.data function call per example.
+            element = elements[0] if len(elements) == 1 else elements
+            parsed = tf.map_fn(lambda e: parse(*load(e)), element,
+                               fn_output_signature=signature)
+            return parsed if isinstance(parsed, tuple) else (parsed,)
+
+        batch_size = int(batch_size)
+        if cache is None:
+            ds = self._shuffle(ds, shuffle, seed)
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            ds = ds.map(
+                lambda *e: self._transform(parse_batch(*e), training),
+                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        else:
+            ds = ds.batch(batch_size).map(
+                parse_batch, num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic).unbatch()
             if cache == "memory":
                 ds = ds.cache()
             else:
@@ -1027,19 +1097,11 @@ class Pipeline:
                         input_context.num_input_pipelines > 1:
                     path = f"{path}-{input_context.input_pipeline_id}"
                 ds = ds.cache(path)
-        if shuffle:
-            if shuffle is True:
-                n = self.num_examples()
-                buffer = min(n if n else 10000, 10000)
-            else:
-                buffer = int(shuffle)
-            ds = ds.shuffle(max(buffer, 1), seed=seed,
-                            reshuffle_each_iteration=True)
-        ds = ds.batch(int(batch_size), drop_remainder=drop_remainder,
-                      num_parallel_calls=AUTOTUNE,
-                      deterministic=deterministic)
-        ds = ds.map(lambda *x: self._transform(x, training),
-                    num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+            ds = self._shuffle(ds, shuffle, seed)
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            ds = ds.map(lambda *x: self._transform(x, training),
+                        num_parallel_calls=AUTOTUNE,
+                        deterministic=deterministic)
         if service is not None:
             ds = ds.apply(tf.data.experimental.service.distribute(
                 processing_mode=service_mode, service=service,
@@ -1047,6 +1109,25 @@ class Pipeline:
         if prefetch:
             ds = ds.prefetch(AUTOTUNE)
         return ds.with_options(options)
+
+    def _shuffle(self, ds, shuffle, seed):
+        if not shuffle:
+            return ds
+        if shuffle is True:
+            n = self.num_examples()
+            buffer = min(n if n else 10000, 10000)
+        else:
+            buffer = int(shuffle)
+        return ds.shuffle(max(buffer, 1), seed=seed,
+                          reshuffle_each_iteration=True)
+
+    def _parsed_signature(self):
+        """The structure `parse` gives for ONE example (for `tf.map_fn`)."""
+        features = {inp.name: inp.pre.parsed_signature()
+                    for inp in self.inputs}
+        if not self.labels:
+            return features
+        return features, {lab.head: lab.spec() for lab in self.labels}
 
     def _transform(self, batch, training):
         parsed = batch[0]

@@ -179,17 +179,7 @@ def raw_examples(source, name, preprocessor, column=None):
                     columns=None if column is None else {name: column},
                     validate=False)
     (inp,) = pipe.inputs
-    if pipe.manifest is not None:
-        cells, labels = pipe._cells_cache()
-        ds = pipe._manifest_dataset(list(range(len(pipe.manifest))), cells,
-                                    labels)
-        ds = ds.map(pipe._load_manifest_element,
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.map(lambda key, raw, labels: inp.raw(raw))
-    else:
-        files, _ = pipe._tfrecord_files_dataset()
-        ds = pipe._records(files, 1, True).map(pipe._decode_record)
-        ds = ds.map(lambda key, raw, labels, extra: inp.raw(raw))
+    ds = pipe.raw_dataset().map(lambda key, raw, labels: inp.raw(raw))
     return ds.ignore_errors()
 
 
@@ -394,9 +384,7 @@ def golden_examples(pipeline, count):
         `{raw input key: list of values}` (bytes for files, str for text,
         floats for numeric columns), as `keras_mm.serving.export` takes.
     """
-    pipeline.validate()
-    skipped = set(pipeline._decisions["skip"]) if pipeline._decisions \
-        else set()
+    skipped = pipeline.skipped_keys()
     values = {}
     taken = 0
     total = pipeline.num_examples()
@@ -407,7 +395,7 @@ def golden_examples(pipeline, count):
             if key in skipped:
                 index += 1
                 continue
-            raw, problems = pipeline._eager_manifest_raw(key)
+            raw, problems = pipeline.raw_example(key)
             if problems:
                 index += 1
                 continue
@@ -417,7 +405,7 @@ def golden_examples(pipeline, count):
                 index += 1
                 continue
             try:
-                raw, _, _ = pipeline._eager_record(key)
+                raw, _ = pipeline.raw_example(key)
             except (StopIteration, tf.errors.OpError):
                 break
         for inp in pipeline.inputs:
