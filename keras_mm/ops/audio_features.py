@@ -44,7 +44,10 @@ def log_mel_spectrogram(waveform, sample_rate=8000, frame_length=256,
     stft = tf.signal.stft(waveform, frame_length=frame_length,
                           frame_step=frame_step, fft_length=fft_length,
                           pad_end=False)
-    power = tf.math.square(tf.math.abs(stft))
+    # |z|^2 as re^2 + im^2: `abs` takes a square root that `square` undoes,
+    # and costs a third of the whole feature map on CPU.
+    power = tf.math.square(tf.math.real(stft)) + \
+        tf.math.square(tf.math.imag(stft))
     mel_matrix = tf.signal.linear_to_mel_weight_matrix(
         num_mel_bins=num_mel_bins,
         num_spectrogram_bins=fft_length // 2 + 1,
