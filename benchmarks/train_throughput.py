@@ -15,8 +15,11 @@ preprocessors), without shuffling, with the same optimizer settings.
 Protocol: for `jit_compile=False` and then `jit_compile=True`, each model
 gets a warm-up `fit` (graph tracing, XLA compilation), then `--repeats`
 timed `fit` calls of `--steps` steps each, interleaved (A B B A ...) so
-that load drifts hit both alike. Steps/second is the median over repeats;
-the ratio is the median of the paired ratios toolkit / plain.
+that load drifts hit both alike. A call's steps/second runs from the end
+of its sixth step to the end of its last (a callback's timestamps: the
+iterator set-up and teardown, which at random pause 0.4-2 s, are left
+out). Steps/second is the median over repeats; the ratio is the median of
+the paired ratios toolkit / plain.
 
 Last line: `{"toolkit_sps", "plain_keras_sps", "ratio", "xla_speedup"}`
 (without XLA; `xla_speedup` = toolkit steps/s with XLA / without), plus the
@@ -36,6 +39,7 @@ from accuracy_av_mnist import (AUDIO_TOWER, BN_MOMENTUM, IMAGE_TOWER,
                                fusion_spec)
 
 QUICK = {"limit": 256, "steps": 8, "repeats": 2}
+SETTLE_STEPS = 5
 
 
 def _conv_blocks(x, tower, prefix, pairs):
@@ -178,16 +182,36 @@ def check_same_outputs(toolkit, plain, batch):
 
 
 def time_fit(model, dataset, steps):
-    start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    return steps / (time.perf_counter() - start)
+    """Steps/second of one `fit` call, from the end of its first step to
+    the end of its last one.
+
+    The start-up and the end of the call are left out: at the end of a
+    `fit`, the tf.data iterator's teardown sometimes pauses 0.4-2 s, at
+    random, whichever the model (seen on this machine), which would swamp
+    the difference being measured.
+    """
+    import keras
+
+    class StepTimes(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.times = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
+
+    times = StepTimes()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
+              callbacks=[times])
+    # The first steps after switching models are slower (caches): skipped.
+    done = times.times[min(SETTLE_STEPS, len(times.times) - 2):]
+    return (len(done) - 1) / (done[-1] - done[0])
 
 
 def main(argv=None):
     parser = _common.make_parser(__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=60,
+    parser.add_argument("--steps", type=int, default=150,
                         help="training steps per timed fit call")
-    parser.add_argument("--repeats", type=int, default=7,
+    parser.add_argument("--repeats", type=int, default=9,
                         help="timed fit calls per model and mode")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None)
