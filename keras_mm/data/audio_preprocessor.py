@@ -31,15 +31,20 @@ def decode_wav_mono(contents, sample_rate):
     return mono
 
 
-def crop_or_pad(signal, length, mode, training, random_crop, pad_value=0.0):
+def crop_or_pad(signal, length, mode, training, random_crop, pad_value=0.0,
+                seed=None):
     """Crops or pads `[N, ...]` along axis 0 to `length`.
 
-    Crops a random window when `training and random_crop`, otherwise the
-    `mode` one (`"start"` or `"center"`); pads at the end with `pad_value`.
+    Crops a random window when `training and random_crop` (a stateless draw
+    from `seed`, an int `[2]` tensor, when given), otherwise the `mode` one
+    (`"start"` or `"center"`); pads at the end with `pad_value`.
     """
     n = tf.shape(signal)[0]
     excess = tf.maximum(n - length, 0)
-    if training and random_crop:
+    if training and random_crop and seed is not None:
+        offset = tf.random.stateless_uniform(
+            [], seed=seed, minval=0, maxval=excess + 1, dtype=tf.int32)
+    elif training and random_crop:
         offset = tf.random.uniform([], 0, excess + 1, dtype=tf.int32)
     elif mode == "center":
         offset = excess // 2
@@ -168,7 +173,7 @@ class AudioPreprocessor(Preprocessor):
         return {self.name: tf.TensorSpec(shape, tf.float32),
                 self._key("_present"): tf.TensorSpec([None], tf.float32)}
 
-    def parse(self, raw, training=False):
+    def parse(self, raw, training=False, seed=None):
         raw = tf.reshape(tf.convert_to_tensor(self.select_raw(raw),
                                               tf.string), [])
         present = tf.strings.length(raw) > 0
@@ -176,7 +181,7 @@ class AudioPreprocessor(Preprocessor):
         def decode():
             mono = decode_wav_mono(raw, self.sample_rate)
             wave = crop_or_pad(mono, self.num_samples, self.crop, training,
-                               self.random_crop)
+                               self.random_crop, seed=seed)
             return tf.ensure_shape(wave, [self.num_samples])
 
         wave = tf.cond(present, decode,
@@ -184,8 +189,8 @@ class AudioPreprocessor(Preprocessor):
         return {self.name: wave,
                 self._key("_present"): tf.cast(present, tf.float32)}
 
-    def transform(self, parsed, training=False):
-        del training
+    def transform(self, parsed, training=False, seed=None):
+        del training, seed
         wave = tf.cast(parsed[self.name], tf.float32)
         present = tf.cast(parsed[self._key("_present")], tf.float32)
         if self.features == "waveform":

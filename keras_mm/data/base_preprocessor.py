@@ -112,18 +112,26 @@ class Preprocessor:
 
     # -- graph code ----------------------------------------------------------
 
-    def parse(self, raw, training=False):
+    def parse(self, raw, training=False, seed=None):
         """ONE raw example -> dict of fixed-shape tensors (parsed_signature).
 
         Args:
             raw: the raw value, or a dict holding this preprocessor's raw
                 keys.
             training: Python bool; random crops happen only when True.
+            seed: None, or an int `[2]` tensor: the random draws of training
+                (crops) are then stateless functions of it. `Pipeline` gives
+                one per example, so that the draws do not depend on thread
+                timing, batching or the number of replicas.
         """
         raise NotImplementedError
 
-    def transform(self, parsed, training=False):
-        """Batched parsed dict -> model-ready dict (see output_signature)."""
+    def transform(self, parsed, training=False, seed=None):
+        """Batched parsed dict -> model-ready dict (see output_signature).
+
+        `seed`: None, or an int `[2]` tensor for the batch's random
+        augmentation draws (stateless), as in `parse`.
+        """
         raise NotImplementedError
 
     def __call__(self, raw_batch, training=False):

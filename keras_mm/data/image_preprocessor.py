@@ -200,8 +200,8 @@ class ImagePreprocessor(Preprocessor):
             self._key("_present"): tf.TensorSpec([None], tf.float32),
         }
 
-    def parse(self, raw, training=False):
-        del training  # augmentation happens batched, in transform
+    def parse(self, raw, training=False, seed=None):
+        del training, seed  # augmentation happens batched, in transform
         raw = tf.reshape(tf.convert_to_tensor(self.select_raw(raw),
                                               tf.string), [])
         present = tf.strings.length(raw) > 0
@@ -217,11 +217,11 @@ class ImagePreprocessor(Preprocessor):
         return {self.name: image,
                 self._key("_present"): tf.cast(present, tf.float32)}
 
-    def transform(self, parsed, training=False):
+    def transform(self, parsed, training=False, seed=None):
         images = tf.cast(parsed[self.name], tf.float32) * self.scale
         present = tf.cast(parsed[self._key("_present")], tf.float32)
         if training:
-            images = self._augment(images)
+            images = self._augment(images, seed)
         if self.mean is not None:
             images = images - tf.constant(self.mean, tf.float32)
         if self.std is not None:
@@ -232,20 +232,28 @@ class ImagePreprocessor(Preprocessor):
         images = images * present[:, None, None, None]
         return {self.name: images, self._key("_present"): present}
 
-    def _augment(self, images):
+    def _augment(self, images, seed=None):
         batch = tf.shape(images)[0]
+
+        def uniform(shape, low, high, i):
+            if seed is None:
+                return tf.random.uniform(shape, low, high)
+            return tf.random.stateless_uniform(
+                shape, tf.random.experimental.stateless_fold_in(seed, i),
+                low, high)
+
         if self.random_crop is not None and self.random_crop < 1.0:
             f = self.random_crop
-            offsets = tf.random.uniform([batch, 2], 0.0, 1.0 - f)
+            offsets = uniform([batch, 2], 0.0, 1.0 - f, 0)
             boxes = tf.concat([offsets, offsets + f], axis=1)  # y1 x1 y2 x2
             images = tf.image.crop_and_resize(
                 images, boxes, tf.range(batch), self.size, method="bilinear")
         if self.random_flip:
-            images = tf.image.random_flip_left_right(images)
+            flip = uniform([batch, 1, 1, 1], 0.0, 1.0, 1) < 0.5
+            images = tf.where(flip, tf.reverse(images, axis=[2]), images)
         if self.random_brightness > 0:
-            delta = tf.random.uniform([batch, 1, 1, 1],
-                                      -self.random_brightness,
-                                      self.random_brightness)
+            delta = uniform([batch, 1, 1, 1], -self.random_brightness,
+                            self.random_brightness, 2)
             images = images + delta
         return images
 

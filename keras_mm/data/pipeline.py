@@ -122,6 +122,13 @@ def _in_sorted(key, sorted_keys):
     return tf.equal(tf.gather(sorted_keys, i), key)
 
 
+def _input_seed(seed, index):
+    """Input `index`'s own stateless seed, derived from `seed` (or None)."""
+    if seed is None:
+        return None
+    return tf.random.experimental.stateless_fold_in(seed, index)
+
+
 def _read_file_or_empty(path):
     return tf.cond(tf.strings.length(path) > 0,
                    lambda: tf.io.read_file(path), lambda: tf.constant(""))
@@ -572,9 +579,10 @@ class Pipeline:
                      parsed[tfrecords.MISSING_KEY], separator="|")}
         return key, raw, labels, extra
 
-    def _parse_inputs(self, raw, training):
-        return {inp.name: inp.pre.parse(inp.raw(raw), training=training)
-                for inp in self.inputs}
+    def _parse_inputs(self, raw, training, seed=None):
+        return {inp.name: inp.pre.parse(inp.raw(raw), training=training,
+                                        seed=_input_seed(seed, i))
+                for i, inp in enumerate(self.inputs)}
 
     # ----------------------------------------------------------- validation
     def _fingerprint(self):
@@ -991,8 +999,12 @@ class Pipeline:
                 a buffer size; the rows (or TFRecord records) are shuffled
                 before they are read, or the parsed examples after the
                 cache.
-            seed: shuffle seed (same seed + `deterministic` = same order in
-                every run).
+            seed: the shuffle's seed (same seed + `deterministic` = same
+                order in every run) and, with `training`, that of the random
+                draws: each example's crops are stateless functions of
+                (seed, pass, example), whatever the batch size, threads or
+                replicas; batch augmentations of (seed, pass, batch). Each
+                pass over the dataset draws anew.
             cache: None, `"memory"` or a file path prefix (cached after
                 parsing, before shuffling; random crops of `parse` are then
                 frozen at their first-epoch values).
@@ -1061,8 +1073,8 @@ class Pipeline:
                                           lambda c=column: raw[c])
                 return key, raw, labels
 
-        def parse(key, raw, labels):
-            features = self._parse_inputs(raw, training)
+        def parse(key, raw, labels, seed):
+            features = self._parse_inputs(raw, training, seed)
             if not self.labels:
                 return features
             return features, {lab.head: lab.encode(labels[lab.head])
@@ -1070,20 +1082,42 @@ class Pipeline:
 
         signature = self._parsed_signature()
 
-        def parse_batch(*elements):
+        def parse_one(item):
+            # In training each element comes with a random int64 (see
+            # below): the example's random draws are stateless functions of
+            # (that number, its key), whatever the thread timing, batching
+            # or number of replicas.
+            element, draw = item if training else (item, None)
+            key, raw, labels = load(element)
+            seed = None if draw is None else tf.stack(
+                [draw, tf.cast(key, tf.int64)])
+            return parse(key, raw, labels, seed)
+
+        def parse_batch(*items):
             # ONE element at a time, inside the graph: a while loop costs far
             # less per example than a tf.data function call per example.
-            element = elements[0] if len(elements) == 1 else elements
-            parsed = tf.map_fn(lambda e: parse(*load(e)), element,
+            item = items[0] if len(items) == 1 else items
+            parsed = tf.map_fn(parse_one, item,
                                fn_output_signature=signature)
             return parsed if isinstance(parsed, tuple) else (parsed,)
 
+        def batch_seed(draws):
+            # The batch's augmentation draws (transform): from its elements'.
+            return tf.stack([draws[0], tf.reduce_sum(draws)])
+
+        if training:
+            # One random number per element, new on each iteration and
+            # reproducible from `seed` (tf.data's own seeded stream).
+            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(
+                seed=seed, rerandomize_each_iteration=True)))
         batch_size = int(batch_size)
         if cache is None:
             ds = self._shuffle(ds, shuffle, seed)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
             ds = ds.map(
-                lambda *e: self._transform(parse_batch(*e), training),
+                lambda *e: self._transform(
+                    parse_batch(*e), training,
+                    batch_seed(e[-1]) if training else None),
                 num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         else:
             ds = ds.batch(batch_size).map(
@@ -1099,9 +1133,17 @@ class Pipeline:
                 ds = ds.cache(path)
             ds = self._shuffle(ds, shuffle, seed)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-            ds = ds.map(lambda *x: self._transform(x, training),
-                        num_parallel_calls=AUTOTUNE,
-                        deterministic=deterministic)
+            if training:
+                ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(
+                    seed=seed, rerandomize_each_iteration=True)))
+                ds = ds.map(
+                    lambda x, draw: self._transform(
+                        x, training, tf.stack([draw, tf.zeros_like(draw)])),
+                    num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+            else:
+                ds = ds.map(lambda *x: self._transform(x, training),
+                            num_parallel_calls=AUTOTUNE,
+                            deterministic=deterministic)
         if service is not None:
             ds = ds.apply(tf.data.experimental.service.distribute(
                 processing_mode=service_mode, service=service,
@@ -1129,12 +1171,13 @@ class Pipeline:
             return features
         return features, {lab.head: lab.spec() for lab in self.labels}
 
-    def _transform(self, batch, training):
+    def _transform(self, batch, training, seed=None):
         parsed = batch[0]
         features = {}
-        for inp in self.inputs:
+        for i, inp in enumerate(self.inputs):
             features.update(inp.pre.transform(parsed[inp.name],
-                                              training=training))
+                                              training=training,
+                                              seed=_input_seed(seed, i)))
         if self.presence_mask:
             features["presence"] = tf.stack(
                 [tf.cast(features[n + "_present"], tf.float32)

@@ -172,17 +172,18 @@ class SensorPreprocessor(Preprocessor):
         self.std = [float(v) for v in std]
         return self
 
-    def parse(self, raw, training=False):
+    def parse(self, raw, training=False, seed=None):
         series = self.decode(self.select_raw(raw))
         present = tf.reduce_any(tf.math.is_finite(series))
         window = crop_or_pad(series, self.length, self.crop, training,
-                             self.random_crop, pad_value=float("nan"))
+                             self.random_crop, pad_value=float("nan"),
+                             seed=seed)
         window = tf.ensure_shape(window, [self.length, self.channels])
         return {self.name: window,
                 self._key("_present"): tf.cast(present, tf.float32)}
 
-    def transform(self, parsed, training=False):
-        del training
+    def transform(self, parsed, training=False, seed=None):
+        del training, seed
         series = tf.cast(parsed[self.name], tf.float32)
         present = tf.cast(parsed[self._key("_present")], tf.float32)
         finite = tf.math.is_finite(series)

@@ -268,8 +268,8 @@ class TabularPreprocessor(Preprocessor):
             self.set_vocabularies(vocabularies)
         return self
 
-    def parse(self, raw, training=False):
-        del training
+    def parse(self, raw, training=False, seed=None):
+        del training, seed
         numeric, categorical = self.columns(raw)
         present = tf.logical_or(
             tf.reduce_any(tf.math.is_finite(numeric)),
@@ -282,8 +282,8 @@ class TabularPreprocessor(Preprocessor):
         out[self._key("_present")] = tf.cast(present, tf.float32)
         return out
 
-    def transform(self, parsed, training=False):
-        del training
+    def transform(self, parsed, training=False, seed=None):
+        del training, seed
         out = {}
         if self.numeric:
             if self.mean is None or (self.normalize

@@ -175,8 +175,8 @@ class TextPreprocessor(Preprocessor):
         text = tf.reshape(self.normalize(text), [1])
         return self._tokenizer.tokenize(text).flat_values
 
-    def parse(self, raw, training=False):
-        del training
+    def parse(self, raw, training=False, seed=None):
+        del training, seed
         ids = self.tokenize(self.select_raw(raw))[:self.max_len]
         count = tf.size(ids)
         ids = tf.pad(ids, [[0, self.max_len - count]])
@@ -184,8 +184,8 @@ class TextPreprocessor(Preprocessor):
         return {self.name: ids,
                 self._key("_present"): tf.cast(count > 0, tf.float32)}
 
-    def transform(self, parsed, training=False):
-        del training
+    def transform(self, parsed, training=False, seed=None):
+        del training, seed
         return {self.name: tf.cast(parsed[self.name], tf.int32),
                 self._key("_present"): tf.cast(
                     parsed[self._key("_present")], tf.float32)}

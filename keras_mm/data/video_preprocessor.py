@@ -172,8 +172,8 @@ class VideoPreprocessor(Preprocessor):
         clip, mask = tf.cond(present, decode, empty)
         return clip, mask, present
 
-    def parse(self, raw, training=False):
-        del training
+    def parse(self, raw, training=False, seed=None):
+        del training, seed
         raw = self.select_raw(raw)
         if self.source == "frames":
             clip, mask, present = self._parse_frames(raw)
@@ -182,8 +182,8 @@ class VideoPreprocessor(Preprocessor):
         return {self.name: clip, self._key("_mask"): mask,
                 self._key("_present"): tf.cast(present, tf.float32)}
 
-    def transform(self, parsed, training=False):
-        del training
+    def transform(self, parsed, training=False, seed=None):
+        del training, seed
         clip = tf.cast(parsed[self.name], tf.float32) * self.scale
         mask = tf.cast(parsed[self._key("_mask")], tf.bool)
         present = tf.cast(parsed[self._key("_present")], tf.float32)
