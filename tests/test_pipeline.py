@@ -299,11 +299,18 @@ def test_training_draws_are_seeded_per_example(data_dir):
     def audio(dataset):
         return np.concatenate([f["audio"].numpy() for f in dataset])
 
+    def rows(array):        # order-free: one sorted row per example
+        return array[np.lexsort(array.T[::-1])]
+
     one = pipe().dataset(batch_size=2, training=True, seed=5)
     first, second = audio(one), audio(one)
-    other = audio(pipe().dataset(batch_size=5, training=True, seed=5,
+    other = audio(pipe().dataset(batch_size=5, training=True, seed=5))
+    np.testing.assert_array_equal(first, other)       # batching
+    # deterministic=False may hand the batches out in another order; each
+    # example's crop is still the same.
+    loose = audio(pipe().dataset(batch_size=5, training=True, seed=5,
                                  deterministic=False))
-    np.testing.assert_array_equal(first, other)       # batching, threads
+    np.testing.assert_array_equal(rows(first), rows(loose))   # threads
     assert not np.array_equal(first, second)           # a new pass
     assert not np.array_equal(first, audio(pipe().dataset(
         batch_size=2, training=True, seed=6)))
