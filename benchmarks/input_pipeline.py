@@ -33,6 +33,7 @@ import _common  # noqa: E402
 
 BATCH = 64
 PASSES = 3
+LABELS = {"label": {"type": "classification", "num_classes": 10}}
 
 
 def python_loader_class(keras, np, mel_matrix, audio_cfg):
@@ -106,9 +107,7 @@ def main():
     audio_cfg = dict(_common.AV_MNIST_AUDIO)
     pre = {"image": ImagePreprocessor("image", **_common.AV_MNIST_IMAGE),
            "audio": AudioPreprocessor("audio", **audio_cfg)}
-    pipe = Pipeline(manifest, pre,
-                    labels={"label": {"type": "classification",
-                                      "num_classes": 10}})
+    pipe = Pipeline(manifest, pre, labels=LABELS)
     pipe.validate()  # the one-off bad-input check is not timed
 
     def one_pass(dataset):
@@ -129,8 +128,7 @@ def main():
     # datasets below are built afresh: their graphs are traced in the timed
     # span.
     warm = Pipeline(Manifest(rows[:BATCH], path=str(manifest_path)), pre,
-                    labels={"label": {"type": "classification",
-                                      "num_classes": 10}})
+                    labels=LABELS)
     next(iter(pipeline_dataset(warm)))
 
     # 1. keras_mm pipeline, first epoch, no cache: from building the

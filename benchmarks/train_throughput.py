@@ -182,10 +182,11 @@ def check_same_outputs(toolkit, plain, batch):
 
 
 def time_fit(model, dataset, steps):
-    """Steps/second of one `fit` call, from the end of its first step to
-    the end of its last one.
+    """Steps/second of one `fit` call, from the end of step SETTLE_STEPS + 1
+    to the end of its last one.
 
-    The start-up and the end of the call are left out: at the end of a
+    The first steps after switching models are slower (caches), and the
+    end of the call is left out: at the end of a
     `fit`, the tf.data iterator's teardown sometimes pauses 0.4-2 s, at
     random, whichever the model (seen on this machine), which would swamp
     the difference being measured.
@@ -202,7 +203,6 @@ def time_fit(model, dataset, steps):
     times = StepTimes()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0,
               callbacks=[times])
-    # The first steps after switching models are slower (caches): skipped.
     done = times.times[min(SETTLE_STEPS, len(times.times) - 2):]
     return (len(done) - 1) / (done[-1] - done[0])
 

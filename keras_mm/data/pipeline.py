@@ -122,6 +122,13 @@ def _in_sorted(key, sorted_keys):
     return tf.equal(tf.gather(sorted_keys, i), key)
 
 
+def _with_draws(ds, seed):
+    """`ds` zipped with one random int64 per element, new on each iteration
+    and reproducible from `seed` (tf.data's own seeded stream)."""
+    return tf.data.Dataset.zip((ds, tf.data.Dataset.random(
+        seed=seed, rerandomize_each_iteration=True)))
+
+
 def _input_seed(seed, index):
     """Input `index`'s own stateless seed, derived from `seed` (or None)."""
     if seed is None:
@@ -855,7 +862,7 @@ class Pipeline:
     def skipped_keys(self):
         """Keys (manifest row indices) the bad-input check skips."""
         self.validate()
-        return set(self._decisions["skip"]) if self._decisions else set()
+        return set(self._decisions["skip"])
 
     def raw_example(self, key):
         """`(raw, problems)` of ONE example, read eagerly.
@@ -1073,13 +1080,6 @@ class Pipeline:
                                           lambda c=column: raw[c])
                 return key, raw, labels
 
-        def parse(key, raw, labels, seed):
-            features = self._parse_inputs(raw, training, seed)
-            if not self.labels:
-                return features
-            return features, {lab.head: lab.encode(labels[lab.head])
-                              for lab in self.labels}
-
         signature = self._parsed_signature()
 
         def parse_one(item):
@@ -1091,7 +1091,11 @@ class Pipeline:
             key, raw, labels = load(element)
             seed = None if draw is None else tf.stack(
                 [draw, tf.cast(key, tf.int64)])
-            return parse(key, raw, labels, seed)
+            features = self._parse_inputs(raw, training, seed)
+            if not self.labels:
+                return features
+            return features, {lab.head: lab.encode(labels[lab.head])
+                              for lab in self.labels}
 
         def parse_batch(*items):
             # ONE element at a time, inside the graph: a while loop costs far
@@ -1106,10 +1110,7 @@ class Pipeline:
             return tf.stack([draws[0], tf.reduce_sum(draws)])
 
         if training:
-            # One random number per element, new on each iteration and
-            # reproducible from `seed` (tf.data's own seeded stream).
-            ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(
-                seed=seed, rerandomize_each_iteration=True)))
+            ds = _with_draws(ds, seed)
         batch_size = int(batch_size)
         if cache is None:
             ds = self._shuffle(ds, shuffle, seed)
@@ -1134,9 +1135,7 @@ class Pipeline:
             ds = self._shuffle(ds, shuffle, seed)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
             if training:
-                ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(
-                    seed=seed, rerandomize_each_iteration=True)))
-                ds = ds.map(
+                ds = _with_draws(ds, seed).map(
                     lambda x, draw: self._transform(
                         x, training, tf.stack([draw, tf.zeros_like(draw)])),
                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
