@@ -364,6 +364,72 @@ def test_audio_crop_and_pad():
     assert len(offsets) > 1
 
 
+def with_list_chunk(wav):
+    """`wav` with a LIST chunk between `fmt ` and `data` (decode_wav reads
+    it; it is not the canonical 44-byte layout)."""
+    info = b"INFOISFT\x06\x00\x00\x00keras\x00"
+    chunk = b"LIST" + len(info).to_bytes(4, "little") + info
+    body = wav[12:36] + chunk + wav[36:]
+    return b"RIFF" + (len(body) + 4).to_bytes(4, "little") + b"WAVE" + body
+
+
+def test_canonical_wav_accepts_only_the_plain_44_byte_layout():
+    from keras_mm.data.audio_preprocessor import canonical_wav
+    good = wav_bytes(RNG.integers(-32768, 32768, 300))
+    cases = {
+        "wave module, mono 16-bit": (good, True),
+        "empty": (b"", False),
+        "stereo": (wav_bytes(np.zeros((300, 2))), False),
+        "other rate": (wav_bytes(np.zeros(300), rate=16000), False),
+        "8-bit": (wav_bytes(np.zeros(300), sampwidth=1), False),
+        "truncated": (good[:-2], False),
+        "trailing byte": (good + b"\x00", False),
+        "LIST chunk": (with_list_chunk(good), False),
+        "header only": (wav_bytes(np.zeros(0, int)), True),
+    }
+    found = canonical_wav(tf.constant([c[0] for c in cases.values()]), 8000)
+    assert dict(zip(cases, found.numpy().tolist())) == {
+        k: v[1] for k, v in cases.items()}
+
+
+@pytest.mark.parametrize("crop,duration,training", [
+    ("center", 0.1, False), ("start", 0.1, False), ("center", 0.02, False),
+    ("start", 0.02, False), ("center", 0.05, True)])
+def test_audio_parse_batch_equals_parse_bitwise(crop, duration, training):
+    pre = AudioPreprocessor("a", sample_rate=8000, duration=duration,
+                            crop=crop)
+    canonical = [wav_bytes(RNG.integers(-32768, 32768, n))
+                 for n in (800, 500, 1200, 0)] + [b""]
+    other = [with_list_chunk(canonical[0]),
+             wav_bytes(RNG.integers(-32768, 32768, (700, 2)))]
+    seeds = tf.constant([[7, i] for i in range(len(canonical) + 2)])
+    for raws in (canonical, canonical + other):  # batched / per example
+        kwargs = {"seeds": seeds[:len(raws)]} if training else {}
+        batch = pre.parse_batch(tf.constant(raws), training=training,
+                                **kwargs)
+        for i, raw in enumerate(raws):
+            one = pre.parse(tf.constant(raw), training=training,
+                            seed=seeds[i] if training else None)
+            np.testing.assert_array_equal(batch["a"][i], one["a"])
+            assert batch["a_present"][i] == one["a_present"]
+    # The first batch took the batched path (all canonical or empty).
+    from keras_mm.data.audio_preprocessor import canonical_wav
+    assert canonical_wav(tf.constant(canonical[:4]), 8000).numpy().all()
+    if training:   # the seeds choose the windows: other seeds, other crops
+        again = pre.parse_batch(tf.constant(canonical[:3]), training=True,
+                                seeds=seeds[:3] + 1)
+        assert not np.array_equal(again["a"], batch["a"][:3])
+
+
+def test_audio_parse_batch_raises_for_bad_files_in_a_batch():
+    pre = AudioPreprocessor("a", sample_rate=8000, duration=0.1)
+    good = wav_bytes(np.ones(100))
+    for bad, match in ((good[:-3], "too short"),
+                       (wav_bytes(np.ones(9), rate=16000), "16000")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+            pre.parse_batch(tf.constant([good, bad]))
+
+
 @pytest.mark.parametrize("features", ["log_mel", "mfcc"])
 def test_audio_features_training_equals_serving(features):
     raws = [wav_bytes(RNG.integers(-20000, 20000, n))

@@ -26,11 +26,15 @@ class Preprocessor:
     The two execution paths, which give the same values for the same raw
     bytes:
     - training (`keras_mm.data.Pipeline`): the raw rows are batched, then
-      each batch goes through `transform(tf.map_fn(parse, batch))` in one
+      each batch goes through `transform(parse_batch(batch))` in one
       parallel `dataset.map` (with `cache`, parsed examples are cached
       before `transform`);
-    - serving: `pre(raw_batch)` = `transform(tf.map_fn(parse, raw_batch))`
+    - serving: `pre(raw_batch)` = `transform(parse_batch(raw_batch))`
       inside the exported `tf.function`.
+
+    `parse_batch` is `parse` on each example (`tf.map_fn`) unless a
+    subclass decodes whole batches at once (`batched_parse = True`, e.g. the
+    audio preprocessor's canonical-WAV path), with the same values.
 
     Output dict keys: `<name>` (model-ready tensor), optionally
     `<name>_mask`, and `<name>_present` (float32 `[B]`, 0 where the raw value
@@ -50,6 +54,8 @@ class Preprocessor:
     """
 
     modality = None
+    # True when `parse_batch` decodes a whole batch at once (see there).
+    batched_parse = False
 
     def __init__(self, name):
         if not isinstance(name, str) or not name:
@@ -134,12 +140,32 @@ class Preprocessor:
         """
         raise NotImplementedError
 
-    def __call__(self, raw_batch, training=False):
-        """Serving path: `transform(tf.map_fn(parse, raw_batch))`."""
+    def parse_batch(self, raw_batch, training=False, seeds=None):
+        """A batch of raw examples -> the batched `parse` outputs.
+
+        The default runs `parse` on each example (`tf.map_fn`). A subclass
+        that decodes whole batches at once overrides it and sets
+        `batched_parse = True` (the pipeline then hands it the raw batch);
+        its values must equal `parse`'s bitwise.
+
+        Args:
+            raw_batch: the raw values, batched (or a dict holding them).
+            training: as in `parse`.
+            seeds: None, or int `[B, 2]`: example i's `parse` seed.
+        """
         raw_batch = self.select_raw(raw_batch)
-        parsed = tf.map_fn(
-            lambda raw: self.parse(raw, training=training), raw_batch,
-            fn_output_signature=self.parsed_signature())
+        signature = self.parsed_signature()
+        if seeds is None:
+            return tf.map_fn(lambda raw: self.parse(raw, training=training),
+                             raw_batch, fn_output_signature=signature)
+        return tf.map_fn(
+            lambda item: self.parse(item[0], training=training,
+                                    seed=item[1]),
+            (raw_batch, seeds), fn_output_signature=signature)
+
+    def __call__(self, raw_batch, training=False):
+        """Serving path: `transform(parse_batch(raw_batch))`."""
+        parsed = self.parse_batch(raw_batch, training=training)
         return self.transform(parsed, training=training)
 
     def resources(self):

@@ -5,11 +5,12 @@
       -> shuffle the rows / records (seeded; cheap: nothing is decoded yet)
       -> batch (`drop_remainder` for static shapes)
       -> one parallel map per batch: read the files and `parse` each
-         example (`tf.map_fn`), then `transform` the batch (`training`
-         flag) -> presence mask
+         example (`tf.map_fn`; preprocessors that decode whole batches get
+         the raw batch, `parse_batch`), then `transform` the batch
+         (`training` flag) -> presence mask
       -> tf.data service (optional) -> prefetch
 
-This is the serving function's composition, `transform(map_fn(parse, raw))`.
+This is the serving function's composition, `transform(parse_batch(raw))`.
 Looping over the examples of a batch inside the graph costs far less per
 example than one tf.data function call per example, and the expensive
 feature maps (the STFT of log-mel, image augmentation) run batched. With
@@ -1080,7 +1081,7 @@ class Pipeline:
                                           lambda c=column: raw[c])
                 return key, raw, labels
 
-        signature = self._parsed_signature()
+        signature = self._loop_signature(training)
 
         def parse_one(item):
             # In training each element comes with a random int64 (see
@@ -1091,7 +1092,16 @@ class Pipeline:
             key, raw, labels = load(element)
             seed = None if draw is None else tf.stack(
                 [draw, tf.cast(key, tf.int64)])
-            features = self._parse_inputs(raw, training, seed)
+            features = {}
+            for i, inp in enumerate(self.inputs):
+                input_seed = _input_seed(seed, i)
+                if inp.pre.batched_parse:   # parsed after the loop
+                    features[inp.name] = {"raw": inp.raw(raw)}
+                    if input_seed is not None:
+                        features[inp.name]["seed"] = input_seed
+                else:
+                    features[inp.name] = inp.pre.parse(
+                        inp.raw(raw), training=training, seed=input_seed)
             if not self.labels:
                 return features
             return features, {lab.head: lab.encode(labels[lab.head])
@@ -1100,10 +1110,19 @@ class Pipeline:
         def parse_batch(*items):
             # ONE element at a time, inside the graph: a while loop costs far
             # less per example than a tf.data function call per example.
+            # Preprocessors that decode whole batches get the raw batch.
             item = items[0] if len(items) == 1 else items
             parsed = tf.map_fn(parse_one, item,
                                fn_output_signature=signature)
-            return parsed if isinstance(parsed, tuple) else (parsed,)
+            parsed = parsed if isinstance(parsed, tuple) else (parsed,)
+            features = dict(parsed[0])
+            for inp in self.inputs:
+                if inp.pre.batched_parse:
+                    loop = features[inp.name]
+                    features[inp.name] = inp.pre.parse_batch(
+                        loop["raw"], training=training,
+                        seeds=loop.get("seed"))
+            return (features,) + parsed[1:]
 
         def batch_seed(draws):
             # The batch's augmentation draws (transform): from its elements'.
@@ -1162,10 +1181,18 @@ class Pipeline:
         return ds.shuffle(max(buffer, 1), seed=seed,
                           reshuffle_each_iteration=True)
 
-    def _parsed_signature(self):
-        """The structure `parse` gives for ONE example (for `tf.map_fn`)."""
-        features = {inp.name: inp.pre.parsed_signature()
-                    for inp in self.inputs}
+    def _loop_signature(self, training):
+        """What the per-example loop (`tf.map_fn`) gives for ONE example:
+        `parse`'s outputs, or the raw value (and, in training, the seed) of
+        inputs whose preprocessor parses whole batches."""
+        features = {}
+        for inp in self.inputs:
+            if inp.pre.batched_parse:
+                features[inp.name] = {"raw": inp.pre.example_signature()}
+                if training:
+                    features[inp.name]["seed"] = tf.TensorSpec([2], tf.int32)
+            else:
+                features[inp.name] = inp.pre.parsed_signature()
         if not self.labels:
             return features
         return features, {lab.head: lab.spec() for lab in self.labels}
