@@ -226,6 +226,28 @@ def test_batches_have_model_keys_shapes_dtypes_and_values(data_dir):
     assert pipe.report.clean and pipe.report.total == N
 
 
+def test_every_label_type_is_encoded_exactly(tmp_path):
+    rows = [{"caption": CAPTIONS[i % 3], "kind": CLASSES[i % 3],
+             "spam": ["no", "yes"][i % 2], "tags": ["a|c", "", "b"][i % 3],
+             "x": f"{i / 4:.2f}", "y": str(-i)} for i in range(7)]
+    labels = {"kind": {"type": "classification", "class_names": CLASSES},
+              "spam": {"type": "binary", "class_names": ["no", "yes"]},
+              "tags": {"type": "multilabel", "label_names": ["a", "b", "c"]},
+              "xy": {"type": "regression", "column": ["x", "y"]}}
+    pipe = Pipeline(write_csv(tmp_path / "m.csv", rows),
+                    {"caption": TextPreprocessor("caption", max_len=4,
+                                                 vocab=VOCAB)},
+                    labels=labels)
+    got = collect(pipe.dataset(batch_size=3))[1]
+    np.testing.assert_array_equal(got["kind"], [0, 1, 2, 0, 1, 2, 0])
+    assert got["kind"].dtype == np.int32
+    np.testing.assert_array_equal(got["spam"], [[i % 2] for i in range(7)])
+    tags = {"a|c": [1, 0, 1], "": [0, 0, 0], "b": [0, 1, 0]}
+    np.testing.assert_array_equal(
+        got["tags"], [tags[r["tags"]] for r in rows])
+    np.testing.assert_allclose(got["xy"], [[i / 4, -i] for i in range(7)])
+
+
 def test_feature_selection_presence_order_and_no_labels(data_dir):
     pre = make_preprocessors()
     pipe = Pipeline(str(data_dir / "train.csv"),

@@ -234,41 +234,48 @@ class _Label:
             return "unknown_label", f"{value!r} is not one of {shown}"
         return None
 
-    def spec(self):
-        """`tf.TensorSpec` of ONE encoded label (see `encode`)."""
+    def raw_spec(self):
+        """`tf.TensorSpec` of ONE raw label value (what `encode` takes)."""
         if self.type == "regression":
             return tf.TensorSpec([self.units], tf.float32)
-        if self.type == "multilabel":
-            return tf.TensorSpec([len(self.classes)], tf.float32)
-        if self.type == "binary":
-            return tf.TensorSpec([1], tf.float32)
-        return tf.TensorSpec([], tf.int32)
+        return tf.TensorSpec([], tf.string)
 
-    def encode(self, value):
-        """In-graph: raw value (string or float [units]) -> label tensor."""
+    def encode(self, values):
+        """In-graph: a batch of raw values (strings `[B]`, or floats
+        `[B, units]`) -> label tensors: int32 class ids `[B]`, float32
+        `[B, 1]` (binary), `[B, classes]` (multilabel) or `[B, units]`."""
         if self.type == "regression":
-            return tf.reshape(tf.cast(value, tf.float32), [self.units])
+            return tf.reshape(tf.cast(values, tf.float32), [-1, self.units])
         classes = tf.constant(self.classes)
         if self.type == "multilabel":
-            parts = tf.strings.strip(tf.strings.split(value, self.separator))
-            parts = tf.boolean_mask(parts, tf.strings.length(parts) > 0)
-            match = tf.equal(parts[:, None], classes[None, :])
-            check = tf.debugging.Assert(
-                tf.reduce_all(tf.reduce_any(match, axis=1)),
-                [f"label of head {self.head!r}:", value,
-                 "holds a name outside", classes])
-            with tf.control_dependencies([check]):
-                return tf.cast(tf.reduce_any(match, axis=0), tf.float32)
-        match = tf.equal(classes, value)
+            return tf.map_fn(self._encode_multilabel, values,
+                             fn_output_signature=tf.TensorSpec(
+                                 [len(self.classes)], tf.float32))
+        match = tf.equal(values[:, None], classes[None, :])
+        known = tf.reduce_any(match, axis=1)
         check = tf.debugging.Assert(
-            tf.reduce_any(match),
-            [f"label of head {self.head!r}:", value, "is not one of",
-             classes])
+            tf.reduce_all(known),
+            [f"label of head {self.head!r}:",
+             tf.boolean_mask(values, tf.logical_not(known)),
+             "is not one of", classes])
         with tf.control_dependencies([check]):
-            ids = tf.argmax(tf.cast(match, tf.int32), output_type=tf.int32)
+            ids = tf.argmax(tf.cast(match, tf.int32), axis=1,
+                            output_type=tf.int32)
         if self.type == "binary":
-            return tf.reshape(tf.cast(ids, tf.float32), [1])
+            return tf.cast(ids, tf.float32)[:, None]
         return ids
+
+    def _encode_multilabel(self, value):
+        classes = tf.constant(self.classes)
+        parts = tf.strings.strip(tf.strings.split(value, self.separator))
+        parts = tf.boolean_mask(parts, tf.strings.length(parts) > 0)
+        match = tf.equal(parts[:, None], classes[None, :])
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.reduce_any(match, axis=1)),
+            [f"label of head {self.head!r}:", value,
+             "holds a name outside", classes])
+        with tf.control_dependencies([check]):
+            return tf.cast(tf.reduce_any(match, axis=0), tf.float32)
 
 
 def _modality_kinds(pre):
@@ -528,11 +535,15 @@ class Pipeline:
                     values else tf.zeros([0], tf.string)
         return tf.data.Dataset.from_tensor_slices(data)
 
-    def _load_manifest_element(self, element):
+    def _load_manifest_element(self, element, filled=()):
+        """Reads the files of one manifest element. `filled`: file columns
+        known to have a path in every row (read without a test)."""
         raw = {}
         for column, kind in self.wanted.items():
             value = element["c/" + column]
-            if kind == "file":
+            if kind == "file" and column in filled:
+                value = tf.io.read_file(value)
+            elif kind == "file":
                 value = _read_file_or_empty(value)
             elif kind == "files":
                 value = tf.map_fn(tf.io.read_file, value,
@@ -1053,7 +1064,12 @@ class Pipeline:
                     input_context.num_input_pipelines > 1:
                 ds = ds.shard(input_context.num_input_pipelines,
                               input_context.input_pipeline_id)
-            load = self._load_manifest_element
+            filled = {column for column, kind in self.wanted.items()
+                      if kind == "file" and
+                      all(cells[column][i] for i in indices)}
+
+            def load(element):
+                return self._load_manifest_element(element, filled)
         else:
             files_ds, shard_records = self._tfrecord_files_dataset(
                 input_context)
@@ -1104,8 +1120,7 @@ class Pipeline:
                         inp.raw(raw), training=training, seed=input_seed)
             if not self.labels:
                 return features
-            return features, {lab.head: lab.encode(labels[lab.head])
-                              for lab in self.labels}
+            return features, labels   # encoded after the loop, batched
 
         def parse_batch(*items):
             # ONE element at a time, inside the graph: a while loop costs far
@@ -1122,7 +1137,10 @@ class Pipeline:
                     features[inp.name] = inp.pre.parse_batch(
                         loop["raw"], training=training,
                         seeds=loop.get("seed"))
-            return (features,) + parsed[1:]
+            if not self.labels:
+                return (features,)
+            return features, {lab.head: lab.encode(parsed[1][lab.head])
+                              for lab in self.labels}
 
         def batch_seed(draws):
             # The batch's augmentation draws (transform): from its elements'.
@@ -1184,7 +1202,7 @@ class Pipeline:
     def _loop_signature(self, training):
         """What the per-example loop (`tf.map_fn`) gives for ONE example:
         `parse`'s outputs, or the raw value (and, in training, the seed) of
-        inputs whose preprocessor parses whole batches."""
+        inputs whose preprocessor parses whole batches; the raw labels."""
         features = {}
         for inp in self.inputs:
             if inp.pre.batched_parse:
@@ -1195,7 +1213,7 @@ class Pipeline:
                 features[inp.name] = inp.pre.parsed_signature()
         if not self.labels:
             return features
-        return features, {lab.head: lab.spec() for lab in self.labels}
+        return features, {lab.head: lab.raw_spec() for lab in self.labels}
 
     def _transform(self, batch, training, seed=None):
         parsed = batch[0]
