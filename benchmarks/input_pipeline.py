@@ -12,10 +12,13 @@ WAV audio per row) into model-ready tensors with the same log-mel features:
   of its functions, once per dataset) is timed apart and reported too, with
   the throughput it gives when counted in (`pipeline_eps_with_build`).
   TensorFlow itself is warmed up on a few rows first, as the Python loader
-  is; median of 3 passes, each on a freshly built dataset;
+  is; each pass on a freshly built dataset;
 - `python`: a straightforward loader a user would write - Pillow + `wave`
   + NumPy FFT in a `keras.utils.PyDataset` with its default workers
-  (one: `__getitem__` called in turn, as `fit` does); median of 3 passes;
+  (one: `__getitem__` called in turn, as `fit` does);
+- 5 rounds of one pass of each, interleaved; medians of the rounds, and
+  `ratio` is the median of the rounds' paired ratios (the shared machine's
+  speed drifts by tens of percent within a minute);
 - `train`: training throughput of the AV-MNIST concat model
   (`keras_mm.build_model`) on in-memory tensors, to show whether training
   would be input-bound (`headroom = pipeline_eps / train_eps`).
@@ -36,7 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 BATCH = 64
-PASSES = 3
+PASSES = 5
 LABELS = {"label": {"type": "classification", "num_classes": 10}}
 
 
@@ -137,19 +140,7 @@ def main():
                     labels=LABELS)
     next(iter(pipeline_dataset(warm)))
 
-    # 1. keras_mm pipeline, first epoch, no cache (the iterator's teardown
-    # is not counted). PASSES passes, each on a freshly built dataset
-    # (traced again, nothing cached by tf.data); medians are reported, the
-    # first pass too.
-    pipeline_runs = [one_pass(pipeline_dataset) for _ in range(PASSES)]
-    pipeline_eps = statistics.median(n / t for n, _, t in pipeline_runs)
-    with_build_eps = statistics.median(n / (b + t)
-                                       for n, b, t in pipeline_runs)
-    build_seconds = statistics.median(b for _, b, _ in pipeline_runs)
-    n0, b0, t0 = pipeline_runs[0]
-    first_eps = n0 / (b0 + t0)
-
-    # 2. the Python loader, same features.
+    # The Python loader, same features.
     mel = tf.signal.linear_to_mel_weight_matrix(
         num_mel_bins=audio_cfg["num_mel_bins"],
         num_spectrogram_bins=(1 << (audio_cfg["frame_length"] - 1)
@@ -168,7 +159,28 @@ def main():
             count += len(x["image"])
         return count / (time.perf_counter() - start)
 
-    python_eps = statistics.median(python_pass() for _ in range(PASSES))
+    # PASSES rounds, each: 1. the keras_mm pipeline, first epoch, no cache,
+    # on a freshly built dataset (traced again, nothing cached by tf.data;
+    # the iterator's teardown is not counted), then 2. one pass of the
+    # Python loader. The ratios are the medians of the rounds' paired
+    # ratios: the machine's speed drifts, and both loaders of a round see
+    # the same drift.
+    pipeline_runs, python_runs = [], []
+    for _ in range(PASSES):
+        pipeline_runs.append(one_pass(pipeline_dataset))
+        python_runs.append(python_pass())
+    pipeline_eps = statistics.median(n / t for n, _, t in pipeline_runs)
+    with_build_eps = statistics.median(n / (b + t)
+                                       for n, b, t in pipeline_runs)
+    build_seconds = statistics.median(b for _, b, _ in pipeline_runs)
+    n0, b0, t0 = pipeline_runs[0]
+    first_eps = n0 / (b0 + t0)
+    python_eps = statistics.median(python_runs)
+    ratios = [n / t / p for (n, _, t), p in zip(pipeline_runs, python_runs)]
+    ratios_with_build = [n / (b + t) / p for (n, b, t), p
+                         in zip(pipeline_runs, python_runs)]
+    ratio = statistics.median(ratios)
+    ratio_with_build = statistics.median(ratios_with_build)
 
     # Same features from both (checked on the first batch).
     ours = next(iter(pipe.dataset(batch_size=BATCH)))[0]
@@ -197,22 +209,24 @@ def main():
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
     train_eps = n / (time.perf_counter() - start)
 
-    ratio = pipeline_eps / python_eps
     headroom = pipeline_eps / train_eps
     print(_common.markdown_table(
         ["measure", "examples/s"],
         [["keras_mm tf.data pipeline, one epoch as `fit` iterates it (no "
-          f"cache; median of {PASSES})", f"{pipeline_eps:.0f}"],
+          f"cache; median of {PASSES} rounds)", f"{pipeline_eps:.0f}"],
          ["the same, with building the dataset (tracing, "
           f"{build_seconds:.2f} s) counted in", f"{with_build_eps:.0f}"],
          ["the same, first pass (build included)", f"{first_eps:.0f}"],
          [f"Python loader (PIL + wave + NumPy FFT, PyDataset; median of "
-          f"{PASSES})",
+          f"{PASSES} rounds)",
           f"{python_eps:.0f}"],
          ["training, AV-MNIST concat model, in memory", f"{train_eps:.0f}"],
-         ["ratio pipeline / python (target >= 3)", f"{ratio:.2f}"],
+         ["ratio pipeline / python (target >= 3; median of the paired "
+          "ratios, min-max)",
+          f"{ratio:.2f} ({min(ratios):.2f}-{max(ratios):.2f})"],
          ["ratio with the dataset build counted in",
-          f"{with_build_eps / python_eps:.2f}"],
+          f"{ratio_with_build:.2f} ({min(ratios_with_build):.2f}-"
+          f"{max(ratios_with_build):.2f})"],
          ["headroom pipeline / training (target >= 2)", f"{headroom:.2f}"]]))
     print()
     print(f"rows: {len(rows)}; max |log-mel difference| between the two "
@@ -222,7 +236,8 @@ def main():
                        "python_eps": python_eps, "ratio": ratio,
                        "train_eps": train_eps, "headroom": headroom,
                        "pipeline_eps_with_build": with_build_eps,
-                       "ratio_with_build": with_build_eps / python_eps,
+                       "ratio_with_build": ratio_with_build,
+                       "ratios": ratios,
                        "build_seconds": build_seconds,
                        "pipeline_first_pass_eps": first_eps,
                        "rows": len(rows)})

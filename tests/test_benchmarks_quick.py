@@ -100,8 +100,10 @@ def test_input_pipeline_quick(shared_data, tmp_path):
         value = result[key]
         assert isinstance(value, float) and math.isfinite(value) \
             and value > 0, f"{key} = {value!r}"
-    assert result["ratio"] == pytest.approx(
-        result["pipeline_eps"] / result["python_eps"], rel=1e-2)
+    # The ratio is the median of the interleaved rounds' paired ratios.
+    assert min(result["ratios"]) <= result["ratio"] <= max(result["ratios"])
+    assert result["headroom"] == pytest.approx(
+        result["pipeline_eps"] / result["train_eps"], rel=1e-3)
 
 
 @pytest.mark.parametrize("name", ["accuracy_av_mnist.py",
