@@ -150,7 +150,6 @@ def copy_weights(toolkit, plain, pairs):
 
 def build_pair(spec, jit, lr):
     import keras
-    import numpy as np
 
     import keras_mm
     _common.set_seed(0)

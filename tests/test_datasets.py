@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from keras_mm.datasets import av_mnist, basicmotions, demo
-from keras_mm.datasets.idx import load_mnist, read_idx
+from keras_mm.datasets.idx import read_idx
 from keras_mm.datasets.ts_format import parse_ts, read_ts
 from keras_mm.errors import DataError
 

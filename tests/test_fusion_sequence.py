@@ -4,7 +4,6 @@ FiLM."""
 import numpy as np
 import keras
 import pytest
-import tensorflow as tf
 
 from helpers import run_layer_checks
 from keras_mm.fusion.cross_attention_fusion import CrossAttentionFusion

@@ -687,6 +687,12 @@ def test_tabular_adapt_only_on_adapt_split():
                                   [[2], [0], [0]])
     np.testing.assert_array_equal(out["tab_present"].numpy(), [1, 1, 1])
     assert len(pre.resources()) == 1
+    # Adapting on both splits would have shown in the statistics.
+    leaked = TabularPreprocessor("tab", numeric=["age"],
+                                 categorical=["city"])
+    leaked.adapt(split_a + split_b)
+    assert leaked.mean != pre.mean
+    assert "lima" in leaked.vocabularies[0]
 
 
 def test_tabular_training_equals_serving_and_round_trip():
