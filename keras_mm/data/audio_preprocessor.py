@@ -85,17 +85,22 @@ def canonical_wav(contents, sample_rate):
     return tf.reduce_all(tf.stack(ok, axis=1), axis=1)
 
 
-def decode_wav_batch(contents, length, offsets):
+def wav_sample_counts(contents):
+    """int32 `[B]`: samples in each canonical WAV file (0 for empty bytes)."""
+    length = tf.strings.length(contents)
+    return tf.where(length > 0, (length - _WAV_HEADER_BYTES) // 2, 0)
+
+
+def decode_wav_batch(contents, samples, length, offsets):
     """Canonical WAV files (see `canonical_wav`) -> float32 `[B, length]`.
 
-    Example i's samples `offsets[i]:offsets[i] + length`, zero-padded at the
-    end; `int16 / 32768` as `tf.audio.decode_wav`, so the values are equal
-    bitwise. Empty strings give zeros.
+    `samples`: `wav_sample_counts(contents)`. Example i's samples
+    `offsets[i]:offsets[i] + length`, zero-padded at the end; `int16 / 32768`
+    as `tf.audio.decode_wav`, so the values are equal bitwise. Empty strings
+    (and clips without samples) give zeros.
     """
-    samples = (tf.strings.length(contents) - _WAV_HEADER_BYTES) // 2
-    present = tf.strings.length(contents) > 0
-    start = tf.where(present, _WAV_HEADER_BYTES + 2 * offsets, 0)
-    count = tf.where(present, 2 * tf.minimum(length, samples - offsets), 0)
+    start = tf.where(samples > 0, _WAV_HEADER_BYTES + 2 * offsets, 0)
+    count = 2 * tf.minimum(length, samples - offsets)
     pcm = tf.io.decode_raw(tf.strings.substr(contents, start, count),
                            tf.int16, little_endian=True,
                            fixed_length=2 * length)
@@ -273,8 +278,7 @@ class AudioPreprocessor(Preprocessor):
         empty = tf.equal(tf.strings.length(raw), 0)
 
         def batched():
-            samples = (tf.strings.length(raw) - _WAV_HEADER_BYTES) // 2
-            samples = tf.where(empty, 0, samples)
+            samples = wav_sample_counts(raw)
             if training and self.random_crop:
                 offsets = tf.map_fn(
                     lambda item: crop_offset(item[0], self.num_samples,
@@ -283,7 +287,7 @@ class AudioPreprocessor(Preprocessor):
             else:
                 offsets = crop_offset(samples, self.num_samples, self.crop,
                                       training, self.random_crop)
-            wave = decode_wav_batch(raw, self.num_samples, offsets)
+            wave = decode_wav_batch(raw, samples, self.num_samples, offsets)
             return {self.name: wave,
                     self._key("_present"): 1.0 - tf.cast(empty, tf.float32)}
 

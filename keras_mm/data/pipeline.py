@@ -246,11 +246,11 @@ class _Label:
         `[B, 1]` (binary), `[B, classes]` (multilabel) or `[B, units]`."""
         if self.type == "regression":
             return tf.reshape(tf.cast(values, tf.float32), [-1, self.units])
-        classes = tf.constant(self.classes)
         if self.type == "multilabel":
             return tf.map_fn(self._encode_multilabel, values,
                              fn_output_signature=tf.TensorSpec(
                                  [len(self.classes)], tf.float32))
+        classes = tf.constant(self.classes)
         match = tf.equal(values[:, None], classes[None, :])
         known = tf.reduce_any(match, axis=1)
         check = tf.debugging.Assert(
