@@ -38,7 +38,7 @@ trains one model at a time with TensorFlow's default threads.
 
 Usage:
     python benchmarks/accuracy_av_mnist.py            # full (< 15 min, 2 cores)
-    python benchmarks/accuracy_av_mnist.py --quick    # smoke run (< 2 min)
+    python benchmarks/accuracy_av_mnist.py --quick    # smoke run (about 2 min)
 """
 
 import math
@@ -91,7 +91,9 @@ BATCH_SIZE = 64
 LEARNING_RATE = 5e-3
 BASELINE_LR = 0.1
 
-QUICK = {"limit": 256, "seeds": [0], "epochs": 1,
+# The smoke run learns enough for floors that mean something (clean fusion
+# > 50% with 10 classes; 84-93% measured, about 2 min on 2 loaded cores).
+QUICK = {"limit": 2048, "seeds": [0], "epochs": 3,
          "fusions": ["concat", "film"]}
 
 

@@ -22,7 +22,8 @@ out). Steps/second is the median over repeats; the ratio is the median of
 the paired ratios toolkit / plain.
 
 Last line: `{"toolkit_sps", "plain_keras_sps", "ratio", "xla_speedup"}`
-(without XLA; `xla_speedup` = toolkit steps/s with XLA / without), plus the
+(without XLA; `xla_speedup` = toolkit steps/s with XLA / without; `ratios`
+the per-repeat paired ratios the median is taken of), plus the
 same figures with XLA.
 
 Usage:
@@ -267,6 +268,7 @@ def main(argv=None):
             "plain_keras_sps": statistics.median(sps["plain"]),
             "ratio": statistics.median(ratios),
             "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratios": ratios,
         }
         import keras
         keras.backend.clear_session()
@@ -295,6 +297,7 @@ def main(argv=None):
         "toolkit_sps": figures[False]["toolkit_sps"],
         "plain_keras_sps": figures[False]["plain_keras_sps"],
         "ratio": ratio,
+        "ratios": figures[False]["ratios"],
         "xla_speedup": xla_speedup,
         "toolkit_sps_xla": figures[True]["toolkit_sps"],
         "plain_keras_sps_xla": figures[True]["plain_keras_sps"],

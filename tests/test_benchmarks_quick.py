@@ -61,8 +61,16 @@ def test_accuracy_av_mnist_quick(shared_data, tmp_path):
         assert block["fusion"], f"{variant}: no fusion type was run"
         for fusion, acc in block["fusion"].items():
             assert_fraction(acc, f"{variant}.fusion.{fusion}")
+    # Floors well above chance (0.1): the quick run learns (measured:
+    # clean image 0.68, audio 0.57, concat 0.84, film 0.93; degraded concat
+    # 0.53, film 0.64), so a model that stops learning fails here.
+    clean = result["clean"]
+    assert clean["image_only"] > 0.3 and clean["audio_only"] > 0.3, clean
+    for fusion, acc in clean["fusion"].items():
+        assert acc > 0.5, f"clean {fusion} fusion {acc:.3f} <= 0.5"
     degraded = result["degraded"]
     best = max(degraded["fusion"].values())
+    assert best > 0.3, degraded
     assert result["degraded_best_fusion"] == pytest.approx(best)
     gain = best - max(degraded["image_only"], degraded["audio_only"])
     assert result["degraded_gain_over_best_unimodal"] == pytest.approx(
@@ -79,6 +87,12 @@ def test_accuracy_basicmotions_quick(shared_data, tmp_path):
         assert_fraction(acc, f"fusion.{fusion}")
     assert result["best_fusion"] == pytest.approx(
         max(result["fusion"].values()))
+    # 4 classes (chance 0.25); measured: accelerometer 0.82, gyroscope 0.97,
+    # concat 0.85, attention 0.78.
+    for key in ("accelerometer_only", "gyroscope_only"):
+        assert result[key] > 0.5, f"{key} = {result[key]}"
+    for fusion, acc in result["fusion"].items():
+        assert acc > 0.5, f"{fusion} fusion {acc:.3f} <= 0.5"
 
 
 @pytest.mark.slow
@@ -88,8 +102,10 @@ def test_train_throughput_quick(shared_data, tmp_path):
         value = result[key]
         assert isinstance(value, float) and math.isfinite(value) \
             and value > 0, f"{key} = {value!r}"
-    assert result["ratio"] == pytest.approx(
-        result["toolkit_sps"] / result["plain_keras_sps"], rel=0.5)
+    # The ratio is the median of the interleaved repeats' paired ratios.
+    ratios = result["ratios"]
+    assert ratios and all(r > 0 and math.isfinite(r) for r in ratios)
+    assert min(ratios) <= result["ratio"] <= max(ratios)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from keras_mm.cli.main import main
+from keras_mm.errors import ConfigError
 
 
 def test_help_lists_every_command(capsys):
@@ -42,7 +43,8 @@ def test_bad_recipe_is_one_clear_line(tmp_path, capsys):
     assert len(err) == 1
     assert "x.yaml" in err[0] and "fusion.type" in err[0]
     assert "concatt" in err[0] and "concat" in err[0]
-    with pytest.raises(Exception):
+    # --debug lets the same error out with its traceback.
+    with pytest.raises(ConfigError, match="fusion.type"):
         main(["--debug", "train", str(recipe)])
 
 
