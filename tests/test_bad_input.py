@@ -15,7 +15,7 @@ from test_pipeline import make_preprocessors
 from test_pipeline import manifest_rows
 from test_pipeline import write_csv
 from test_pipeline import write_wav
-from keras_mm.data import pipeline as pipeline_lib
+from keras_mm.data import validation as validation_lib
 from keras_mm.data.audio_preprocessor import AudioPreprocessor
 from keras_mm.data.bad_input import BadInputReport
 from keras_mm.data.pipeline import Pipeline
@@ -230,13 +230,13 @@ def test_validation_runs_once_and_again_after_a_change(tmp_path,
                                                        monkeypatch):
     path = make_manifest(str(tmp_path), n=3)
     calls = []
-    original = Pipeline._find_problems
+    original = validation_lib._find_problems
 
-    def counting(self):
+    def counting(pipe):
         calls.append(1)
-        return original(self)
+        return original(pipe)
 
-    monkeypatch.setattr(Pipeline, "_find_problems", counting)
+    monkeypatch.setattr(validation_lib, "_find_problems", counting)
     pre = {"image": make_preprocessors()["image"]}
     Pipeline(path, pre).validate()
     Pipeline(path, pre).validate()
@@ -246,7 +246,7 @@ def test_validation_runs_once_and_again_after_a_change(tmp_path,
     with pytest.raises(DataError, match="row 2, column 'image'"):
         Pipeline(path, pre).validate()
     assert len(calls) == 2
-    assert pipeline_lib._VALIDATION_CACHE
+    assert validation_lib._VALIDATION_CACHE
 
 
 def test_report_object():

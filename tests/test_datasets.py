@@ -17,7 +17,7 @@ from PIL import Image
 
 from keras_mm.datasets import av_mnist, basicmotions, demo
 from keras_mm.datasets.idx import read_idx
-from keras_mm.datasets.ts_format import parse_ts, read_ts
+from keras_mm.data.ts_format import parse_ts, read_ts
 from keras_mm.errors import DataError
 
 

@@ -3,7 +3,7 @@
 `decode_csv_bytes` and `decode_npy_bytes` take the file *contents* (a scalar
 string tensor, e.g. from `tf.io.read_file`) and return float32 `[T, C]`
 using core TF string ops only, so they run in `tf.data` and in a serving
-function. `read_ts` (re-exported from `keras_mm.datasets.ts_format`, the one
+function. `read_ts` (re-exported from `keras_mm.data.ts_format`, the one
 `.ts` reader) reads the sktime / UEA `.ts` time-series archive format in
 Python, for dataset builders (it is not graph code): per-example `[T, C]`
 arrays, labels and class names.
@@ -13,8 +13,8 @@ import re
 
 import tensorflow as tf
 
-from keras_mm.datasets.ts_format import TsData  # noqa: F401
-from keras_mm.datasets.ts_format import read_ts  # noqa: F401
+from keras_mm.data.ts_format import TsData  # noqa: F401
+from keras_mm.data.ts_format import read_ts  # noqa: F401
 
 # A number as tf.io.decode_csv / strtod reads it, or an empty field (NaN).
 _NUMBER = (r"\s*([-+]?((\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"

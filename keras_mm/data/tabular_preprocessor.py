@@ -167,7 +167,8 @@ class TabularPreprocessor(Preprocessor):
         return spec
 
     def select_raw(self, raw):
-        if not isinstance(raw, dict):
+        # One column: the pipeline hands its bare value (InputColumns.raw).
+        if not isinstance(raw, dict) and len(self.raw_keys()) != 1:
             raise TypeError(
                 f"TabularPreprocessor({self.name!r}) takes a dict "
                 f"{{column: value}} with keys {self.raw_keys()}; got "

@@ -1,13 +1,16 @@
 """Data sets: the embedded demo set and the AV-MNIST / BasicMotions builders.
 
-Pure Python / NumPy / Pillow / `wave` (no TensorFlow is imported here).
+Pure Python / NumPy / Pillow / `wave`, except `read_ts` / `parse_ts` /
+`TsData` and the BasicMotions builder: they come from
+`keras_mm.data.ts_format`, and importing `keras_mm.data` loads TensorFlow.
 
 - `make_demo_dataset` / `ensure_demo_dataset`: the small deterministic demo
   set (PNG, WAV, text, sensor CSV; only fusion classifies it well).
 - `build_av_mnist`: MNIST images + FSDD spoken digits, `clean` or `degraded`.
 - `build_basicmotions`: BasicMotions `.ts` files -> accelerometer and
   gyroscope arrays + manifests.
-- `read_ts` / `parse_ts` / `TsData`: THE `.ts` (sktime/UEA) reader.
+- `read_ts` / `parse_ts` / `TsData`: THE `.ts` (sktime/UEA) reader,
+  re-exported from `keras_mm.data.ts_format`.
 - `read_idx` / `load_mnist`: the MNIST IDX reader.
 """
 
@@ -21,9 +24,9 @@ _EXPORTS = {
     "make_demo_dataset": "demo",
     "load_mnist": "idx",
     "read_idx": "idx",
-    "TsData": "ts_format",
-    "parse_ts": "ts_format",
-    "read_ts": "ts_format",
+    "TsData": "keras_mm.data.ts_format",
+    "parse_ts": "keras_mm.data.ts_format",
+    "read_ts": "keras_mm.data.ts_format",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -31,7 +34,10 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        module = importlib.import_module(f"keras_mm.datasets.{_EXPORTS[name]}")
+        where = _EXPORTS[name]
+        if "." not in where:
+            where = f"keras_mm.datasets.{where}"
+        module = importlib.import_module(where)
         return getattr(module, name)
     raise AttributeError(f"module 'keras_mm.datasets' has no attribute "
                          f"{name!r}")

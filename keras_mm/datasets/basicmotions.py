@@ -2,7 +2,7 @@
 
 Reads `BasicMotions_TRAIN.ts` and `BasicMotions_TEST.ts` (40 + 40 examples,
 6 dimensions x 100 steps at 10 Hz, classes Standing, Running, Walking,
-Badminton) with `keras_mm.datasets.ts_format.read_ts` and writes each
+Badminton) with `keras_mm.data.ts_format.read_ts` and writes each
 example as two sensor arrays `[100, 3]`:
 
 - `accelerometer`: dimensions 0-2 (3-axis accelerometer);
@@ -46,7 +46,7 @@ import sys
 import numpy as np
 
 from keras_mm.datasets import _io
-from keras_mm.datasets.ts_format import read_ts
+from keras_mm.data.ts_format import read_ts
 from keras_mm.errors import DataError, KerasMMError
 
 INPUTS = (("accelerometer", (0, 1, 2)), ("gyroscope", (3, 4, 5)))

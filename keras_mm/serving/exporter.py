@@ -97,11 +97,16 @@ def _golden_batch(functions, golden_examples):
 def reference_outputs(functions, raw_batch):
     """The Keras model's outputs on `raw_batch` preprocessed by tf.data.
 
-    The training pipeline's code path: `parse` per example in a
-    `tf.data.Dataset.map`, `batch`, `transform(training=False)` in a second
-    map; then `model(x, training=False)` in a `tf.function`, as Keras'
-    predict step runs it. This is what the export's golden outputs are, and
-    what the SavedModel must reproduce from the raw bytes.
+    An independent per-example reference, NOT the training pipeline's code
+    path: `parse` per example in a `tf.data.Dataset.map`, `batch`,
+    `transform(training=False)` in a second map; then
+    `model(x, training=False)` in a `tf.function`, as Keras' predict step
+    runs it. The training pipeline and the serving signatures both run
+    `transform(parse_batch(raw))` (one `tf.map_fn` of `parse` over a batch,
+    or a batched `parse_batch`); `parse_batch` must equal per-example
+    `parse` bitwise, so agreeing with this reference checks both. These are
+    the export's golden outputs, which the SavedModel must reproduce from
+    the raw bytes.
     """
     size = len(next(iter(raw_batch.values())))
     preprocessors = functions.preprocessors

@@ -25,6 +25,8 @@ INVALID_ARGUMENT naming the input.
 
 import tensorflow as tf
 
+from keras_mm.data import sources
+from keras_mm.data.input_columns import modality_kinds
 from keras_mm.data import tfrecords
 from keras_mm.errors import ExportError
 
@@ -101,59 +103,6 @@ def raw_input_limit(preprocessor, overrides=None):
                       AUDIO_MIN_SECONDS)
         return int(seconds * rate * 2 * 2) + 4096
     return DEFAULT_MAX_BYTES.get(preprocessor.modality, 20 << 20)
-
-
-def _key_strings(value, kind):
-    """Batched label/category cells as the strings the pipeline matches."""
-    if kind == "string":
-        return tf.strings.strip(value)
-    if kind == "int":
-        return tf.strings.as_string(value)
-    if kind == "float":
-        whole = tf.equal(value, tf.round(value))
-        finite = tf.math.is_finite(value)
-        as_int = tf.strings.as_string(
-            tf.cast(tf.where(whole & finite, value, tf.zeros_like(value)),
-                    tf.int64))
-        text = tf.where(whole, as_int, tf.strings.as_string(value))
-        return tf.where(tf.math.is_nan(value), tf.constant(""), text)
-    raise ExportError(f"cannot read a {kind!r} feature as a category")
-
-
-def _floats(value, kind):
-    if kind == "float":
-        return value
-    if kind == "int":
-        return tf.cast(value, tf.float32)
-    if kind == "string":
-        stripped = tf.strings.strip(value)
-        empty = tf.equal(stripped, "")
-        number = tf.strings.to_number(tf.where(empty, "0", stripped),
-                                      tf.float32)
-        return tf.where(empty, tf.constant(float("nan")), number)
-    raise ExportError(f"cannot read a {kind!r} feature as numbers")
-
-
-def _wanted_kinds(pre):
-    """`{raw key: kind}` a preprocessor's raw inputs have in TFRecords."""
-    keys = list(pre.raw_signature())
-    modality = pre.modality
-    if modality in ("image", "audio"):
-        return {keys[0]: "file"}
-    if modality == "video":
-        return {keys[0]: "files" if getattr(pre, "source", "frames")
-                == "frames" else "file"}
-    if modality == "sensor":
-        return {keys[0]: "floats" if getattr(pre, "source", "array")
-                == "array" else "file"}
-    if modality == "text":
-        return {keys[0]: "string"}
-    if modality == "tabular":
-        kinds = {c: "float" for c in pre.numeric}
-        kinds.update({c: "key" for c in pre.categorical})
-        return kinds
-    return {k: "string" if s.dtype == tf.string else "float"
-            for k, s in pre.raw_signature().items()}
 
 
 class ServingFunctions:
@@ -292,7 +241,7 @@ class ServingFunctions:
     def _example_kinds(self, stored):
         kinds = {}
         for pre in self.preprocessors.values():
-            for key, wanted in _wanted_kinds(pre).items():
+            for key, wanted in modality_kinds(pre, arrays=True).items():
                 column = self.columns[key]
                 kind = stored.get(column)
                 if kind is None:
@@ -459,10 +408,11 @@ class ServingFunctions:
             if isinstance(value, tf.SparseTensor):
                 default = "" if value.dtype == tf.string else float("nan")
                 value = tf.sparse.to_dense(value, default_value=default)
+            # THE record-value converter, as in the training pipeline.
             if wanted == "key":
-                value = _key_strings(value, kind)
+                value = sources.key_strings(value, kind, column)
             elif wanted == "float":
-                value = _floats(value, kind)
+                value = sources.float_values(value, kind, column)
             elif wanted == "floats":
                 channels = specs[key].shape[-1]
                 value = tf.reshape(value, [tf.shape(value)[0], -1, channels])

@@ -27,7 +27,7 @@ are rejected with a clear error (no archive data set used here has them).
 Example:
 
 >>> data = read_ts("BasicMotions_TRAIN.ts")          # doctest: +SKIP
->>> x = data.to_numpy()                              # [40, 100, 6]
+>>> x = data.to_numpy()      # [40, 100, 6]   # doctest: +SKIP
 >>> data.labels[:2], data.class_labels               # doctest: +SKIP
 (['Standing', 'Standing'], ['Standing', 'Running', 'Walking', 'Badminton'])
 """
