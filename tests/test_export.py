@@ -12,7 +12,6 @@ the Keras model on tf.data-preprocessed inputs is the reference every
 SavedModel output is compared with. No TensorFlow or model is mocked.
 """
 
-import http.server
 import io
 import json
 import os
@@ -21,19 +20,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import wave
-from concurrent import futures
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import descriptor_pb2
-from google.protobuf import descriptor_pool
-from google.protobuf import message_factory
 from google.protobuf import text_format
 from PIL import Image
+from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 import keras_mm
@@ -54,7 +49,11 @@ from keras_mm.serving import next_version
 from keras_mm.serving import predict
 from keras_mm.serving import verify
 from keras_mm.serving import verify_savedmodel
+from keras_mm.serving.serving_config import write_serving_config
 from keras_mm.serving.warmup import read_warmup_requests
+
+import serving_emulation as tfs
+from serving_protos import compile_serving_protos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATOL = 1e-5
@@ -64,11 +63,6 @@ CLASSES = ["cat", "dog", "bird"]
 
 
 TOWERS, FUSIONS, HEADS = load_registries()
-
-
-def require(registry, name):
-    if name not in registry:
-        pytest.skip(f"no {registry.kind} {name!r} is registered yet")
 
 
 # -- raw data written by independent tools ------------------------------------
@@ -113,8 +107,6 @@ def seq_rows(rng, n, frames):
 # -- the two models -----------------------------------------------------------
 
 def media_model():
-    for kind, registry in (("text", TOWERS), ("gated", FUSIONS)):
-        require(registry, kind)
     pre = {"image": ImagePreprocessor("image", size=(8, 8), channels=1),
            "audio": AudioPreprocessor("audio", sample_rate=8000,
                                       duration=0.125, random_crop=False),
@@ -142,9 +134,6 @@ def media_model():
 
 
 def seq_model(rng):
-    for kind, registry in (("sensor", TOWERS), ("tabular", TOWERS),
-                           ("concat", FUSIONS)):
-        require(registry, kind)
     pre = {"clip": VideoPreprocessor("clip", num_frames=4, size=(8, 8),
                                      channels=1),
            "imu": SensorPreprocessor("imu", channels=3, length=10,
@@ -290,64 +279,44 @@ def saved_report(path):
 
 # -- export layout, verification report, signatures ---------------------------
 
-def _serving_protos():
-    """`BatchingParameters` and `MonitoringConfig` message classes, built
-    from their field definitions in TF Serving's .proto files (the
-    tensorflow-serving-api wheel does not ship them)."""
-    file = descriptor_pb2.FileDescriptorProto(
-        name="keras_mm_test_serving.proto", package="kmtest",
-        dependency=["google/protobuf/wrappers.proto"], syntax="proto3")
-    batching = file.message_type.add(name="BatchingParameters")
-    for number, (field, wrapper) in enumerate(
-            [("max_batch_size", "Int64Value"),
-             ("batch_timeout_micros", "Int64Value"),
-             ("max_enqueued_batches", "Int64Value"),
-             ("num_batch_threads", "Int64Value"),
-             ("thread_pool_name", "StringValue")], start=1):
-        batching.field.add(name=field, number=number, type=11, label=1,
-                           type_name=f".google.protobuf.{wrapper}")
-    batching.field.add(name="allowed_batch_sizes", number=6, type=3,
-                       label=3)
-    batching.field.add(name="pad_variable_length_inputs", number=7,
-                       type=8, label=1)
-    prometheus = file.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=8, label=1)
-    prometheus.field.add(name="path", number=2, type=9, label=1)
-    monitoring = file.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(name="prometheus_config", number=1, type=11,
-                         label=1, type_name=".kmtest.PrometheusConfig")
-    from google.protobuf import wrappers_pb2  # noqa: F401 (registers it)
-    pool = descriptor_pool.Default()
-    try:
-        pool.FindFileByName(file.name)
-    except KeyError:
-        pool.Add(file)
-    return (message_factory.GetMessageClass(
-                pool.FindMessageTypeByName("kmtest.BatchingParameters")),
-            message_factory.GetMessageClass(
-                pool.FindMessageTypeByName("kmtest.MonitoringConfig")))
+@pytest.fixture(scope="session")
+def serving_protos(tmp_path_factory):
+    """TF Serving's `BatchingParameters` / `MonitoringConfig`, compiled once
+    from the .proto files vendored in tests/protos/."""
+    return compile_serving_protos(tmp_path_factory.mktemp("serving_protos"))
 
 
-def test_export_layout_serving_files_and_verification(media, seq):
+def parse_serving_files(model_dir, protos):
+    """The three config files parsed strictly into TF Serving's messages
+    (an unknown field raises `text_format.ParseError`)."""
+    def parse(name, message):
+        with open(os.path.join(model_dir, name)) as f:
+            return text_format.Parse(f.read(), message)
+
+    return (parse("models.config",
+                  model_server_config_pb2.ModelServerConfig()),
+            parse("batching_parameters.txt",
+                  protos.session_bundle_config.BatchingParameters()),
+            parse("monitoring.config",
+                  protos.monitoring_config.MonitoringConfig()))
+
+
+def test_export_layout_serving_files_and_verification(media, seq,
+                                                     serving_protos):
     model_dir = os.path.dirname(media.path)
     assert os.path.basename(media.path) == "1"
     assert sorted(os.listdir(model_dir)) == [
         "1", "SERVING.md", "batching_parameters.txt", "models.config",
         "monitoring.config"]
-    config = text_format.Parse(
-        open(os.path.join(model_dir, "models.config")).read(),
-        model_server_config_pb2.ModelServerConfig())
+    config, batching, monitoring = parse_serving_files(model_dir,
+                                                       serving_protos)
     (entry,) = config.model_config_list.config
     assert (entry.name, entry.base_path, entry.model_platform) == (
         "media", "/models/media", "tensorflow")
     assert entry.model_version_policy.latest.num_versions == 1
-    batching_cls, monitoring_cls = _serving_protos()
-    batching = text_format.Parse(open(os.path.join(
-        model_dir, "batching_parameters.txt")).read(), batching_cls())
     assert batching.max_batch_size.value == 64
+    assert batching.HasField("batch_timeout_micros")
     assert not batching.pad_variable_length_inputs
-    monitoring = text_format.Parse(open(os.path.join(
-        model_dir, "monitoring.config")).read(), monitoring_cls())
     assert monitoring.prometheus_config.enable
     assert monitoring.prometheus_config.path.startswith("/monitoring")
     commands = open(os.path.join(model_dir, "SERVING.md")).read()
@@ -370,6 +339,39 @@ def test_export_layout_serving_files_and_verification(media, seq):
                                          "serve_examples"}
     assert set(checks["load"]["methods"].values()) == {
         "tensorflow/serving/predict"}
+
+
+def test_serving_config_files_parse_into_tf_serving_messages(
+        tmp_path, serving_protos):
+    """The files keras_mm writes are the messages TF Serving reads, with
+    every value where TF Serving looks for it (vendored .proto files)."""
+    paths = write_serving_config(
+        str(tmp_path), "demo", base_path="/srv/demo", num_versions=2,
+        max_batch_size=8, batch_timeout_micros=500, max_enqueued_batches=10,
+        num_batch_threads=3)
+    assert sorted(os.path.basename(p) for p in paths) == [
+        "SERVING.md", "batching_parameters.txt", "models.config",
+        "monitoring.config"]
+    config, batching, monitoring = parse_serving_files(str(tmp_path),
+                                                       serving_protos)
+    (entry,) = config.model_config_list.config
+    assert (entry.name, entry.base_path, entry.model_platform) == (
+        "demo", "/srv/demo", "tensorflow")
+    assert entry.model_version_policy.latest.num_versions == 2
+    assert {f.name: v.value for f, v in batching.ListFields()} == {
+        "max_batch_size": 8, "batch_timeout_micros": 500,
+        "max_enqueued_batches": 10, "num_batch_threads": 3}
+    assert monitoring.prometheus_config.enable
+    assert monitoring.prometheus_config.path == \
+        "/monitoring/prometheus/metrics"
+    assert [f.name for f, _ in monitoring.prometheus_config.ListFields()] \
+        == ["enable", "path"]
+    # The compiled messages are strict: a misspelled field is refused.
+    with pytest.raises(text_format.ParseError,
+                       match='no field named "max_batch_sise"'):
+        text_format.Parse("max_batch_sise { value: 8 }",
+                          serving_protos.session_bundle_config
+                          .BatchingParameters())
 
 
 def test_signatures_take_raw_inputs_batch_first(media, seq):
@@ -412,9 +414,11 @@ def test_golden_outputs_and_warmup_requests(media):
         "serving_default"] * 2
     want = media.keras(media.rows)
     for request in requests:
-        tensors = client.grpc_to_tensors(request)
-        got = {k: v.numpy() for k, v in media.serve(**tensors).items()}
-        n = int(tensors["image"].shape[0])
+        # Decoded as TF Serving does (names, dtypes, shapes checked).
+        arrays = tfs.decode_grpc_request(request, media.specs)
+        got = {k: v.numpy() for k, v in media.serve(**{
+            k: tf.constant(v) for k, v in arrays.items()}).items()}
+        n = len(arrays["image"])
         assert_outputs_close(got, {k: v[:n] for k, v in want.items()})
 
 
@@ -482,6 +486,67 @@ def test_pipeline_and_tfrecords_parity(media, tmp_path):
     examples = media.loaded.signatures["serve_examples"](
         examples=tf.constant(records))
     assert_outputs_close({k: v.numpy() for k, v in examples.items()}, want)
+
+
+def test_pipeline_and_tfrecords_parity_video_sensor_tabular(seq, tmp_path):
+    """The same for frame lists (video), `.npy` series (sensor: a Pipeline
+    reads files, so its preprocessor is the export's with source='npy') and
+    table cells (tabular): the manifest `Pipeline`, the `Pipeline` over its
+    TFRecords (bitwise equal), `serve_tensors`, `serving_default` and
+    `serve_examples` all give the Keras model's outputs."""
+    from keras_mm.data.tfrecords import encode_example
+
+    rows = seq_rows(np.random.default_rng(4), 5, seq.frames)
+    rows[1]["age"] = None                     # a missing numeric cell
+    rows[2]["city"] = "paris"                 # an unseen category
+    files = tmp_path / "files"
+    files.mkdir()
+    manifest = []
+    for i, row in enumerate(rows):
+        clip = []
+        for j, frame in enumerate(row["clip"]):
+            (files / f"{i}_{j}.png").write_bytes(frame)
+            clip.append(f"files/{i}_{j}.png")
+        np.save(files / f"{i}.npy", row["imu"])
+        manifest.append({"clip": clip, "imu": f"files/{i}.npy",
+                         "age": row["age"], "height": row["height"],
+                         "city": row["city"]})
+    path = tmp_path / "seq.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in manifest))
+    pre = dict(seq.pre, imu=SensorPreprocessor.from_config(
+        dict(seq.pre["imu"].get_config(), source="npy")))
+    names = [t.name for t in seq.model.inputs]
+    options = dict(input_names=names, bad_input="missing")
+    features = next(iter(Pipeline(str(path), pre, **options).dataset(
+        batch_size=5)))
+    want = named_outputs(seq.model, seq.model(features, training=False))
+    assert_outputs_close(seq.call(rows), want)
+    tensors = seq.loaded.signatures["serve_tensors"](**features)
+    assert_outputs_close({k: v.numpy() for k, v in tensors.items()}, want)
+
+    shards = tmp_path / "shards"
+    convert_manifest_to_tfrecords(
+        str(path), str(shards), num_shards=2, progress=False,
+        columns={"clip": "files", "imu": "file", "age": "float",
+                 "height": "float", "city": "string"})
+    from_shards = next(iter(Pipeline(str(shards), pre, **options).dataset(
+        batch_size=5, cycle_length=1)))
+    assert sorted(from_shards) == sorted(features)
+    for key, value in features.items():
+        assert from_shards[key].numpy().tobytes() == \
+            value.numpy().tobytes(), key
+
+    info = json.load(open(os.path.join(seq.path, "assets.extra",
+                                       "keras_mm.json")))
+    kinds = {f["column"]: f["kind"]
+             for f in info["example_features"].values()}
+    examples = [encode_example(
+        {"clip": list(r["clip"]), "imu": r["imu"].reshape(-1).tolist(),
+         "age": r["age"], "height": r["height"], "city": r["city"]},
+        kinds).SerializeToString() for r in rows]
+    served = seq.loaded.signatures["serve_examples"](
+        examples=tf.constant(examples))
+    assert_outputs_close({k: v.numpy() for k, v in served.items()}, want)
 
 
 def test_serve_examples_converts_stored_kinds(seq):
@@ -567,8 +632,9 @@ def test_malformed_requests_are_refused(media, seq):
     assert "input `audio`: a value is longer than" in messages[
         "oversized wav"]
     assert "text" in messages["wrong rank"]
-    with pytest.raises((tf.errors.InvalidArgumentError, TypeError,
-                        ValueError)):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="expected to be a string tensor but is a "
+                             "float tensor"):
         serve(**dict(good, image=tf.zeros([1], tf.float32)))
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match="imu .* not compatible"):
@@ -802,85 +868,65 @@ def _write(path, data):
 
 
 def test_rest_and_grpc_requests_round_trip_into_the_signature(seq):
-    rows = [dict(seq.rows[0]), dict(seq.rows[1])]
+    """The client's bodies and PredictRequests, decoded the way TF Serving
+    documents it (tests/serving_emulation.py, not keras_mm code), call the
+    signature exactly like the arrays themselves: frames and the city as
+    bytes, series and cells as floats, a batch of 3 with ragged series and
+    frame lists and a missing cell (NaN)."""
+    rows = [dict(seq.rows[i]) for i in range(3)]
     rows[1]["imu"] = rows[1]["imu"][:4]          # ragged: padded with NaN
     want = seq.call(rows)
     specs = client.input_specs(seq.path)
-    for columnar in (False, True):
-        body = json.loads(json.dumps(client.rest_request(
-            rows, specs, columnar=columnar)))
-        if not columnar:
-            assert body["instances"][0]["clip"][0].keys() == {"b64"}
-        tensors = client.rest_to_tensors(body, seq.specs)
-        got = {k: v.numpy() for k, v in seq.serve(**tensors).items()}
+    for columnar, layout in ((False, "row"), (True, "columnar")):
+        text = json.dumps(client.rest_request(rows, specs,
+                                              columnar=columnar))
+        name, got_layout, arrays = tfs.decode_rest_request(text, seq.specs)
+        assert (name, got_layout) == ("serving_default", layout)
+        assert arrays["clip"].dtype == object and \
+            arrays["clip"].shape[0] == 3
+        assert np.isnan(arrays["age"][1]) and np.isnan(
+            arrays["imu"][1, 4:]).all()
+        got = {k: v.numpy() for k, v in seq.serve(**{
+            k: tf.constant(v) for k, v in arrays.items()}).items()}
         assert_outputs_close(got, want, atol=0)
     request = client.grpc_request("seq", rows, input_specs=specs)
-    wire = type(request).FromString(request.SerializeToString())
-    assert wire.inputs["clip"].dtype == tf.string.as_datatype_enum
-    got = {k: v.numpy() for k, v in
-           seq.serve(**client.grpc_to_tensors(wire)).items()}
+    wire = predict_pb2.PredictRequest.FromString(
+        request.SerializeToString())
+    assert (wire.model_spec.name, wire.model_spec.signature_name) == (
+        "seq", "serving_default")
+    arrays = tfs.decode_grpc_request(wire, seq.specs)
+    got = {k: v.numpy() for k, v in seq.serve(**{
+        k: tf.constant(v) for k, v in arrays.items()}).items()}
     assert_outputs_close(got, want, atol=0)
-    response = client.grpc_response(seq.serve(**client.grpc_to_tensors(
-        wire)))
-    parsed = client.parse_grpc_response(type(response).FromString(
-        response.SerializeToString()))
+    response = tfs.grpc_response(got, "seq")
+    parsed = client.parse_grpc_response(predict_pb2.PredictResponse
+                                        .FromString(
+                                            response.SerializeToString()))
     assert_outputs_close(parsed, want, atol=0)
 
 
 def test_clients_talk_to_servers_over_the_network(media):
-    """REST and gRPC clients against two small in-process servers that
-    decode requests as TF Serving does and run the SavedModel."""
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
+    """REST (row and columnar) and gRPC clients against small in-process
+    servers that decode requests as TF Serving documents it and run the
+    SavedModel's signature."""
     rows = media.rows[:2]
     want = media.call(rows)
     specs = client.input_specs(media.path)
-
-    class Rest(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(
-                self.headers["Content-Length"])))
-            out = media.serve(**client.rest_to_tensors(body, media.specs))
-            data = json.dumps(client.rest_response(out)).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Rest)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = (f"http://127.0.0.1:{httpd.server_address[1]}"
-               "/v1/models/media:predict")
-        got = client.predict_rest(url, client.rest_request(rows, specs))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-    got["label_class_name"] = got["label_class_name"].astype(object)
-    got["label_class_name"] = np.array(
-        [s.encode() for s in got["label_class_name"]], dtype=object)
-    assert_outputs_close(got, want)
-
-    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):
-            out = media.serve(**client.grpc_to_tensors(request))
-            return client.grpc_response(out, request.model_spec.name)
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        Servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
+    with tfs.rest_server(media.loaded.signatures, "media") as url:
+        for columnar in (False, True):
+            got = client.predict_rest(url, client.rest_request(
+                rows, specs, columnar=columnar))
+            # JSON strings come back as text.
+            got["label_class_name"] = np.array(
+                [s.encode() for s in got["label_class_name"]], dtype=object)
+            assert_outputs_close(got, want)
+        with pytest.raises(RuntimeError, match="HTTP 400.*missing "
+                                               "\\['text'\\]"):
+            client.predict_rest(url, client.rest_request(
+                [{"image": rows[0]["image"], "audio": rows[0]["audio"]}]))
+    with tfs.grpc_server(media.loaded.signatures, "media") as target:
         request = client.grpc_request("media", rows, input_specs=specs)
-        got = client.predict_grpc(f"127.0.0.1:{port}", request)
-    finally:
-        server.stop(0)
+        got = client.predict_grpc(target, request)
     assert_outputs_close(got, want, atol=0)
 
 

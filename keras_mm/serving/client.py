@@ -1,5 +1,10 @@
 """A small client for TF Serving: REST JSON and gRPC `PredictRequest`s.
 
+Only the client's side of the wire lives here: building request bodies
+and `PredictRequest`s, sending them, and reading the responses. (The
+tests decode the requests the way TF Serving documents it, with their own
+code, so a mistake here cannot cancel out against a matching "server".)
+
 Raw inputs are what the `serving_default` signature of a keras_mm export
 takes: encoded image bytes, text, WAV bytes, lists of encoded frames (or
 GIF bytes), float `[T, C]` series, table cells. Binary values travel as
@@ -8,9 +13,10 @@ as `DT_STRING` tensor protos in gRPC.
 
 Rows of different lengths are padded the way the preprocessors expect:
 frame lists with empty strings (dropped by `VideoPreprocessor`), series
-with NaN steps (reported missing by `SensorPreprocessor`). An input left
-out of a row is sent empty (`b""`, NaN), which marks that modality absent
-where the model was trained with a presence mask.
+with NaN steps (reported missing by `SensorPreprocessor`; REST sends them
+as the `NaN` token, which TF Serving's JSON accepts). An input left out of
+a row is sent empty (`b""`, NaN), which marks that modality absent where
+the model was trained with a presence mask.
 
 Example:
 
@@ -317,90 +323,49 @@ def rest_request(instances, input_specs=None,
                           for row in instances]}
 
 
-def _from_json_value(value):
+def _from_json_output(value):
+    """`{"b64": ...}` (outputs named `*_bytes`) -> bytes, recursively."""
     if isinstance(value, dict) and set(value) == {"b64"}:
         return base64.b64decode(value["b64"])
     if isinstance(value, list):
-        return [_from_json_value(v) for v in value]
-    if isinstance(value, str):
-        return value.encode("utf-8")
+        return [_from_json_output(v) for v in value]
     return value
 
 
-def rest_to_tensors(body, input_specs):
-    """Decodes a REST body the way TF Serving does, into batched tensors.
+def _output_array(value):
+    value = _from_json_output(value)
 
-    `{"b64": ...}` objects become bytes, plain JSON strings their UTF-8
-    bytes, numbers the input's dtype; every input of the signature must be
-    there (as in TF Serving).
+    def has_bytes(v):
+        return isinstance(v, bytes) or (isinstance(v, list) and any(
+            has_bytes(x) for x in v))
 
-    Args:
-        body: the dict built by `rest_request` (or its JSON text).
-        input_specs: `{name: spec}` of the signature.
-    """
-    import tensorflow as tf
-
-    if isinstance(body, (str, bytes)):
-        body = json.loads(body)
-    if "instances" in body:
-        rows = body["instances"]
-        columns = {name: [row[name] for row in rows] for name in input_specs
-                   if all(name in row for row in rows)}
-    else:
-        columns = dict(body["inputs"])
-    tensors = {}
-    for name, spec in input_specs.items():
-        if name not in columns:
-            raise KeyError(f"the request lacks input {name!r}")
-        spec = InputSpec.of(spec)
-        value = _from_json_value(columns[name])
-        if spec.is_string:
-            array = np.array(value, dtype=object)
-        else:
-            array = np.asarray(value, dtype=spec.dtype)
-        tensors[name] = tf.constant(array, dtype=spec.dtype)
-    return tensors
-
-
-def rest_response(outputs, columnar=False):
-    """A TF Serving REST response body for `{output: tensor}` (row format:
-    `{"predictions": [{output: value}]}`; strings as text)."""
-    arrays = {k: np.asarray(getattr(v, "numpy", lambda: v)())
-              for k, v in outputs.items()}
-
-    def plain(value):
-        if isinstance(value, np.ndarray):
-            return [plain(v) for v in value] if value.dtype == object \
-                else value.tolist()
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
-        if isinstance(value, np.generic):
-            return value.item()
-        return value
-
-    if columnar:
-        return {"outputs": {k: plain(v) for k, v in arrays.items()}}
-    n = len(next(iter(arrays.values()))) if arrays else 0
-    return {"predictions": [{k: plain(v[i]) for k, v in arrays.items()}
-                            for i in range(n)]}
+    if has_bytes(value):    # object, not "S": NumPy strips trailing NULs
+        return np.array(value, dtype=object)
+    return np.asarray(value)
 
 
 def parse_rest_response(body):
-    """`{output: numpy array}` from a TF Serving REST response."""
+    """`{output: numpy array}` from a TF Serving REST response.
+
+    Row (`"predictions"`) and columnar (`"outputs"`) responses; a model
+    with a single output answers without its name (returned as
+    `"output"`); `{"b64": ...}` values (outputs named `*_bytes`) become
+    bytes.
+    """
     if isinstance(body, (str, bytes)):
         body = json.loads(body)
     if "error" in body:
         raise RuntimeError(f"TF Serving error: {body['error']}")
     if "outputs" in body:
         outputs = body["outputs"]
-        if not isinstance(outputs, dict):
+        if not isinstance(outputs, dict) or set(outputs) == {"b64"}:
             outputs = {"output": outputs}
-        return {k: np.asarray(v) for k, v in outputs.items()}
+        return {k: _output_array(v) for k, v in outputs.items()}
     rows = body["predictions"]
-    if rows and not isinstance(rows[0], dict):
-        return {"output": np.asarray(rows)}
+    if rows and not (isinstance(rows[0], dict) and set(rows[0]) != {"b64"}):
+        return {"output": _output_array(rows)}
     names = list(rows[0]) if rows else []
-    return {k: np.asarray([row[k] for row in rows]) for k in names}
+    return {k: _output_array([row[k] for row in rows]) for k in names}
 
 
 def predict_rest(url, body, timeout=30.0):
@@ -452,28 +417,6 @@ def grpc_request(model_name, batch, signature_name="serving_default",
                                else spec.dtype)
         request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
     return request
-
-
-def grpc_to_tensors(request):
-    """Decodes a `PredictRequest`'s inputs into tensors (as TF Serving)."""
-    import tensorflow as tf
-
-    return {name: tf.constant(tf.make_ndarray(proto))
-            for name, proto in request.inputs.items()}
-
-
-def grpc_response(outputs, model_name=None):
-    """A `PredictResponse` holding `{output: tensor}`."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    response = predict_pb2.PredictResponse()
-    if model_name:
-        response.model_spec.name = model_name
-    for name, value in outputs.items():
-        response.outputs[name].CopyFrom(tf.make_tensor_proto(
-            np.asarray(getattr(value, "numpy", lambda: value)())))
-    return response
 
 
 def parse_grpc_response(response):
