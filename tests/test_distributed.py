@@ -12,7 +12,10 @@
 Tolerance: every weight within atol 1e-5 of the one-device run (measured
 differences are ~3e-8: float32 summation order of the gradient all-reduce).
 The recipe has no BatchNormalization (per-replica batch statistics differ
-from those of the global batch by design) and uses deterministic ops.
+from those of the global batch by design) and uses deterministic ops. Both
+tests train the same recipe (best checkpoint, backups and early stopping
+on), so the one-device reference runs once, beside the mirrored runs
+(module fixture `mirrored_runs`), and serves both.
 """
 
 import json
@@ -26,7 +29,7 @@ import time
 import numpy as np
 import pytest
 
-from test_training import tiny_recipe
+from test_training import assert_loss_went_down, tiny_recipe
 
 ATOL = 1e-5
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,12 +90,25 @@ def _assert_same_weights(a, b):
     return worst
 
 
-def _recipe(tmp_path, **training):
-    recipe = tiny_recipe(tmp_path / "demo", name="dist", epochs=2,
-                         batch_size=8, deterministic=True, **training)
-    path = tmp_path / "dist.json"
+def _recipe(folder):
+    """The recipe of both tests, on the demo set in `folder / "demo"`.
+
+    Checkpointing, backups and early stopping run on every replica and
+    worker (a non-chief worker writes to a private folder, removed at the
+    end); without best-weight restoring the final weights are those of
+    the last epoch, compared across strategies.
+    """
+    from keras_mm.datasets import make_demo_dataset
+
+    make_demo_dataset(folder / "demo", num_train=32, num_val=16,
+                      num_test=16)
+    recipe = tiny_recipe(folder / "demo", name="dist", epochs=2,
+                         batch_size=8, deterministic=True,
+                         early_stopping={"patience": 5,
+                                         "restore_best_weights": False})
+    path = folder / "dist.json"
     path.write_text(json.dumps(recipe))
-    return recipe, os.fspath(path)
+    return os.fspath(path)
 
 
 def _run_script(tmp_path, args, env, timeout):
@@ -106,12 +122,12 @@ def _run_script(tmp_path, args, env, timeout):
     return proc
 
 
-def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
-    from keras_mm.datasets import make_demo_dataset
-
-    make_demo_dataset(tmp_path / "demo", num_train=32, num_val=16,
-                      num_test=16)
-    _, recipe_path = _recipe(tmp_path, checkpoint=False, backup=False)
+@pytest.fixture(scope="module")
+def mirrored_runs(tmp_path_factory):
+    """One process with 2 logical CPUs: MirroredStrategy and one device,
+    without and with a boolean input; `(folder, recipe path)`."""
+    tmp_path = tmp_path_factory.mktemp("mirrored")
+    recipe_path = _recipe(tmp_path)
     # With a boolean input (the sensor's step mask) `model.fit` fails under
     # MirroredStrategy in Keras 3.15; the trainer then takes the
     # distributed loop.
@@ -127,7 +143,11 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     _run_script(tmp_path, {"recipe": recipe_path, "runs": runs,
                            "runs_dir": os.fspath(tmp_path / "runs"),
                            "logical_cpus": 2}, _env(), timeout=420)
+    return tmp_path, recipe_path
 
+
+def test_mirrored_two_cpu_replicas_match_one_device(mirrored_runs):
+    tmp_path, _ = mirrored_runs
     info = json.load(open(tmp_path / "runs" / "mirrored" / "run.json"))
     assert info["strategy"] == "mirrored" and info["num_replicas"] == 2
     assert info["custom_loop"] is False
@@ -140,22 +160,20 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     assert "boolean inputs (sensor_mask)" in " ".join(info["notes"])
     _assert_same_weights(_weights(tmp_path / "mirrored_mask.npz"),
                          _weights(tmp_path / "single_mask.npz"))
-    # Both runs did train (untrained models would match trivially).
-    history = json.load(open(tmp_path / "mirrored.npz.json"))["history"]
-    assert len(history["loss"]) == 2
-    assert history["loss"][1] != history["loss"][0]
+    for name in ("mirrored", "mirrored_mask"):
+        # The best checkpoint was kept, the backup removed at the end.
+        assert (tmp_path / "runs" / name / "best.keras").exists()
+        assert not (tmp_path / "runs" / name / "backup").exists()
+    # The runs did train (untrained models would match trivially).
+    for name in ("mirrored", "mirrored_mask"):
+        history = json.load(open(tmp_path / f"{name}.npz.json"))["history"]
+        assert len(history["loss"]) == 2
+        assert_loss_went_down(history, name)
 
 
-def test_multi_worker_two_processes_match_one_device(tmp_path):
-    from keras_mm.datasets import make_demo_dataset
-
-    make_demo_dataset(tmp_path / "demo", num_train=32, num_val=16,
-                      num_test=16)
-    # Checkpointing, backups and early stopping run on both workers (the
-    # non-chief one writes to a private folder, removed at the end).
-    _, recipe_path = _recipe(
-        tmp_path, early_stopping={"patience": 5, "restore_best_weights":
-                                  False})
+def test_multi_worker_two_processes_match_one_device(tmp_path,
+                                                    mirrored_runs):
+    reference, recipe_path = mirrored_runs
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
@@ -165,12 +183,6 @@ def test_multi_worker_two_processes_match_one_device(tmp_path):
                                 "task": {"type": "worker", "index": index}})
         runs = [{"overrides": ["training.strategy=multi_worker"],
                  "out": os.fspath(tmp_path / f"worker{index}.npz")}]
-        if index == 0:
-            # Then the one-device reference (same global batch), in the
-            # chief's process once the cluster's job is done.
-            runs.append({"overrides": ["training.strategy=default",
-                                       "name=single"],
-                         "out": os.fspath(tmp_path / "single.npz")})
         args = {"recipe": recipe_path,
                 "runs_dir": os.fspath(tmp_path / "runs"), "runs": runs}
         log = open(tmp_path / f"worker{index}.log", "w")
@@ -200,25 +212,27 @@ def test_multi_worker_two_processes_match_one_device(tmp_path):
 
     chief = json.load(open(tmp_path / "worker0.npz.json"))
     other = json.load(open(tmp_path / "worker1.npz.json"))
-    single = json.load(open(tmp_path / "single.npz.json"))
+    # The one-device reference (same recipe, same global batch).
+    single = json.load(open(reference / "single.npz.json"))
     assert chief["is_chief"] and not other["is_chief"]
     assert other["metrics"] == {}
     info = json.load(open(tmp_path / "runs" / "dist" / "run.json"))
     assert info["strategy"] == "multi_worker" and info["num_replicas"] == 2
     assert info["custom_loop"] is True
-    single_info = json.load(open(tmp_path / "runs" / "single" / "run.json"))
+    single_info = json.load(open(reference / "runs" / "single" /
+                                 "run.json"))
     assert single_info["strategy"] == "default"
     assert single_info["num_replicas"] == 1
     run_dir = tmp_path / "runs" / "dist"
     assert (run_dir / "best.keras").exists()
     assert not (run_dir / "backup").exists()
     assert not any(n.startswith(".worker") for n in os.listdir(run_dir))
-    assert chief["history"]["loss"][1] != chief["history"]["loss"][0]
+    assert_loss_went_down(chief["history"], "the multi-worker run")
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose(chief["history"][key],
                                    single["history"][key], atol=ATOL)
     w0 = _weights(tmp_path / "worker0.npz")
     _assert_same_weights(w0, _weights(tmp_path / "worker1.npz"))
-    _assert_same_weights(w0, _weights(tmp_path / "single.npz"))
+    _assert_same_weights(w0, _weights(reference / "single.npz"))
     assert chief["metrics"]["test"]["loss"] == pytest.approx(
         single["metrics"]["test"]["loss"], abs=1e-5)

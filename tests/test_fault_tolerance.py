@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from test_training import tiny_recipe, write_recipe
+from test_training import assert_loss_went_down, tiny_recipe, write_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
@@ -164,7 +164,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path):
                      tmp_path / "resumed.log")
     output = _finish(resumed, timeout=300)
     assert resumed.returncode == 0, output[-6000:]
-    assert f"resuming ft from the backup in {run_dir}" in output
+    assert output.count(f"resuming ft from the backup in {run_dir}") == 1
     assert f"epoch 2 of {EPOCHS}" in output
     assert "RESUMED_FROM 1" in output
     assert "Epoch 1/" not in output         # epoch 0 was not trained again
@@ -180,5 +180,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path):
     assert info["resumed_from_epoch"] == 1 and info["epochs_run"] == EPOCHS
     assert not os.path.exists(os.path.join(run_dir, "backup"))
     _assert_close(_history(run_dir), _history(ref_dir), "history")
+    assert_loss_went_down({"loss": [row["loss"] for row in _history(ref_dir)]},
+                          "the reference run")
     _assert_close(json.load(open(os.path.join(run_dir, "metrics.json"))),
                   json.load(open(os.path.join(ref_dir, "metrics.json"))))

@@ -68,6 +68,23 @@ def write_recipe(path, recipe):
     return os.fspath(path)
 
 
+def assert_loss_went_down(history, what="the run", by=0.01):
+    """`history["loss"]` (history.csv / `TrainResult.history`) is at least
+    `by` (relative) lower at the last epoch than at the first: the model
+    did learn (a frozen model's epoch means differ only by rounding)."""
+    loss = history["loss"]
+    assert len(loss) >= 2, f"{what}: too few epochs to compare: {loss}"
+    assert loss[-1] < (1 - by) * loss[0], \
+        f"{what}: the loss did not go down by {by:.0%}: {loss}"
+
+
+def read_history(run_dir):
+    """`history.csv` of a run folder as `{column: [values]}`."""
+    from keras_mm.training.run_artifacts import read_history_csv
+
+    return read_history_csv(os.path.join(run_dir, "history.csv"))
+
+
 def assert_png(path):
     from PIL import Image
 
@@ -116,6 +133,7 @@ def test_train_end_to_end_writes_the_run_folder(tmp_path, capsys):
                 "level_loss"):
         assert key in rows[0], rows[0].keys()
     assert result.history["loss"] == [float(r["loss"]) for r in rows]
+    assert_loss_went_down(result.history, "the fused run")
     run_info = json.load(open(os.path.join(run_dir, "run.json")))
     assert run_info["epochs_run"] == 2 and run_info["strategy"] == "default"
     assert run_info["resumed_from_epoch"] == 0
@@ -182,10 +200,20 @@ def test_train_end_to_end_writes_the_run_folder(tmp_path, capsys):
                       ("text only", "val"), ("text only", "test"),
                       ("sensor only", "val"), ("sensor only", "test")]
     assert sorted(result.unimodal) == ["sensor", "text"]
-    unimodal_dir = os.path.join(run_dir, "unimodal", "text")
-    assert os.path.exists(os.path.join(unimodal_dir, "metrics.json"))
+    for name in ("text", "sensor"):
+        unimodal_dir = os.path.join(run_dir, "unimodal", name)
+        assert os.path.exists(os.path.join(unimodal_dir, "metrics.json"))
+        assert_loss_went_down(read_history(unimodal_dir), f"{name} only")
     assert "label_accuracy" in out and "sensor only" in out
     assert "Epoch 2: early stopping" in out
+    # Each message once: the scoreboard table, each single-modality run,
+    # the export.
+    assert [line.split()[:3] for line in out.splitlines()].count(
+        ["model", "split", "loss"]) == 1, out
+    for name in ("text", "sensor"):
+        assert out.count(f"training the {name}-only model of the "
+                         "scoreboard") == 1, out
+    assert out.count(f"exported to {result.export_path}") == 1, out
 
     # Export + verification; export_run publishes the next version.
     assert result.export_path == os.fspath(tmp_path / "saved" / "e2e" / "1")
@@ -210,6 +238,7 @@ def test_checkpoint_off_saves_final_model_and_no_val_split(tmp_path):
     assert list(result.metrics) == ["test"]
     assert "val_loss" not in result.history
     assert len(result.history["loss"]) == 2
+    assert_loss_went_down(result.history)
     metrics = evaluate(result.run_dir, splits="test")
     assert metrics["test"]["loss"] == pytest.approx(
         result.metrics["test"]["loss"], abs=1e-6)
@@ -221,12 +250,12 @@ def test_checkpoint_off_saves_final_model_and_no_val_split(tmp_path):
 def test_epoch_order_depends_only_on_seed_and_epoch(tmp_path):
     from keras_mm.datasets import make_demo_dataset
     from keras_mm.training import run_data
-    from keras_mm.training.trainer import _load_recipe
+    from keras_mm.training.run_folder import load_recipe
     from keras_mm.builder.spec import complete_spec
     from keras_mm.recipes import recipe_model_spec
 
     make_demo_dataset(tmp_path / "demo", num_train=24, num_val=4, num_test=4)
-    recipe = _load_recipe(tiny_recipe(tmp_path / "demo", generate=False), ())
+    recipe = load_recipe(tiny_recipe(tmp_path / "demo", generate=False), ())
     pre = run_data.adapt_preprocessors(run_data.make_preprocessors(recipe),
                                        recipe)
     spec = complete_spec(recipe_model_spec(recipe), pre)
@@ -293,14 +322,14 @@ def test_resume_with_another_recipe_is_refused(tmp_path):
     from keras_mm.errors import ConfigError
     from keras_mm.recipes import save_recipe
     from keras_mm.training import train
-    from keras_mm.training.trainer import _load_recipe
+    from keras_mm.training.run_folder import load_recipe
 
     recipe = tiny_recipe(tmp_path / "demo", name="changed", generate=False)
     run_dir = tmp_path / "runs" / "changed"
     (run_dir / "backup").mkdir(parents=True)
     (run_dir / "backup" / "training_metadata.json").write_text(
         json.dumps({"epoch": 1, "batch": 0}))
-    save_recipe(_load_recipe(recipe, ()), run_dir / "recipe.yaml")
+    save_recipe(load_recipe(recipe, ()), run_dir / "recipe.yaml")
     with pytest.raises(ConfigError, match=r"training\.batch_size.*delete"):
         train(recipe, ["training.batch_size=4"], runs_dir=tmp_path / "runs",
               export=False, verbose=0)
@@ -335,14 +364,17 @@ def test_rerun_after_a_failure_past_training_does_not_retrain(tmp_path):
     """Backups live until the whole command is done: when a later step
     fails (here the export), the same command restores the trained model
     instead of training again."""
+    from keras_mm.errors import ExportError
     from keras_mm.training import train
 
     recipe = tiny_recipe(tmp_path / "demo", name="late", epochs=2,
                          deterministic=True)
-    blocker = tmp_path / "not_a_folder"
-    blocker.write_text("a file where the export folder should be")
-    recipe["export"] = {"base_dir": os.fspath(blocker)}
-    with pytest.raises(OSError):
+    # Version 1 is taken (versions are immutable): the export fails at
+    # once, after training and evaluation.
+    (tmp_path / "saved" / "late" / "1").mkdir(parents=True)
+    recipe["export"] = {"base_dir": os.fspath(tmp_path / "saved"),
+                        "version": 1}
+    with pytest.raises(ExportError, match=r"late.1 already exists"):
         train(recipe, runs_dir=tmp_path / "runs", verbose=0)
     run_dir = tmp_path / "runs" / "late"
     assert (run_dir / "backup" / "training_metadata.json").exists()
@@ -352,6 +384,7 @@ def test_rerun_after_a_failure_past_training_does_not_retrain(tmp_path):
                    verbose=2)
     assert result.resumed_from_epoch == 2 and result.epochs_run == 2
     assert len(result.history["loss"]) == 2
+    assert_loss_went_down(result.history)
     assert result.metrics == first
     assert not (run_dir / "backup").exists()
 
@@ -365,7 +398,7 @@ def test_train_from_tfrecords(tmp_path):
 
     make_demo_dataset(tmp_path / "demo", num_train=20, num_val=8,
                       num_test=8)
-    recipe = tiny_recipe(tmp_path / "demo", name="records", epochs=1,
+    recipe = tiny_recipe(tmp_path / "demo", name="records", epochs=2,
                          generate=False)
     for split in ("train", "val", "test"):
         convert_manifest_to_tfrecords(
@@ -381,6 +414,7 @@ def test_train_from_tfrecords(tmp_path):
     result = train(recipe, runs_dir=tmp_path / "runs", verbose=0)
     info = json.load(open(os.path.join(result.run_dir, "run.json")))
     assert info["steps_per_epoch"] == 3                      # ceil(20 / 8)
+    assert_loss_went_down(result.history)
     assert result.metrics["test"]["num_examples"] == 8
     vocab = json.load(open(os.path.join(result.run_dir,
                                         "preprocessors.json")))

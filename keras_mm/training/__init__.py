@@ -10,13 +10,14 @@
 """
 
 from keras_mm.training.distributed_loop import fit_distributed
+from keras_mm.training.finished_run import evaluate, export_run, load_run
 from keras_mm.training.resumable_early_stopping import ResumableEarlyStopping
+from keras_mm.training.run_artifacts import (format_scoreboard,
+                                             scoreboard_rows)
 from keras_mm.training.run_backup import RunBackup
 from keras_mm.training.strategy import StrategyPlan, resolve_strategy
 from keras_mm.training.train_result import TrainResult
-from keras_mm.training.trainer import (evaluate, export_run,
-                                       format_scoreboard, load_run,
-                                       scoreboard_rows, train)
+from keras_mm.training.trainer import train
 
 __all__ = ["ResumableEarlyStopping", "RunBackup", "StrategyPlan", "TrainResult",
            "evaluate", "export_run", "fit_distributed", "format_scoreboard",

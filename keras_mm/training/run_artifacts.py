@@ -4,13 +4,21 @@
 - `metrics.json`: per split, per head;
 - `history.csv`: one row per epoch (Keras `CSVLogger`);
 - `learning_curves.png`: loss and metrics per epoch, train and validation;
-- `confusion_<head>_<split>.png`: one per classification head and split.
+- `confusion_<head>_<split>.png`: one per classification or binary head
+  and split;
+- `scoreboard.json`: the fused model and each single-modality model per
+  split (`evaluation.compare_unimodal`).
+
+Also the pieces of `metrics.json`: `split_metrics` (Keras `evaluate`
+results per head) and `confusions` (confusion matrices of a model on a
+data set).
 """
 
 import csv
 import json
 import os
 
+import keras
 import numpy as np
 
 from keras_mm.serving.atomic import atomic_write_text
@@ -80,6 +88,50 @@ def confusion_matrix(y_true, y_pred, num_classes):
     return matrix
 
 
+def confusion_heads(spec):
+    """`{head: (kind, class names)}` of classification and binary heads."""
+    out = {}
+    for head, entry in spec["heads"].items():
+        if entry["type"] == "classification":
+            names = entry.get("class_names") or [
+                str(i) for i in range(int(entry["num_classes"]))]
+            out[head] = ("classification", [str(n) for n in names])
+        elif entry["type"] == "binary":
+            names = entry.get("class_names") or ["0", "1"]
+            out[head] = ("binary", [str(n) for n in names])
+    return out
+
+
+def confusions(model, dataset, spec):
+    """`{head: (matrix, class names)}` of `model` on `dataset` (batches of
+    `(features, labels)`) for the classification and binary heads."""
+    heads = confusion_heads(spec)
+    if not heads:
+        return {}
+    truth = {h: [] for h in heads}
+    guess = {h: [] for h in heads}
+    for features, labels in dataset:
+        outputs = model(features, training=False)
+        for head, (kind, _) in heads.items():
+            y = np.asarray(labels[head])
+            p = np.asarray(keras.ops.convert_to_numpy(outputs[head]),
+                           np.float32)
+            if kind == "classification":
+                truth[head].append(y.reshape(-1).astype(int))
+                guess[head].append(p.argmax(axis=-1).reshape(-1))
+            else:
+                truth[head].append((y.reshape(-1) > 0.5).astype(int))
+                guess[head].append((p.reshape(-1) > 0.5).astype(int))
+    out = {}
+    for head, (_, names) in heads.items():
+        if not truth[head]:
+            continue
+        out[head] = (confusion_matrix(
+            np.concatenate(truth[head]), np.concatenate(guess[head]),
+            len(names)), names)
+    return out
+
+
 def plot_confusion_matrix(matrix, class_names, path, title=""):
     import matplotlib
     matplotlib.use("Agg")
@@ -111,3 +163,68 @@ def run_dir(root, name):
     path = os.path.join(root, name)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+# -- metrics.json and the scoreboard ------------------------------------------
+
+
+def split_metrics(results, heads):
+    """Keras `evaluate` results -> `{"loss", "heads": {head: {metric}}}`."""
+    out = {"loss": float(results.get("loss", float("nan"))),
+           "heads": {h: {} for h in heads}}
+    single = len(heads) == 1
+    for key, value in results.items():
+        if key == "loss":
+            continue
+        for head in sorted(heads, key=len, reverse=True):
+            if key.startswith(head + "_"):
+                out["heads"][head][key[len(head) + 1:]] = float(value)
+                break
+        else:
+            if single:
+                out["heads"][heads[0]][key] = float(value)
+            else:
+                out.setdefault("other", {})[key] = float(value)
+    if single and "loss" not in out["heads"][heads[0]]:
+        out["heads"][heads[0]]["loss"] = out["loss"]
+    return out
+
+
+def scoreboard_rows(metrics, label="fused"):
+    """Rows `{"model", "split", "loss", "<head>_<metric>": value}`."""
+    rows = []
+    for split, entry in metrics.items():
+        row = {"model": label, "split": split, "loss": entry["loss"]}
+        for head, values in entry["heads"].items():
+            for name, value in values.items():
+                if name in ("loss", "confusion_matrix"):
+                    continue
+                row[f"{head}_{name}"] = value
+        rows.append(row)
+    return rows
+
+
+def format_scoreboard(rows):
+    """The scoreboard as a plain-text table."""
+    if not rows:
+        return ""
+    columns = ["model", "split", "loss"]
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+
+    def cell(value):
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return str(value)
+
+    table = [columns] + [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table)
+              for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip()
+             for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
