@@ -261,6 +261,40 @@ def test_missing_file(tmp_path):
     ("fusoin.type=concat",
      "fusoin: unknown section 'fusoin'; allowed sections are name, data, "
      "inputs, fusion, trunk, heads, training, evaluation, export"),
+    # Schema checks: strict types (1 is not true), bounds, list items.
+    ("training.verbose=true",
+     "training.verbose: True is not one of auto, 0, 1, 2"),
+    ("training.jit_compile=1",
+     "training.jit_compile: 1 is not one of auto, True, False"),
+    ("training.early_stopping.patience=-1",
+     "training.early_stopping.patience: -1 is not an integer >= 0"),
+    ("training.early_stopping.monitr=loss",
+     "training.early_stopping.monitr: unknown key 'monitr'; allowed keys "
+     "are min_delta, mode, monitor, patience, restore_best_weights"),
+    ("training.backup.save_freq=0",
+     "training.backup.save_freq: 0 is not an integer >= 1 (or epoch)"),
+    ("training.schedule.decay_steps=0",
+     "training.schedule.decay_steps: 0 is not an integer >= 1"),
+    ("data.shuffle_buffer=big",
+     "data.shuffle_buffer: 'big' is not an integer >= 0"),
+    ("data.generate={out_dir: x}",
+     "data.generate.type: missing required key 'type'; one of av_mnist, "
+     "basicmotions, demo"),
+    ("data.generate.type=mnist",
+     "data.generate.type: 'mnist' is not one of av_mnist, basicmotions, "
+     "demo"),
+    ("data.generate={type: demo, out_dri: x}",
+     "data.generate.out_dri: unknown key 'out_dri' for generator 'demo'; "
+     "allowed keys are "),
+    ("export.verify=maybe",
+     "export.verify: 'maybe' is not one of true, false"),
+    ("inputs.image.shape=[8, 0, 1]",
+     "inputs.image.shape[1]: 0 is not an integer >= 1"),
+    ("inputs.image.vocab_size=10",
+     "inputs.image.vocab_size: unknown key 'vocab_size'; allowed keys are "
+     "modality, preprocess, shape, source, tower"),
+    ("heads.label.loss_weight=-1",
+     "heads.label.loss_weight: -1 is below 0.0"),
 ])
 def test_errors_name_file_key_path_value_and_allowed(recipe_path, override,
                                                      expected):
@@ -326,20 +360,64 @@ def test_shape_must_match_preprocessor(recipe_path):
     assert "shape" not in recipe["inputs"]["image"]
 
 
-SHIPPED = sorted(
-    f for f in os.listdir(os.path.join(os.path.dirname(__file__), "..",
-                                       "recipes"))
-    if f.endswith(".yaml")) if os.path.isdir(os.path.join(
-        os.path.dirname(__file__), "..", "recipes")) else []
+RECIPES_DIR = os.path.join(os.path.dirname(__file__), "..", "recipes")
+SHIPPED = sorted(f for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml"))
 
 
-@pytest.mark.parametrize("name", SHIPPED or ["(none)"])
-def test_shipped_recipes_validate(name):
-    if name == "(none)":
-        pytest.skip("no recipes/*.yaml in this checkout")
-    path = os.path.join(os.path.dirname(__file__), "..", "recipes", name)
-    recipe = load_recipe(path)
+def test_recipes_are_shipped():
+    assert {"demo.yaml", "av_mnist.yaml"} <= set(SHIPPED), SHIPPED
+
+
+def stated_preprocessors(recipe):
+    """The recipe's preprocessors as it states them, without its data: the
+    text vocabulary gets `max_vocab_size` tokens (the most `adapt` may
+    learn), every other preprocessor's output shape follows from its
+    arguments alone."""
+    from keras_mm.data.text_preprocessor import RESERVED_TOKENS
+    from keras_mm.training.run_data import make_preprocessors
+    preprocessors = make_preprocessors(recipe)
+    for pre in preprocessors.values():
+        if pre.modality == "text":
+            words = [f"w{i}" for i in range(pre.max_vocab_size
+                                            - len(RESERVED_TOKENS))]
+            pre.set_vocab(list(RESERVED_TOKENS) + words)
+        assert pre.modality != "tabular", "no shipped recipe has one yet"
+    return preprocessors
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipes_validate_and_build(name):
+    """Each shipped recipe validates and builds its model, with the input
+    shapes its preprocessors produce; the model runs on an example of those
+    shapes."""
+    import numpy as np
+
+    from keras_mm import build_model
+    from keras_mm.builder import complete_spec
+    recipe = load_recipe(os.path.join(RECIPES_DIR, name))
     assert recipe["name"]
     assert recipe["data"]["splits"]["train"]
     spec = recipe_model_spec(recipe)
     assert set(spec) == {"name", "inputs", "fusion", "trunk", "heads"}
+    preprocessors = stated_preprocessors(recipe)
+    model = build_model(complete_spec(spec, preprocessors))
+    by_name = {t.name.split(":")[0]: t for t in model.inputs}
+    batch = {}
+    for input_name, pre in preprocessors.items():
+        signature = pre.output_signature()[input_name]
+        assert tuple(by_name[input_name].shape) == tuple(signature.shape), \
+            input_name
+        assert by_name[input_name].dtype == signature.dtype.name, input_name
+        shape = (1,) + tuple(signature.shape[1:])
+        batch[input_name] = np.ones(shape, signature.dtype.as_numpy_dtype)
+        if recipe["inputs"][input_name].get("mask"):
+            batch[f"{input_name}_mask"] = np.ones(shape[:2], bool)
+    if recipe["fusion"] and recipe["fusion"]["presence_mask"]:
+        batch["presence"] = np.ones((1, len(preprocessors)), "float32")
+    assert sorted(batch) == sorted(by_name)
+    outputs = model(batch)
+    assert sorted(outputs) == sorted(recipe["heads"])
+    for head, head_spec in recipe["heads"].items():
+        probabilities = np.asarray(outputs[head])
+        assert probabilities.shape == (1, head_spec["num_classes"])
+        np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)

@@ -35,35 +35,28 @@ Keys of each section:
   `metrics` (used by `compile_model`), `source` (the label column, for the
   data pipeline) and the head class's keyword arguments.
 
-Tower / fusion / head keyword arguments are checked against the class's
-`__init__` signature, so an unknown key fails at once with the allowed
-keys; constructor errors (bad choices) become `ConfigError`s naming the
-key path.
+The static structure (section keys, types, bounds, choices) is the pydantic
+schema `keras_mm.builder.schema.SpecSections`, whose errors read
+`inputs.image.shape[1]: 0 is not an integer >= 1`. Tower / fusion / head
+keyword arguments are open-ended, so they are checked against the class's
+`__init__` signature (`check_class_kwargs`): an unknown key fails at once
+with the allowed keys; constructor errors (bad choices) become
+`ConfigError`s naming the key path. Checks across sections (shape ranks,
+log-mel in one place, FiLM's target, unique layer names) follow.
 """
 
 import copy
 import inspect
-import json
-import numbers
 import re
 
+from keras_mm.builder import schema
 from keras_mm.errors import ConfigError, not_one_of
 
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-TOP_LEVEL_KEYS = ("name", "inputs", "fusion", "trunk", "heads")
-COMMON_INPUT_KEYS = ("modality", "shape", "tower", "source", "preprocess")
-MODALITY_INPUT_KEYS = {
-    "text": ("vocab_size",),
-    "video": ("mask",),
-    "sensor": ("mask",),
-    "tabular": ("numeric", "categorical"),
-}
+NAME_PATTERN = schema.NAME_PATTERN
 # Rank of the per-example input (without batch) of each modality.
 INPUT_RANKS = {"image": (3,), "audio": (1, 2), "text": (1,), "video": (4,),
                "sensor": (2,)}
 FEATURE_MAP_MODALITIES = ("image", "video")
-TRUNK_KEYS = ("hidden_units", "dropout", "activation")
 HEAD_COMPILE_KEYS = ("loss", "loss_weight", "metrics")
 HEAD_DATA_KEYS = ("source",)
 # Layer arguments set by the builder, never by the spec.
@@ -113,95 +106,12 @@ def constructor_arguments(cls):
     return {k: v for k, v in arguments.items() if k not in BUILDER_OWNED}
 
 
-def _type_name(value):
-    return type(value).__name__
-
-
-def _require_mapping(value, key_path, what="a mapping"):
-    if not isinstance(value, dict):
-        raise ConfigError(
-            key_path, f"expected {what}, got {_type_name(value)} {value!r}")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(
-                key_path, f"key {key!r} is not a string; use names such as "
-                "'image'")
-    return value
-
-
-def _check_keys(mapping, allowed, key_path):
-    """Raises a ConfigError on the first key of `mapping` not in `allowed`."""
-    for key in mapping:
-        if key not in allowed:
-            where = f"{key_path}.{key}" if key_path else key
-            raise ConfigError(
-                where, f"unknown key {key!r}; allowed keys are "
-                f"{', '.join(sorted(allowed))}")
-
-
-def _check_required(mapping, required, key_path, owner=None):
-    for key in required:
-        if key not in mapping or mapping[key] is None:
-            where = f"{key_path}.{key}" if key_path else key
-            why = f" ({owner} needs it)" if owner else ""
-            raise ConfigError(where, f"missing required key {key!r}{why}")
-
-
-def _check_name(name, key_path):
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ConfigError(
-            key_path, f"name {name!r} is not valid; use letters, digits and "
-            "'_', starting with a letter (it names model inputs and layers)")
-    return name
-
-
-def _positive_int(value, key_path, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or value < minimum:
-        raise ConfigError(
-            key_path, f"{value!r} is not an integer >= {minimum}")
-    return int(value)
-
-
-def _number(value, key_path, low=None, high=None, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(key_path, f"{value!r} is not a number")
-    value = float(value)
-    if low is not None and value < low:
-        raise ConfigError(key_path, f"{value!r} is below {low}")
-    if high is not None and (value >= high if high_open else value > high):
-        bound = f"< {high}" if high_open else f"<= {high}"
-        raise ConfigError(key_path, f"{value!r} must be {bound}")
-    return value
-
-
-def _bool(value, key_path):
-    if not isinstance(value, bool):
-        raise ConfigError(key_path, f"{value!r} is not one of true, false")
-    return value
-
-
-def _int_list(value, key_path, minimum=1, allow_empty=True):
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(
-            key_path, f"expected a list of integers, got {value!r}")
-    if not value and not allow_empty:
-        raise ConfigError(key_path, "expected a non-empty list of integers")
-    return [_positive_int(v, f"{key_path}[{i}]", minimum)
-            for i, v in enumerate(value)]
-
-
 def _plain(value, key_path):
     """Checks that a value is JSON-like (recipes and specs are plain data)."""
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            key_path, f"value {value!r} is not plain data (numbers, strings, "
-            f"lists, mappings): {error}") from None
-    return value
+        return schema.plain(value)
+    except schema.PydanticCustomError as error:
+        raise ConfigError(key_path, error.context["message"]) from None
 
 
 def _argument_from_error(message, allowed):
@@ -226,9 +136,14 @@ def instantiate(cls, kwargs, key_path, name=None, **builder_kwargs):
         raise ConfigError(path, str(error)) from error
 
 
-def _check_class_kwargs(kwargs, cls, key_path, builder_set=(),
-                        extra_allowed=(), derived=None):
-    """Checks `kwargs` against `cls`'s constructor arguments."""
+def check_class_kwargs(kwargs, cls, key_path, builder_set=(),
+                       extra_allowed=(), derived=None):
+    """The signature-driven check: `kwargs` against `cls`'s constructor
+    arguments (unknown keys, and required arguments left out).
+
+    Returns:
+        `constructor_arguments(cls)`.
+    """
     arguments = constructor_arguments(cls)
     allowed = [a for a in arguments if a not in builder_set]
     allowed = sorted(set(allowed) | set(extra_allowed))
@@ -243,115 +158,69 @@ def _check_class_kwargs(kwargs, cls, key_path, builder_set=(),
                 f"{key_path}.{key}",
                 f"unknown key {key!r} for {cls.__name__}; allowed keys are "
                 f"{', '.join(allowed)}")
+    for argument, default in arguments.items():
+        if default is _REQUIRED and argument not in kwargs \
+                and argument not in (derived or {}):
+            raise ConfigError(
+                f"{key_path}.{argument}",
+                f"missing required key {argument!r} ({cls.__name__} needs "
+                "it)")
     return arguments
 
 
-# -- sections -----------------------------------------------------------------
+# -- sections (after the schema check of `keras_mm.builder.schema`) ------------
 
 
-def _normalize_input(name, raw, towers, complete):
+def _normalize_input(name, section, towers, complete):
     path = f"inputs.{name}"
-    _check_name(name, path)
-    if raw is None:
-        raw = {}
-    _require_mapping(raw, path)
-    if "modality" not in raw:
-        raise ConfigError(
-            f"{path}.modality", "missing required key 'modality'; one of "
-            f"{', '.join(towers.names())}")
-    modality = raw["modality"]
-    if not isinstance(modality, str) or modality not in towers:
-        raise not_one_of(f"{path}.modality", modality, towers.names())
-    allowed = COMMON_INPUT_KEYS + MODALITY_INPUT_KEYS.get(modality, ())
+    modality = section.modality
+    spec = {k: copy.deepcopy(v) for k, v in section.model_dump().items()
+            if v is not None}
+    tower = spec.pop("tower")
     if modality == "tabular":
-        allowed = tuple(k for k in allowed if k != "shape")
-    _check_keys(raw, allowed, path)
-    tower_cls = towers.get(modality)
-    spec = {"modality": modality}
-
-    if modality == "tabular":
-        if "numeric" in raw or complete:
-            spec["numeric"] = _positive_int(raw.get("numeric", 0),
-                                            f"{path}.numeric", 0)
-        if "categorical" in raw or complete:
-            spec["categorical"] = _int_list(raw.get("categorical") or [],
-                                            f"{path}.categorical")
-        if complete and not spec["numeric"] and not spec["categorical"]:
-            raise ConfigError(
-                path, "a tabular input needs numeric columns (numeric: N) "
-                "and/or categorical columns (categorical: [cardinality, "
-                "...])")
-    else:
-        if "shape" in raw and raw["shape"] is not None:
-            shape = _int_list(raw["shape"], f"{path}.shape",
-                              allow_empty=False)
-            ranks = INPUT_RANKS.get(modality)
-            if ranks and len(shape) not in ranks:
-                expected = " or ".join(str(r) for r in ranks)
+        if complete:
+            spec.setdefault("numeric", 0)
+            spec.setdefault("categorical", [])
+            if not spec["numeric"] and not spec["categorical"]:
                 raise ConfigError(
-                    f"{path}.shape", f"{shape} has {len(shape)} axes; a "
-                    f"{modality} input has {expected} (without the batch "
-                    "axis)")
-            spec["shape"] = shape
-        elif complete:
+                    path, "a tabular input needs numeric columns (numeric: "
+                    "N) and/or categorical columns (categorical: "
+                    "[cardinality, ...])")
+    elif "shape" in spec:
+        shape = spec["shape"]
+        ranks = INPUT_RANKS.get(modality)
+        if ranks and len(shape) not in ranks:
+            expected = " or ".join(str(r) for r in ranks)
             raise ConfigError(
-                f"{path}.shape", "missing required key 'shape' (the "
-                "per-example input shape, without the batch axis)")
-    if modality == "text":
-        if raw.get("vocab_size") is not None:
-            spec["vocab_size"] = _positive_int(raw["vocab_size"],
-                                               f"{path}.vocab_size", 2)
-    if modality in ("video", "sensor"):
-        spec["mask"] = _bool(raw.get("mask", False), f"{path}.mask")
-    if "source" in raw and raw["source"] is not None:
-        source = raw["source"]
-        if isinstance(source, str):
-            pass
-        elif isinstance(source, list) and all(isinstance(s, str)
-                                              for s in source):
-            source = list(source)
-        elif isinstance(source, dict):
-            source = _plain(copy.deepcopy(source), f"{path}.source")
-        else:
-            raise ConfigError(
-                f"{path}.source", f"{source!r} is not a column name, a list "
-                "of column names or a mapping")
-        spec["source"] = source
-    preprocess = raw.get("preprocess")
-    if preprocess is not None:
-        _require_mapping(preprocess, f"{path}.preprocess")
-        spec["preprocess"] = _plain(copy.deepcopy(preprocess),
-                                    f"{path}.preprocess")
-    tower = raw.get("tower")
-    tower = {} if tower is None else dict(
-        _require_mapping(tower, f"{path}.tower"))
+                f"{path}.shape", f"{shape} has {len(shape)} axes; a "
+                f"{modality} input has {expected} (without the batch axis)")
+    elif complete:
+        raise ConfigError(
+            f"{path}.shape", "missing required key 'shape' (the "
+            "per-example input shape, without the batch axis)")
     derived = DERIVED_TOWER_ARGS.get(modality, {})
     derived_paths = {k: f"{path}.{v}" for k, v in derived.items()}
-    builder_set = [k for k in derived if k != "vocab_size"]
-    arguments = _check_class_kwargs(tower, tower_cls, f"{path}.tower",
-                                    builder_set=builder_set,
-                                    extra_allowed=("trainable",),
-                                    derived=derived_paths)
+    tower_cls = towers.get(modality)
+    arguments = check_class_kwargs(
+        tower, tower_cls, f"{path}.tower", extra_allowed=("trainable",),
+        builder_set=[k for k in derived if k != "vocab_size"],
+        derived=derived_paths)
     if modality == "text" and "vocab_size" in tower:
         if "vocab_size" in spec and spec["vocab_size"] != tower["vocab_size"]:
             raise ConfigError(
                 f"{path}.tower.vocab_size",
                 f"{tower['vocab_size']!r} differs from {path}.vocab_size="
                 f"{spec['vocab_size']!r}; set it once, at {path}.vocab_size")
-        spec["vocab_size"] = _positive_int(tower.pop("vocab_size"),
-                                           f"{path}.tower.vocab_size", 2)
+        vocab_size = tower.pop("vocab_size")
+        if not schema.is_int(vocab_size) or vocab_size < 2:
+            raise ConfigError(f"{path}.tower.vocab_size",
+                              f"{vocab_size!r} is not an integer >= 2")
+        spec["vocab_size"] = int(vocab_size)
     if modality == "text" and complete and "vocab_size" not in spec:
         raise ConfigError(f"{path}.vocab_size",
                           "missing required key 'vocab_size' (TextTower "
                           "needs it)")
-    for argument, default in arguments.items():
-        if default is _REQUIRED and argument not in tower \
-                and argument not in derived:
-            raise ConfigError(
-                f"{path}.tower.{argument}",
-                f"missing required key {argument!r} ({tower_cls.__name__} "
-                "needs it)")
-    _plain(tower, f"{path}.tower")
+    tower = copy.deepcopy(_plain(tower, f"{path}.tower"))
     _check_audio_features(path, modality, spec, tower, arguments)
     spec["tower"] = tower
     return spec
@@ -393,40 +262,20 @@ def _check_audio_features(path, modality, spec, tower, arguments):
             "give the spectrogram shape")
 
 
-def _normalize_fusion(raw, input_specs, fusions):
+def _normalize_fusion(section, input_specs, fusions):
     path = "fusion"
-    if raw is None:
+    if section is None:
         if len(input_specs) > 1:
             raise ConfigError(
                 path, f"missing required key 'fusion' ({len(input_specs)} "
                 f"inputs need a fusion layer); type is one of "
                 f"{', '.join(fusions.names())}")
         return None
-    if isinstance(raw, str):
-        raw = {"type": raw}
-    _require_mapping(raw, path)
-    if "type" not in raw:
-        raise ConfigError(
-            f"{path}.type", "missing required key 'type'; one of "
-            f"{', '.join(fusions.names())}")
-    fusion_type = raw["type"]
-    if not isinstance(fusion_type, str) or fusion_type not in fusions:
-        raise not_one_of(f"{path}.type", fusion_type, fusions.names())
-    cls = fusions.get(fusion_type)
-    kwargs = {k: v for k, v in raw.items()
-              if k not in ("type", "presence_mask")}
-    arguments = _check_class_kwargs(kwargs, cls, path,
-                                    extra_allowed=("type", "presence_mask"))
-    for argument, default in arguments.items():
-        if default is _REQUIRED and argument not in kwargs:
-            raise ConfigError(
-                f"{path}.{argument}",
-                f"missing required key {argument!r} ({cls.__name__} needs "
-                "it)")
-    spec = {"type": fusion_type,
-            "presence_mask": _bool(raw.get("presence_mask", False),
-                                   f"{path}.presence_mask")}
-    spec.update(_plain(copy.deepcopy(kwargs), path))
+    kwargs = section.extra()
+    arguments = check_class_kwargs(kwargs, fusions.get(section.type), path,
+                                   extra_allowed=("type", "presence_mask"))
+    spec = {"type": section.type, "presence_mask": section.presence_mask}
+    spec.update(copy.deepcopy(_plain(kwargs, path)))
     if "target" in arguments:
         target = kwargs.get("target")
         if target not in input_specs:
@@ -443,120 +292,17 @@ def _normalize_fusion(raw, input_specs, fusions):
     return spec
 
 
-def _normalize_trunk(raw):
-    path = "trunk"
-    if raw is None or raw is False:
-        return None
-    _require_mapping(raw, path)
-    _check_keys(raw, TRUNK_KEYS, path)
-    spec = {
-        "hidden_units": _int_list(raw.get("hidden_units", []),
-                                  f"{path}.hidden_units"),
-        "dropout": _number(raw.get("dropout", 0.0), f"{path}.dropout", 0.0,
-                           1.0, high_open=True),
-        "activation": raw.get("activation", "relu"),
-    }
-    _check_activation(spec["activation"], f"{path}.activation")
-    return spec
-
-
-def _check_activation(value, key_path):
-    import keras
-    if not isinstance(value, str):
-        raise ConfigError(key_path, f"{value!r} is not an activation name")
-    try:
-        keras.activations.get(value)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            key_path, f"{value!r} is not a Keras activation (e.g. relu, "
-            "gelu, tanh, swish)") from None
-
-
-_COMPILE_METRIC_ALIASES = ("accuracy", "acc", "crossentropy", "ce")
-
-
-def _check_loss(value, key_path):
-    import keras
-    if value is None:
-        return None
-    _plain(value, key_path)
-    try:
-        if isinstance(value, dict):
-            keras.losses.deserialize(value)
-        elif isinstance(value, str):
-            keras.losses.get(value)
-        else:
-            raise ValueError(value)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            key_path, f"{value!r} is not a Keras loss name (e.g. "
-            "sparse_categorical_crossentropy, binary_crossentropy, mse) or "
-            "a serialized loss") from None
-    return copy.deepcopy(value)
-
-
-def _check_metrics(value, key_path):
-    import keras
-    if value is None:
-        return None
-    if isinstance(value, (str, dict)):
-        value = [value]
-    if not isinstance(value, list):
-        raise ConfigError(key_path, f"expected a list of metric names, got "
-                          f"{value!r}")
-    for i, metric in enumerate(value):
-        item_path = f"{key_path}[{i}]"
-        _plain(metric, item_path)
-        if isinstance(metric, str) and metric in _COMPILE_METRIC_ALIASES:
-            continue
-        try:
-            if isinstance(metric, dict):
-                keras.metrics.deserialize(metric)
-            elif isinstance(metric, str):
-                keras.metrics.get(metric)
-            else:
-                raise ValueError(metric)
-        except (ValueError, TypeError):
-            raise ConfigError(
-                item_path, f"{metric!r} is not a Keras metric name (e.g. "
-                "accuracy, auc, mae) or a serialized metric") from None
-    return copy.deepcopy(value)
-
-
-def _normalize_head(name, raw, heads):
+def _normalize_head(name, section, heads):
     path = f"heads.{name}"
-    _check_name(name, path)
-    _require_mapping(raw, path)
-    if "type" not in raw:
-        raise ConfigError(
-            f"{path}.type", "missing required key 'type'; one of "
-            f"{', '.join(heads.names())}")
-    head_type = raw["type"]
-    if not isinstance(head_type, str) or head_type not in heads:
-        raise not_one_of(f"{path}.type", head_type, heads.names())
-    cls = heads.get(head_type)
-    reserved = ("type",) + HEAD_COMPILE_KEYS + HEAD_DATA_KEYS
-    kwargs = {k: v for k, v in raw.items() if k not in reserved}
-    arguments = _check_class_kwargs(kwargs, cls, path,
-                                    extra_allowed=reserved)
-    for argument, default in arguments.items():
-        if default is _REQUIRED and argument not in kwargs:
-            raise ConfigError(
-                f"{path}.{argument}",
-                f"missing required key {argument!r} ({cls.__name__} needs "
-                "it)")
-    spec = {"type": head_type}
-    spec["loss"] = _check_loss(raw.get("loss"), f"{path}.loss")
-    spec["loss_weight"] = _number(raw.get("loss_weight", 1.0),
-                                  f"{path}.loss_weight", 0.0)
-    spec["metrics"] = _check_metrics(raw.get("metrics"), f"{path}.metrics")
-    if raw.get("source") is not None:
-        if not isinstance(raw["source"], str):
-            raise ConfigError(f"{path}.source", f"{raw['source']!r} is not "
-                              "a column name")
-        spec["source"] = raw["source"]
-    spec.update(_plain(copy.deepcopy(kwargs), path))
-    return spec
+    kwargs = section.extra()
+    check_class_kwargs(kwargs, heads.get(section.type), path,
+                       extra_allowed=("type",) + HEAD_COMPILE_KEYS
+                       + HEAD_DATA_KEYS)
+    spec = section.model_dump()
+    if spec["source"] is None:
+        del spec["source"]
+    spec.update(_plain(kwargs, path))
+    return copy.deepcopy(spec)
 
 
 def _check_layer_names(spec):
@@ -593,8 +339,11 @@ def _check_layer_names(spec):
 def normalize_spec(spec, complete=True):
     """Validates a builder spec; returns a normalized deep copy.
 
-    Defaults are filled in (`fusion.presence_mask`, `trunk`, each head's
-    `loss_weight`...). The result is plain JSON-serializable data.
+    The static structure is checked by the pydantic schema
+    `keras_mm.builder.schema.SpecSections`; tower, fusion and head
+    arguments against the classes' constructor signatures. Defaults are
+    filled in (`fusion.presence_mask`, each head's `loss_weight`...). The
+    result is plain JSON-serializable data.
 
     Args:
         spec: the spec dict.
@@ -606,27 +355,26 @@ def normalize_spec(spec, complete=True):
         ConfigError: naming the key path, the bad value and what is allowed.
     """
     towers, fusions, heads = load_registries()
-    _require_mapping(spec, "", "a mapping with keys inputs, fusion, heads")
-    _check_keys(spec, TOP_LEVEL_KEYS, "")
-    _check_required(spec, ("inputs", "heads"), "")
-    normalized = {}
-    name = spec.get("name") or "keras_mm_model"
-    normalized["name"] = _check_name(name, "name")
-    inputs = _require_mapping(spec["inputs"], "inputs")
-    if not inputs:
+    if not isinstance(spec, dict):
+        raise ConfigError(None, "expected a mapping with keys inputs, "
+                          f"fusion, heads, got {type(spec).__name__} "
+                          f"{spec!r}")
+    sections = schema.validate(schema.SpecSections, spec)
+    if not sections.inputs:
         raise ConfigError("inputs", "no inputs; declare at least one")
-    normalized["inputs"] = {
-        input_name: _normalize_input(input_name, entry, towers, complete)
-        for input_name, entry in inputs.items()}
-    normalized["fusion"] = _normalize_fusion(spec.get("fusion"),
-                                             normalized["inputs"], fusions)
-    normalized["trunk"] = _normalize_trunk(spec.get("trunk"))
-    head_specs = _require_mapping(spec["heads"], "heads")
-    if not head_specs:
+    if not sections.heads:
         raise ConfigError("heads", "no heads; declare at least one")
+    normalized = {"name": sections.name or "keras_mm_model"}
+    normalized["inputs"] = {
+        name: _normalize_input(name, section, towers, complete)
+        for name, section in sections.inputs.items()}
+    normalized["fusion"] = _normalize_fusion(sections.fusion,
+                                             normalized["inputs"], fusions)
+    normalized["trunk"] = None if sections.trunk is None else \
+        sections.trunk.model_dump()
     normalized["heads"] = {
-        head_name: _normalize_head(head_name, entry, heads)
-        for head_name, entry in head_specs.items()}
+        name: _normalize_head(name, section, heads)
+        for name, section in sections.heads.items()}
     _check_layer_names(normalized)
     _check_tower_outputs(normalized, towers, fusions)
     _check_constructors(normalized, towers, fusions, heads, complete)

@@ -60,7 +60,11 @@ export:
 with `yaml.safe_load` (a recipe can never build Python objects or run
 code), applies the overrides (each value is parsed with `yaml.safe_load`, so
 `3` is an int, `[64, 32]` a list, `null` None), validates the whole
-recipe and returns it normalized (defaults filled in) as plain data.
+recipe and returns it normalized (defaults filled in) as plain data. The
+static sections are the pydantic schema of `keras_mm.recipes.schema`; the
+model sections go through `keras_mm.builder.normalize_spec`; generator,
+optimizer, schedule and preprocessor arguments are checked against their
+signatures.
 Errors are `ConfigError`s naming the file, the key path, the bad value and
 the allowed values, e.g.
 `recipes/x.yaml: fusion.type: 'concatt' is not one of attention, concat, ...`.
@@ -68,64 +72,28 @@ the allowed values, e.g.
 
 import copy
 import inspect
-import numbers
 import os
 import re
 
 import yaml
 
+from keras_mm.builder.schema import validate
 from keras_mm.errors import ConfigError, not_one_of
+from keras_mm.recipes import schema
+from keras_mm.recipes.schema import (BAD_RECORD_POLICIES, DATA_FORMATS,
+                                     GENERATORS, MODEL_KEYS, MONITOR_MODES,
+                                     OPTIMIZERS, PRECISIONS, RECIPE_KEYS,
+                                     SCHEDULES, SPLITS, STRATEGIES)
 
-RECIPE_KEYS = ("name", "data", "inputs", "fusion", "trunk", "heads",
-               "training", "evaluation", "export")
-MODEL_KEYS = ("inputs", "fusion", "trunk", "heads")
+__all__ = ["BAD_RECORD_POLICIES", "DATA_FORMATS", "GENERATORS",
+           "MONITOR_MODES", "OPTIMIZERS", "PRECISIONS", "RECIPE_KEYS",
+           "SCHEDULES", "SPLITS", "STRATEGIES", "apply_overrides",
+           "load_recipe", "normalize_recipe", "parse_override", "read_yaml",
+           "recipe_model_spec", "save_recipe"]
 
-DATA_FORMATS = ("manifest", "tfrecord")
-SPLITS = ("train", "val", "test")
-BAD_RECORD_POLICIES = ("error", "skip", "missing")
-DATA_KEYS = ("format", "splits", "generate", "bad_records", "cache",
-             "shuffle_buffer", "deterministic", "data_service")
-# generate.type -> "module:function" building that data set.
-GENERATORS = {
-    "demo": "keras_mm.datasets.demo:ensure_demo_dataset",
-    "av_mnist": "keras_mm.datasets.av_mnist:build_av_mnist",
-    "basicmotions": "keras_mm.datasets.basicmotions:build_basicmotions",
-}
-
-OPTIMIZERS = {
-    "adadelta": "Adadelta", "adafactor": "Adafactor", "adagrad": "Adagrad",
-    "adam": "Adam", "adamax": "Adamax", "adamw": "AdamW", "ftrl": "Ftrl",
-    "lamb": "Lamb", "lion": "Lion", "nadam": "Nadam", "rmsprop": "RMSprop",
-    "sgd": "SGD",
-}
-SCHEDULES = {
-    "constant": None,
-    "cosine": "CosineDecay",
-    "cosine_restarts": "CosineDecayRestarts",
-    "exponential": "ExponentialDecay",
-    "inverse_time": "InverseTimeDecay",
-    "piecewise": "PiecewiseConstantDecay",
-    "polynomial": "PolynomialDecay",
-}
 # Schedule arguments the trainer derives (learning rate from the optimizer,
 # decay steps from epochs x steps per epoch when absent).
 SCHEDULE_DERIVED = ("initial_learning_rate", "name")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
-MONITOR_MODES = ("auto", "min", "max")
-TRAINING_KEYS = ("epochs", "batch_size", "optimizer", "schedule",
-                 "precision", "jit_compile", "strategy", "tpu",
-                 "steps_per_execution", "seed", "deterministic",
-                 "early_stopping", "checkpoint", "backup", "tensorboard",
-                 "runs_dir", "verbose")
-EARLY_STOPPING_KEYS = ("monitor", "patience", "mode", "min_delta",
-                       "restore_best_weights")
-CHECKPOINT_KEYS = ("monitor", "mode")
-BACKUP_KEYS = ("save_freq",)
-EVALUATION_KEYS = ("splits", "compare_unimodal")
-EXPORT_KEYS = ("name", "base_dir", "version", "verify", "golden_examples")
-
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # -- loading ------------------------------------------------------------------
@@ -250,65 +218,7 @@ def apply_overrides(recipe, overrides):
     return recipe, applied
 
 
-# -- small checks -------------------------------------------------------------
-
-
-def _mapping(value, key_path):
-    if not isinstance(value, dict):
-        raise ConfigError(
-            key_path, f"expected a mapping, got {type(value).__name__} "
-            f"{value!r}")
-    return value
-
-
-def _keys(mapping, allowed, key_path):
-    for key in mapping:
-        if key not in allowed:
-            raise ConfigError(
-                f"{key_path}.{key}", f"unknown key {key!r}; allowed keys are "
-                f"{', '.join(sorted(allowed))}")
-
-
-def _choice(value, allowed, key_path):
-    if isinstance(value, bool) or value not in allowed:
-        raise not_one_of(key_path, value, allowed)
-    return value
-
-
-def _int(value, key_path, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or value < minimum:
-        raise ConfigError(key_path, f"{value!r} is not an integer >= "
-                          f"{minimum}")
-    return int(value)
-
-
-def _float(value, key_path, minimum=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(key_path, f"{value!r} is not a number")
-    if minimum is not None and value < minimum:
-        raise ConfigError(key_path, f"{value!r} is below {minimum}")
-    return float(value)
-
-
-def _bool(value, key_path):
-    if not isinstance(value, bool):
-        raise ConfigError(key_path, f"{value!r} is not one of true, false")
-    return value
-
-
-def _str(value, key_path, what="a string"):
-    if not isinstance(value, str) or not value:
-        raise ConfigError(key_path, f"{value!r} is not {what}")
-    return value
-
-
-def _plain_name(value, key_path):
-    if not isinstance(value, str) or not _PLAIN_NAME.match(value):
-        raise ConfigError(
-            key_path, f"{value!r} is not a plain name (letters, digits, "
-            "'_', '-', '.'); it names the run and export folders")
-    return value
+# -- signature-driven checks (generators, optimizers, schedules, preprocessors)
 
 
 def _signature_arguments(function, skip=("self",)):
@@ -332,33 +242,12 @@ def _check_kwargs(kwargs, arguments, key_path, owner, skip=()):
                 f"allowed keys are {', '.join(allowed)}")
 
 
-# -- sections -----------------------------------------------------------------
-
-
-def _split_paths(value, key_path):
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, list) and value and all(
-            isinstance(v, str) and v for v in value):
-        return list(value)
-    raise ConfigError(
-        key_path, f"{value!r} is not a path (or a list of paths / TFRecord "
-        "patterns)")
-
-
-def _normalize_generate(value):
-    path = "data.generate"
-    if value is None or value is False:
+def _normalize_generate(section):
+    if section is None:
         return None
-    if isinstance(value, str):
-        value = {"type": value}
-    _mapping(value, path)
-    if "type" not in value:
-        raise ConfigError(f"{path}.type", "missing required key 'type'; one "
-                          f"of {', '.join(sorted(GENERATORS))}")
-    kind = _choice(value["type"], sorted(GENERATORS), f"{path}.type")
+    kind = section.type
+    kwargs = section.extra()
     module_name, function_name = GENERATORS[kind].split(":")
-    kwargs = {k: v for k, v in value.items() if k != "type"}
     try:
         import importlib
         function = getattr(importlib.import_module(module_name),
@@ -366,221 +255,84 @@ def _normalize_generate(value):
     except (ImportError, AttributeError):  # builder not importable: no check
         function = None
     if function is not None:
-        arguments = _signature_arguments(function)
-        _check_kwargs(kwargs, arguments, path, f"generator {kind!r}",
-                      skip=("type",))
+        _check_kwargs(kwargs, _signature_arguments(function), "data.generate",
+                      f"generator {kind!r}", skip=("type",))
     return {"type": kind, **copy.deepcopy(kwargs)}
 
 
-def _normalize_data(data):
+def _normalize_data(section):
     path = "data"
-    _mapping(data, path)
-    _keys(data, DATA_KEYS, path)
-    out = {"format": _choice(data.get("format", "manifest"), DATA_FORMATS,
-                             f"{path}.format")}
-    if data.get("splits") is None:
-        raise ConfigError(
-            f"{path}.splits", "missing required key 'splits' (split -> "
-            "manifest file or TFRecord pattern; train is required)")
-    splits = _mapping(data["splits"], f"{path}.splits")
-    for split in splits:
-        if split not in SPLITS:
-            raise not_one_of(f"{path}.splits.{split}", split, SPLITS)
-    if "train" not in splits or splits["train"] is None:
+    out = section.model_dump(exclude={"generate"})
+    if out["splits"].get("train") is None:
         raise ConfigError(f"{path}.splits.train",
                           "missing required key 'train'")
-    out["splits"] = {s: _split_paths(v, f"{path}.splits.{s}")
-                     for s, v in splits.items() if v is not None}
-    out["generate"] = _normalize_generate(data.get("generate"))
-    out["bad_records"] = _choice(data.get("bad_records", "error"),
-                                 BAD_RECORD_POLICIES,
-                                 f"{path}.bad_records")
-    cache = data.get("cache", False)
-    if cache is not False and cache is not None:
-        cache = _str(cache, f"{path}.cache",
-                     "one of false, memory, or a cache file prefix")
-    out["cache"] = cache or False
-    out["shuffle_buffer"] = _int(data.get("shuffle_buffer", 1024),
-                                 f"{path}.shuffle_buffer")
-    out["deterministic"] = _bool(data.get("deterministic", False),
-                                 f"{path}.deterministic")
-    service = data.get("data_service")
-    out["data_service"] = None if service is None else _str(
-        service, f"{path}.data_service", "a dispatcher address")
-    return out
+    out["splits"] = {s: v for s, v in out["splits"].items() if v is not None}
+    out = {"format": out.pop("format"), "splits": out.pop("splits"),
+           "generate": _normalize_generate(section.generate), **out}
+    return copy.deepcopy(out)
 
 
-def _normalize_optimizer(value):
-    path = "training.optimizer"
-    if value is None:
-        value = "adam"
-    if isinstance(value, str):
-        value = {"type": value}
-    _mapping(value, path)
-    if "type" not in value:
-        raise ConfigError(f"{path}.type", "missing required key 'type'; one "
-                          f"of {', '.join(sorted(OPTIMIZERS))}")
+def _normalize_optimizer(section):
     import keras
-    available = sorted(k for k, v in OPTIMIZERS.items()
-                       if hasattr(keras.optimizers, v))
-    kind = _choice(value["type"], available, f"{path}.type")
-    cls = getattr(keras.optimizers, OPTIMIZERS[kind])
-    kwargs = {k: v for k, v in value.items() if k != "type"}
+    path = "training.optimizer"
+    if not hasattr(keras.optimizers, OPTIMIZERS[section.type]):
+        available = sorted(k for k, v in OPTIMIZERS.items()
+                           if hasattr(keras.optimizers, v))
+        raise not_one_of(f"{path}.type", section.type, available)
+    cls = getattr(keras.optimizers, OPTIMIZERS[section.type])
+    kwargs = section.extra()
     _check_kwargs(kwargs, _signature_arguments(cls), path, cls.__name__,
                   skip=("name",))
-    if "learning_rate" in kwargs:
-        _float(kwargs["learning_rate"], f"{path}.learning_rate", 0.0)
-    else:
-        kwargs["learning_rate"] = 1e-3
-    return {"type": kind, **copy.deepcopy(kwargs)}
+    return {"type": section.type, "learning_rate": section.learning_rate,
+            **copy.deepcopy(kwargs)}
 
 
-def _normalize_schedule(value):
-    path = "training.schedule"
-    if value is None or value is False:
+def _normalize_schedule(section):
+    if section is None:
         return None
-    if isinstance(value, str):
-        value = {"type": value}
-    _mapping(value, path)
-    if "type" not in value:
-        raise ConfigError(f"{path}.type", "missing required key 'type'; one "
-                          f"of {', '.join(sorted(SCHEDULES))}")
-    kind = _choice(value["type"], sorted(SCHEDULES), f"{path}.type")
-    kwargs = {k: v for k, v in value.items() if k != "type"}
+    kind = section.type
+    kwargs = {k: v for k, v in section.model_dump(exclude={"type"}).items()
+              if v is not None}
+    kwargs.update(section.extra())
     if SCHEDULES[kind] is None:
         arguments = {}
     else:
         import keras
         cls = getattr(keras.optimizers.schedules, SCHEDULES[kind])
         arguments = _signature_arguments(cls)
-    _check_kwargs(kwargs, arguments, path,
+    _check_kwargs(kwargs, arguments, "training.schedule",
                   SCHEDULES[kind] or "the constant schedule",
                   skip=SCHEDULE_DERIVED)
-    for key in ("decay_steps", "first_decay_steps", "warmup_steps"):
-        if key in kwargs:
-            _int(kwargs[key], f"{path}.{key}", 0 if key == "warmup_steps"
-                 else 1)
     return {"type": kind, **copy.deepcopy(kwargs)}
 
 
-def _normalize_monitor(value, path, keys, defaults):
-    if value is None or value is False:
-        return None
-    if value is True:
-        value = {}
-    _mapping(value, path)
-    _keys(value, keys, path)
-    out = dict(defaults)
-    out.update(value)
-    out["monitor"] = _str(out["monitor"], f"{path}.monitor",
-                          "a metric name such as val_loss")
-    out["mode"] = _choice(out["mode"], MONITOR_MODES, f"{path}.mode")
-    if "patience" in out:
-        out["patience"] = _int(out["patience"], f"{path}.patience")
-    if "min_delta" in out:
-        out["min_delta"] = _float(out["min_delta"], f"{path}.min_delta", 0)
-    if "restore_best_weights" in out:
-        out["restore_best_weights"] = _bool(
-            out["restore_best_weights"], f"{path}.restore_best_weights")
+def _normalize_training(section):
+    out = section.model_dump()
+    out["optimizer"] = _normalize_optimizer(section.optimizer)
+    out["schedule"] = _normalize_schedule(section.schedule)
     return out
 
 
-def _normalize_training(training):
-    path = "training"
-    training = {} if training is None else _mapping(training, path)
-    _keys(training, TRAINING_KEYS, path)
-    get = training.get
-    out = {
-        "epochs": _int(get("epochs", 10), f"{path}.epochs", 1),
-        "batch_size": _int(get("batch_size", 32), f"{path}.batch_size", 1),
-        "optimizer": _normalize_optimizer(get("optimizer")),
-        "schedule": _normalize_schedule(get("schedule")),
-        "precision": _choice(get("precision", "auto"), PRECISIONS,
-                             f"{path}.precision"),
-        "strategy": _choice(get("strategy", "auto"), STRATEGIES,
-                            f"{path}.strategy"),
-        "seed": _int(get("seed", 0), f"{path}.seed"),
-        "deterministic": _bool(get("deterministic", False),
-                               f"{path}.deterministic"),
-        "tensorboard": _bool(get("tensorboard", True), f"{path}.tensorboard"),
-        "runs_dir": _str(get("runs_dir", "runs"), f"{path}.runs_dir",
-                         "a folder path"),
-    }
-    jit = get("jit_compile", "auto")
-    if jit != "auto" and not isinstance(jit, bool):
-        raise not_one_of(f"{path}.jit_compile", jit, ("auto", True, False))
-    out["jit_compile"] = jit
-    tpu = get("tpu")
-    out["tpu"] = None if tpu is None else _str(tpu, f"{path}.tpu",
-                                               "a TPU name or address")
-    spe = get("steps_per_execution")
-    out["steps_per_execution"] = None if spe is None else _int(
-        spe, f"{path}.steps_per_execution", 1)
-    out["early_stopping"] = _normalize_monitor(
-        get("early_stopping"), f"{path}.early_stopping", EARLY_STOPPING_KEYS,
-        {"monitor": "val_loss", "mode": "auto", "patience": 5,
-         "min_delta": 0.0, "restore_best_weights": True})
-    out["checkpoint"] = _normalize_monitor(
-        get("checkpoint", True), f"{path}.checkpoint", CHECKPOINT_KEYS,
-        {"monitor": "val_loss", "mode": "auto"})
-    backup = get("backup", True)
-    if backup is True:
-        backup = {}
-    if backup is False or backup is None:
-        out["backup"] = None
-    else:
-        _mapping(backup, f"{path}.backup")
-        _keys(backup, BACKUP_KEYS, f"{path}.backup")
-        freq = backup.get("save_freq", "epoch")
-        if freq != "epoch":
-            freq = _int(freq, f"{path}.backup.save_freq", 1)
-        out["backup"] = {"save_freq": freq}
-    verbose = get("verbose", "auto")
-    if verbose not in ("auto", 0, 1, 2) or isinstance(verbose, bool):
-        raise not_one_of(f"{path}.verbose", verbose, ("auto", 0, 1, 2))
-    out["verbose"] = verbose
-    return out
-
-
-def _normalize_evaluation(evaluation, data):
-    path = "evaluation"
-    evaluation = {} if evaluation is None else _mapping(evaluation, path)
-    _keys(evaluation, EVALUATION_KEYS, path)
+def _normalize_evaluation(section, data):
     declared = list(data["splits"])
-    splits = evaluation.get("splits")
+    splits = section.splits
     if splits is None:
         splits = [s for s in ("val", "test") if s in declared]
-    if isinstance(splits, str):
-        splits = [splits]
-    if not isinstance(splits, list):
-        raise ConfigError(f"{path}.splits", f"{splits!r} is not a list of "
-                          "split names")
     for i, split in enumerate(splits):
         if split not in declared:
             raise ConfigError(
-                f"{path}.splits[{i}]", f"{split!r} is not one of the "
+                f"evaluation.splits[{i}]", f"{split!r} is not one of the "
                 f"splits in data.splits: {', '.join(declared)}")
     return {"splits": list(splits),
-            "compare_unimodal": _bool(evaluation.get("compare_unimodal",
-                                                     False),
-                                      f"{path}.compare_unimodal")}
+            "compare_unimodal": section.compare_unimodal}
 
 
-def _normalize_export(export, name):
-    path = "export"
-    export = {} if export is None else _mapping(export, path)
-    _keys(export, EXPORT_KEYS, path)
-    version = export.get("version")
-    return {
-        "name": _plain_name(export.get("name", name), f"{path}.name"),
-        "base_dir": _str(export.get("base_dir", "saved_models"),
-                         f"{path}.base_dir", "a folder path"),
-        "version": None if version is None else _int(version,
-                                                     f"{path}.version", 1),
-        "verify": _bool(export.get("verify", True), f"{path}.verify"),
-        "golden_examples": _int(export.get("golden_examples", 4),
-                                f"{path}.golden_examples", 1),
-    }
+def _normalize_export(section, name):
+    out = section.model_dump()
+    if out["name"] is None:
+        out["name"] = validate(schema.ExportSection, {"name": name},
+                               "export").name
+    return out
 
 
 def _check_preprocess(spec):
@@ -652,18 +404,10 @@ def normalize_recipe(recipe, name=None):
     if recipe is None:
         raise ConfigError(None, "the recipe is empty; it needs data, inputs "
                           "and heads sections")
-    _mapping(recipe, "")
-    for key in recipe:
-        if key not in RECIPE_KEYS:
-            raise ConfigError(
-                key, f"unknown section {key!r}; allowed sections are "
-                f"{', '.join(RECIPE_KEYS)}")
-    for key in ("data", "inputs", "heads"):
-        if recipe.get(key) is None:
-            raise ConfigError(key, f"missing required section {key!r}")
-    out = {"name": _plain_name(recipe.get("name") or name or "recipe",
-                               "name")}
-    out["data"] = _normalize_data(recipe["data"])
+    sections = validate(schema.RecipeSections, recipe)
+    out = {"name": sections.name or validate(
+        schema.ExportSection, {"name": name or "recipe"}).name}
+    out["data"] = _normalize_data(sections.data)
     spec = {k: recipe[k] for k in MODEL_KEYS if k in recipe}
     spec["name"] = re.sub(r"[^A-Za-z0-9_]", "_", out["name"])
     if not spec["name"][0].isalpha():
@@ -672,10 +416,10 @@ def normalize_recipe(recipe, name=None):
     _check_preprocess(spec)
     for key in MODEL_KEYS:
         out[key] = spec[key]
-    out["training"] = _normalize_training(recipe.get("training"))
-    out["evaluation"] = _normalize_evaluation(recipe.get("evaluation"),
+    out["training"] = _normalize_training(sections.training)
+    out["evaluation"] = _normalize_evaluation(sections.evaluation,
                                               out["data"])
-    out["export"] = _normalize_export(recipe.get("export"), out["name"])
+    out["export"] = _normalize_export(sections.export, out["name"])
     return out
 
 

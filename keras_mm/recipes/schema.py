@@ -1,0 +1,241 @@
+"""Pydantic v2 schema of a recipe's static sections.
+
+`data`, `training`, `evaluation` and `export` are checked here (strict
+types, `extra="forbid"`, `Literal` choices); the model sections (`inputs`,
+`fusion`, `trunk`, `heads`) by `keras_mm.builder.spec.normalize_spec`. The
+keyword arguments of a data generator, optimizer or schedule are open-ended:
+they stay in `model_extra` and `keras_mm.recipes.recipe` checks them
+against the function's / class's signature. Errors go through
+`keras_mm.builder.schema.validate` (file, key path, bad value, allowed
+values).
+"""
+
+import re
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from keras_mm.builder.schema import (NonNegativeFloat, NonNegativeInt,
+                                     OpenSection, PositiveInt, Section,
+                                     choice, fail, is_int)
+
+DATA_FORMATS = ("manifest", "tfrecord")
+SPLITS = ("train", "val", "test")
+BAD_RECORD_POLICIES = ("error", "skip", "missing")
+# generate.type -> "module:function" building that data set.
+GENERATORS = {
+    "demo": "keras_mm.datasets.demo:ensure_demo_dataset",
+    "av_mnist": "keras_mm.datasets.av_mnist:build_av_mnist",
+    "basicmotions": "keras_mm.datasets.basicmotions:build_basicmotions",
+}
+OPTIMIZERS = {
+    "adadelta": "Adadelta", "adafactor": "Adafactor", "adagrad": "Adagrad",
+    "adam": "Adam", "adamax": "Adamax", "adamw": "AdamW", "ftrl": "Ftrl",
+    "lamb": "Lamb", "lion": "Lion", "nadam": "Nadam", "rmsprop": "RMSprop",
+    "sgd": "SGD",
+}
+SCHEDULES = {
+    "constant": None,
+    "cosine": "CosineDecay",
+    "cosine_restarts": "CosineDecayRestarts",
+    "exponential": "ExponentialDecay",
+    "inverse_time": "InverseTimeDecay",
+    "piecewise": "PiecewiseConstantDecay",
+    "polynomial": "PolynomialDecay",
+}
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+MONITOR_MODES = ("auto", "min", "max")
+
+
+def _shorthand(off=(None, False), on=None):
+    """`x: name` means `{type: name}`; `off` values mean "none"; `true`
+    means `on` (the section with its defaults)."""
+
+    def convert(value):
+        if any(value is v for v in off):
+            return None
+        if value is True and on is not None:
+            return dict(on)
+        return {"type": value} if isinstance(value, str) else value
+
+    return BeforeValidator(convert)
+
+
+def _text(what):
+    return Annotated[str, Field(min_length=1, description=what)]
+
+
+def _split_paths(value):
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, list) and value and all(
+            isinstance(v, str) and v for v in value):
+        return list(value)
+    raise fail(f"{value!r} is not a path (or a list of paths / TFRecord "
+               "patterns)")
+
+
+def _cache(value):
+    if value is None or value is False:
+        return False
+    if not isinstance(value, str) or not value:
+        raise fail(f"{value!r} is not one of false, memory, or a cache file "
+                   "prefix")
+    return value
+
+
+def _plain_name(value):
+    if not isinstance(value, str) or not re.match(
+            r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
+        raise fail(f"{value!r} is not a plain name (letters, digits, '_', "
+                   "'-', '.'); it names the run and export folders")
+    return value
+
+
+PlainName = Annotated[Any, AfterValidator(_plain_name)]
+FolderPath = _text("a folder path")
+Address = _text("a dispatcher address")
+TPUAddress = _text("a TPU name or address")
+MetricName = _text("a metric name such as val_loss")
+JitChoice = choice("auto", True, False)
+VerboseChoice = choice("auto", 0, 1, 2)
+
+
+class GenerateSection(OpenSection):
+    """`data.generate`: the builder of a data set and its arguments."""
+
+    type: Literal[tuple(sorted(GENERATORS))]
+
+
+class DataSection(Section):
+    format: Literal[DATA_FORMATS] = "manifest"
+    splits: dict[Literal[SPLITS],
+                 Optional[Annotated[Any, AfterValidator(_split_paths)]]] = \
+        Field(description="split -> manifest file or TFRecord pattern; "
+              "train is required")
+    generate: Annotated[Optional[GenerateSection], _shorthand()] = None
+    bad_records: Literal[BAD_RECORD_POLICIES] = "error"
+    cache: Annotated[Any, AfterValidator(_cache)] = False
+    shuffle_buffer: NonNegativeInt = 1024
+    deterministic: bool = False
+    data_service: Optional[Address] = None
+
+
+class OptimizerSection(OpenSection):
+    """`training.optimizer`: a Keras optimizer and its arguments."""
+
+    type: Literal[tuple(sorted(OPTIMIZERS))]
+    learning_rate: NonNegativeFloat = 1e-3
+
+
+class ScheduleSection(OpenSection):
+    """`training.schedule`: a Keras learning-rate schedule."""
+
+    type: Literal[tuple(sorted(SCHEDULES))]
+    decay_steps: Optional[PositiveInt] = None
+    first_decay_steps: Optional[PositiveInt] = None
+    warmup_steps: Optional[NonNegativeInt] = None
+
+
+class CheckpointSection(Section):
+    monitor: MetricName = "val_loss"
+    mode: Literal[MONITOR_MODES] = "auto"
+
+
+class EarlyStoppingSection(CheckpointSection):
+    patience: NonNegativeInt = 5
+    min_delta: NonNegativeFloat = 0.0
+    restore_best_weights: bool = True
+
+
+def _save_freq(value):
+    if value != "epoch" and not (is_int(value) and value >= 1):
+        raise fail(f"{value!r} is not an integer >= 1 (or epoch)")
+    return value
+
+
+class BackupSection(Section):
+    save_freq: Annotated[Any, AfterValidator(_save_freq)] = "epoch"
+
+
+def _optimizer_shorthand(value):
+    value = "adam" if value is None else value
+    return {"type": value} if isinstance(value, str) else value
+
+
+class TrainingSection(Section):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    optimizer: Annotated[OptimizerSection,
+                         BeforeValidator(_optimizer_shorthand)] = \
+        OptimizerSection(type="adam")
+    schedule: Annotated[Optional[ScheduleSection], _shorthand()] = None
+    precision: Literal[PRECISIONS] = "auto"
+    jit_compile: JitChoice = "auto"
+    strategy: Literal[STRATEGIES] = "auto"
+    tpu: Optional[TPUAddress] = None
+    steps_per_execution: Optional[PositiveInt] = None
+    seed: NonNegativeInt = 0
+    deterministic: bool = False
+    early_stopping: Annotated[Optional[EarlyStoppingSection],
+                              _shorthand(on={})] = None
+    checkpoint: Annotated[Optional[CheckpointSection],
+                          _shorthand(on={})] = CheckpointSection()
+    backup: Annotated[Optional[BackupSection], _shorthand(on={})] = \
+        BackupSection()
+    tensorboard: bool = True
+    runs_dir: FolderPath = "runs"
+    verbose: VerboseChoice = "auto"
+
+
+def _split_list(value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise fail(f"{value!r} is not a list of split names")
+    return value
+
+
+class EvaluationSection(Section):
+    splits: Annotated[Any, AfterValidator(_split_list)] = None
+    compare_unimodal: bool = False
+
+
+class ExportSection(Section):
+    name: Optional[PlainName] = None
+    base_dir: FolderPath = "saved_models"
+    version: Optional[PositiveInt] = None
+    verify: bool = True
+    golden_examples: PositiveInt = 4
+
+
+def _none_as_empty(value):
+    return {} if value is None else value
+
+
+class RecipeSections(Section):
+    """A whole recipe; the model sections are checked by `normalize_spec`."""
+
+    key_word = "section"
+    sorted_keys = False
+
+    name: Optional[PlainName] = None
+    data: DataSection
+    inputs: dict[Any, Any]
+    fusion: Any = None
+    trunk: Any = None
+    heads: dict[Any, Any]
+    training: Annotated[TrainingSection, BeforeValidator(_none_as_empty)] = \
+        TrainingSection()
+    evaluation: Annotated[EvaluationSection,
+                          BeforeValidator(_none_as_empty)] = \
+        EvaluationSection()
+    export: Annotated[ExportSection, BeforeValidator(_none_as_empty)] = \
+        ExportSection()
+
+
+MODEL_KEYS = ("inputs", "fusion", "trunk", "heads")
+RECIPE_KEYS = tuple(RecipeSections.model_fields)
