@@ -9,10 +9,24 @@
 4. every trainable weight gets a non-zero gradient;
 5. `.keras` save, then `keras.saving.load_model` *without* custom_objects,
    gives the same outputs (atol 1e-6);
-6. a few `fit` steps lower the loss on a learnable toy target, compiled with
-   XLA (`jit_compile=True`) unless `xla=False`;
-7. the `mixed_bfloat16` policy: the layer runs and its output is finite.
+6. a few `fit` steps lower the loss on a learnable toy target (or on the
+   caller's own target and loss, e.g. a head's `default_loss()`), compiled
+   with XLA (`jit_compile=True`) unless `xla=False`;
+7. mixed precision, as keras-hub's `TestCase.run_precision_test` does it:
+   under a float32 *global* policy the layer is built with
+   `dtype=<policy>` (`mixed_bfloat16`, `mixed_float16`); every sub-layer
+   (`layer._flatten_layers()`) must then have the policy's compute and
+   variable dtype, every float weight the variable dtype, and the outputs
+   the compute dtype and finite values. A sub-layer created without
+   `dtype=self.dtype_policy` falls back to the global float32 policy and
+   fails here (setting the global policy instead would hide it).
+
+`check_precision` (step 7) and `record_attention_scores` (the attention
+probabilities of `keras.layers.MultiHeadAttention` sub-layers during a real
+call) are usable on their own.
 """
+
+import contextlib
 
 import numpy as np
 import keras
@@ -96,10 +110,15 @@ def _first(out):
     return keras.tree.flatten(out)[0]
 
 
+PRECISION_POLICIES = ("mixed_bfloat16", "mixed_float16")
+
+
 def run_layer_checks(layer_cls, init_kwargs, inputs, *, tmp_path,
                      call_kwargs=None, expected_output_shape=None,
                      xla=True, mixed_precision=True, fit=True,
-                     grad_exempt=(), save_atol=1e-6):
+                     grad_exempt=(), save_atol=1e-6, fit_target=None,
+                     fit_loss=None, fit_metrics=None, float32_sublayers=(),
+                     output_dtype=None):
     """Runs the standard battery of layer checks (see module docstring).
 
     Args:
@@ -111,9 +130,24 @@ def run_layer_checks(layer_cls, init_kwargs, inputs, *, tmp_path,
             mask) become model inputs too.
         expected_output_shape: full output shape for the concrete batch.
         xla: compile the fit step with `jit_compile=True`.
-        mixed_precision: also run under `mixed_bfloat16`.
+        mixed_precision: `True` checks `PRECISION_POLICIES`; a tuple of
+            policy names checks those; `False` skips step 7.
         fit: run the fit check.
         grad_exempt: substrings of weight paths allowed a zero gradient.
+        fit_target: with `fit_loss`, the target of the fit check; the
+            layer's own output is then fitted (no toy head), e.g. a head with
+            its `default_loss()` on real labels.
+        fit_loss: the loss of the fit check (default: a toy Dense head and
+            mean squared error on a random target).
+        fit_metrics: metrics compiled into the fit check; each must appear
+            in `evaluate(..., return_dict=True)`.
+        float32_sublayers: names of sub-layers that compute in float32 *by
+            design* whatever the policy (a head's output `Dense` and
+            activation, see `BaseHead`). Step 7 asserts that they are
+            float32 (compute and variable dtype) instead of exempting them
+            from the check; every other sub-layer must follow the policy.
+        output_dtype: the expected dtype of the float outputs in step 7
+            (default: the policy's compute dtype; `"float32"` for heads).
 
     Returns:
         The eager output of a fresh layer (for further assertions).
@@ -183,30 +217,149 @@ def run_layer_checks(layer_cls, init_kwargs, inputs, *, tmp_path,
             ops.convert_to_numpy(a), ops.convert_to_numpy(b),
             atol=save_atol, rtol=0)
 
-    # 6. fit lowers the loss on a learnable toy target (XLA-compiled)
+    # 6. fit lowers the loss on a learnable target (XLA-compiled)
     if fit:
-        vec = ReduceToVector()(sym0)
-        pred = keras.layers.Dense(1, name="toy_head")(vec)
-        toy = keras.Model(model.inputs, pred)
-        rng = np.random.RandomState(2)
+        assert (fit_target is None) == (fit_loss is None), (
+            "pass fit_target and fit_loss together")
         n = values[0].shape[0]
-        y = rng.normal(size=(n, 1)).astype("float32")
-        toy.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse",
-                    jit_compile=xla)
-        before = toy.evaluate(values, y, verbose=0)
+        if fit_loss is None:
+            vec = ReduceToVector()(sym0)
+            pred = keras.layers.Dense(1, name="toy_head")(vec)
+            toy = keras.Model(model.inputs, pred)
+            y = np.random.RandomState(2).normal(size=(n, 1)).astype(
+                "float32")
+            loss = "mse"
+        else:
+            toy, y, loss = model, fit_target, fit_loss
+        toy.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss,
+                    metrics=fit_metrics, jit_compile=xla)
+        assert toy.jit_compile == bool(xla)
+        before = toy.evaluate(values, y, verbose=0, return_dict=True)
         toy.fit(values, y, epochs=5, batch_size=n, verbose=0, shuffle=False)
-        after = toy.evaluate(values, y, verbose=0)
-        assert after < before, f"loss did not fall: {before} -> {after}"
+        after = toy.evaluate(values, y, verbose=0, return_dict=True)
+        assert after["loss"] < before["loss"], (
+            f"loss did not fall: {before['loss']} -> {after['loss']}")
+        for metric in fit_metrics or ():
+            metric_name = metric if isinstance(metric, str) else metric.name
+            assert metric_name in after, (
+                f"metric {metric_name!r} missing from {sorted(after)}")
 
-    # 7. mixed precision
+    # 7. mixed precision: dtype=policy under a float32 global policy
     if mixed_precision:
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("mixed_bfloat16")
-        try:
-            mp_layer = layer_cls(**init_kwargs)
-            mp_out = _first(mp_layer(inputs, **call_kwargs))
-            assert np.all(np.isfinite(ops.convert_to_numpy(
-                ops.cast(mp_out, "float32"))))
-        finally:
-            keras.config.set_dtype_policy(previous)
+        policies = PRECISION_POLICIES if mixed_precision is True \
+            else tuple(mixed_precision)
+        check_precision(layer_cls, init_kwargs, inputs,
+                        call_kwargs=call_kwargs, policies=policies,
+                        float32_sublayers=float32_sublayers,
+                        output_dtype=output_dtype)
     return eager_out
+
+
+def _is_float(dtype):
+    return keras.backend.standardize_dtype(dtype) in (
+        "float16", "bfloat16", "float32", "float64")
+
+
+def check_precision(layer_cls, init_kwargs, inputs, *, call_kwargs=None,
+                    policies=PRECISION_POLICIES, float32_sublayers=(),
+                    output_dtype=None):
+    """keras-hub's `run_precision_test` for one layer class.
+
+    For each policy the layer is built with `dtype=policy` while the global
+    policy stays float32, and called eagerly on `inputs`. Asserts:
+
+    - every sub-layer in `layer._flatten_layers()` (the layer itself
+      included; `InputLayer`s skipped) has the policy's compute and variable
+      dtype, except the `float32_sublayers` (by name), which must be float32;
+    - every float weight has the policy's variable dtype (float32 for the
+      `float32_sublayers`' weights);
+    - every float output has `output_dtype` (default: the policy's compute
+      dtype) and finite values.
+
+    Returns the outputs per policy name.
+    """
+    call_kwargs = call_kwargs or {}
+    global_policy = keras.config.dtype_policy().name
+    assert global_policy == "float32", (
+        f"check_precision needs a float32 global policy, not {global_policy}"
+        " (a global mixed policy would hide sub-layers built without "
+        "dtype=self.dtype_policy)")
+    exempt = set(float32_sublayers)
+    results = {}
+    for name in policies:
+        policy = keras.DTypePolicy(name)
+        layer = layer_cls(**{**init_kwargs, "dtype": policy})
+        out = layer(inputs, **call_kwargs)
+        results[name] = out
+        want_out = output_dtype or policy.compute_dtype
+        for tensor in keras.tree.flatten(out):
+            dtype = keras.backend.standardize_dtype(tensor.dtype)
+            if not _is_float(dtype):
+                continue
+            assert dtype == want_out, (
+                f"{name}: {layer_cls.__name__} output dtype {dtype}, "
+                f"expected {want_out}")
+            assert np.all(np.isfinite(ops.convert_to_numpy(
+                ops.cast(tensor, "float32")))), f"{name}: non-finite output"
+        wrong, seen = [], set()
+        float32_weights = set()
+        for sub in layer._flatten_layers(include_self=True, recursive=True):
+            if isinstance(sub, keras.layers.InputLayer):
+                continue
+            if sub.name in exempt:
+                seen.add(sub.name)
+                want = ("float32", "float32")
+                float32_weights.update(id(w) for w in sub.weights)
+            else:
+                want = (policy.compute_dtype, policy.variable_dtype)
+            got = (sub.compute_dtype, sub.variable_dtype)
+            if got != want:
+                wrong.append(f"{getattr(sub, 'path', None) or sub.name} "
+                             f"({type(sub).__name__}): compute/variable "
+                             f"dtype {got}, expected {want}")
+        assert not wrong, (
+            f"{name}: sub-layers with the wrong dtype (one built without "
+            "dtype=self.dtype_policy falls back to the float32 global "
+            "policy): " + "; ".join(wrong))
+        missing = exempt - seen
+        assert not missing, (
+            f"float32_sublayers {sorted(missing)} are not sub-layers of "
+            f"{layer_cls.__name__}")
+        for weight in layer.weights:
+            if not _is_float(weight.dtype):
+                continue
+            want = "float32" if id(weight) in float32_weights \
+                else policy.variable_dtype
+            assert keras.backend.standardize_dtype(weight.dtype) == want, (
+                f"{name}: weight {weight.path} has dtype {weight.dtype}, "
+                f"expected {want}")
+    return results
+
+
+@contextlib.contextmanager
+def record_attention_scores(attention_layers):
+    """Records the attention probabilities of `MultiHeadAttention` layers.
+
+    While the context is open, each listed layer's real `call` runs with
+    `return_attention_scores=True`; the scores (`[batch, heads, queries,
+    keys]`, after the masked softmax) are appended to the list of that
+    layer, and the attention output alone is returned to the caller, so the
+    layer that owns them computes exactly what it computes anyway (the mask
+    it passes included). Yields one list per layer, in the given order.
+    """
+    records = [[] for _ in attention_layers]
+    for layer, store in zip(attention_layers, records):
+        original = type(layer).call.__get__(layer)
+
+        def call(*args, _original=original, _store=store, **kwargs):
+            kwargs["return_attention_scores"] = True
+            output, scores = _original(*args, **kwargs)
+            _store.append(scores)
+            return output
+
+        object.__setattr__(layer, "call", call)
+    try:
+        yield records
+    finally:
+        for layer in attention_layers:
+            object.__delattr__(layer, "call")

@@ -5,7 +5,7 @@ import numpy as np
 import keras
 import pytest
 
-from helpers import run_layer_checks
+from helpers import record_attention_scores, run_layer_checks
 from keras_mm.fusion.cross_attention_fusion import CrossAttentionFusion
 from keras_mm.fusion.film_fusion import FiLMFusion
 from keras_mm.fusion.joint_transformer_fusion import JointTransformerFusion
@@ -33,6 +33,12 @@ PAIR = {"a": SEQ["a"], "c": SEQ["c"]}
 PRESENCE = np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0], [1, 1, 1]], "float32")
 SEQ_MASK = {"a": np.array([[1, 1, 1, 0, 0]] * 4, bool),
             "b": np.array([[1, 1, 0]] * 4, bool)}
+# A different valid length per row (right padding), for the equivalence
+# tests: row r of the padded batch must equal the layer on row r cut to its
+# valid tokens.
+LENGTHS = {"a": [5, 3, 1, 4], "b": [1, 3, 2, 2]}
+RAGGED_MASK = {k: np.arange(SEQ[k].shape[1])[None, :]
+               < np.array(n)[:, None] for k, n in LENGTHS.items()}
 
 JOINT = {"units": 8, "num_layers": 1, "num_heads": 2, "dropout": 0.0,
          "use_positions": True}
@@ -215,6 +221,192 @@ def test_padded_tokens_are_ignored(cls, kwargs):
     real["a"] = SEQ["a"].copy()
     real["a"][:, 0] += 5.0
     assert np.abs(_np(layer(real, mask=SEQ_MASK)) - base).max() > 1e-3
+
+
+def _garbage_in_padding(inputs, mask):
+    """`inputs` with large values at every padded position of `mask`."""
+    out = dict(inputs)
+    for k, m in mask.items():
+        x = inputs[k].copy()
+        x[~m] = 50.0 + np.random.RandomState(3).normal(size=x[~m].shape)
+        out[k] = x.astype("float32")
+    return out
+
+
+EQUIVALENCE_CASES = [
+    (JointTransformerFusion, JOINT),
+    (JointTransformerFusion, dict(JOINT, pooling="mean")),
+    (CrossAttentionFusion, CROSS),
+]
+EQUIVALENCE_IDS = ["joint_transformer", "joint_transformer_mean",
+                   "cross_attention"]
+
+
+@pytest.mark.parametrize("cls,kwargs", EQUIVALENCE_CASES,
+                         ids=EQUIVALENCE_IDS)
+def test_padded_input_equals_the_truncated_sequence(cls, kwargs):
+    """Row r of a masked, padded batch == the same layer (same weights) on
+    row r cut to its valid tokens. Zeroing padded tokens before the
+    projection is not enough: their projections (bias, type and position
+    embeddings) are real keys unless the attention mask hides them."""
+    keras.utils.set_random_seed(0)
+    layer = cls(**kwargs)
+    padded = _np(layer(_garbage_in_padding(SEQ, RAGGED_MASK),
+                       mask=RAGGED_MASK))
+    for r in range(4):
+        cut = {"a": SEQ["a"][r:r + 1, :LENGTHS["a"][r]],
+               "b": SEQ["b"][r:r + 1, :LENGTHS["b"][r]],
+               "c": SEQ["c"][r:r + 1]}
+        np.testing.assert_allclose(padded[r], _np(layer(cut))[0], atol=1e-5,
+                                   err_msg=f"row {r}")
+    # not vacuous: the truncation does change the output of the layer
+    assert np.abs(padded - _np(layer(SEQ))).max() > 1e-3
+
+
+def _joint_without(layer, drop, kwargs):
+    """A JointTransformerFusion over the other modalities, with `layer`'s
+    weights for every shared part (projections, positions, type rows of
+    the kept modalities, [CLS] token, encoder)."""
+    keep = [m for m in layer.modalities if m != drop]
+    sub_inputs = {m: SEQ[m] for m in keep}
+    other = JointTransformerFusion(**kwargs)
+    other(sub_inputs)
+    idx = [layer.modalities.index(m) for m in keep]
+    for j, i in enumerate(idx):
+        other.projections[j].set_weights(layer.projections[i].get_weights())
+        if layer.use_positions:
+            other.position_embeddings[j].set_weights(
+                layer.position_embeddings[i].get_weights())
+    other.type_embeddings.assign(_np(layer.type_embeddings)[idx])
+    other.cls_token.assign(layer.cls_token)
+    other.encoder.set_weights(layer.encoder.get_weights())
+    return other, sub_inputs
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("name", ["a", "b", "c"])
+def test_joint_transformer_absent_equals_the_layer_without_it(name,
+                                                              pooling):
+    kwargs = dict(JOINT, pooling=pooling)
+    keras.utils.set_random_seed(0)
+    layer = JointTransformerFusion(**kwargs)
+    layer(SEQ)
+    k = layer.modalities.index(name)
+    presence = np.ones((4, 3), "float32")
+    presence[[0, 2], k] = 0.0  # rows 0 and 2 lack `name`
+    out = _np(layer(SEQ, presence=presence))
+    other, sub_inputs = _joint_without(layer, name, kwargs)
+    without = _np(other(sub_inputs))
+    np.testing.assert_allclose(out[[0, 2]], without[[0, 2]], atol=1e-5)
+    # not vacuous: where `name` is present it changes the output
+    assert np.abs(out[[1, 3]] - without[[1, 3]]).max() > 1e-3
+
+
+def _cross_target_only(layer, inputs, t, s):
+    """The (source s -> target t) stream of a CrossAttentionFusion with
+    one layer per pair when the source contributes nothing: the target's
+    own residual path, z + MLP(LN(z)), final norm, mean over its tokens."""
+    k = layer._pairs().index((t, s))
+    x = inputs[layer.modalities[t]]
+    x = x[:, None, :] if x.ndim == 2 else x
+    z = layer.projections[t](x)
+    z = z + layer.fc2s[k](layer.fc1s[k](layer.mlp_norms[k](z)))
+    return _np(layer.final_norms[k](z)).mean(axis=1)
+
+
+@pytest.mark.parametrize("absent", ["a", "c"])
+def test_cross_attention_absent_equals_the_layer_without_it(absent):
+    """With two modalities, one absent: the present one's block is its own
+    residual path (no attention update at all), the absent one's block is
+    zero and its flag is 0, through the layer's own output projection."""
+    keras.utils.set_random_seed(0)
+    layer = CrossAttentionFusion(**CROSS)
+    layer(PAIR)
+    j = layer.modalities.index(absent)
+    present = 1 - j
+    presence = np.ones((4, 2), "float32")
+    presence[:, j] = 0.0
+    out = _np(layer(PAIR, presence=presence))
+    blocks = [None, None]
+    blocks[present] = _cross_target_only(layer, PAIR, present, j)
+    blocks[j] = np.zeros((4, CROSS["units"]), "float32")
+    flags = presence
+    expected = _np(layer.output_projection(
+        np.concatenate(blocks + [flags], axis=-1)))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    # not vacuous: with both present the attention update does matter
+    assert np.abs(_np(layer(PAIR)) - expected).max() > 1e-3
+
+
+def test_cross_attention_absent_equals_the_source_without_tokens():
+    """An absent modality == the same layer called with that modality as a
+    sequence of zero tokens (the layer has weights per modality pair, so
+    this is how it is called "without" it)."""
+    keras.utils.set_random_seed(0)
+    layer = CrossAttentionFusion(**CROSS)
+    layer(SEQ)
+    presence = np.ones((4, 3), "float32")
+    presence[:, layer.modalities.index("b")] = 0.0
+    out = _np(layer(SEQ, presence=presence, mask=RAGGED_MASK))
+    no_b = dict(SEQ, b=SEQ["b"][:, :0])
+    np.testing.assert_allclose(
+        out, _np(layer(no_b, mask={"a": RAGGED_MASK["a"]})), atol=1e-5)
+    assert np.abs(out - _np(layer(SEQ, mask=RAGGED_MASK))).max() > 1e-3
+
+
+def _assert_zero_on_invalid_keys(scores, key_valid, what, query_valid=None):
+    """`scores` [B, H, Q, K]: exactly 0 on invalid keys; over the valid
+    keys a distribution with every weight > 0, for each valid query
+    (`query_valid` [B, Q], default all)."""
+    scores = _np(scores)
+    invalid = np.broadcast_to(~key_valid[:, None, None, :], scores.shape)
+    assert np.count_nonzero(invalid) and np.count_nonzero(~invalid)
+    blocked = np.where(invalid, scores, 0.0)
+    assert np.all(blocked == 0.0), (
+        f"{what}: attention on padded/absent keys, max "
+        f"{np.abs(blocked).max()}")
+    if query_valid is None:
+        query_valid = np.ones((scores.shape[0], scores.shape[2]), bool)
+    rows = np.broadcast_to(query_valid[:, None, :], scores.shape[:3])
+    np.testing.assert_allclose(scores.sum(-1)[rows], 1.0, atol=1e-5)
+    assert np.all(np.where(invalid, 1.0, scores)[rows] > 0.0)
+
+
+def test_cross_attention_scores_on_padded_and_absent_keys_are_zero():
+    layer = CrossAttentionFusion(**CROSS)
+    layer(SEQ)
+    garbage = _garbage_in_padding(SEQ, RAGGED_MASK)
+    with record_attention_scores(layer.attns) as recorded:
+        layer(garbage, presence=PRESENCE, mask=RAGGED_MASK)
+    for k, (t, s) in enumerate(layer._pairs()):
+        name = layer.modalities[s]
+        tokens = SEQ[name].shape[1] if SEQ[name].ndim == 3 else 1
+        valid = RAGGED_MASK.get(name, np.ones((4, tokens), bool))
+        valid = valid & (PRESENCE[:, [s]] > 0)
+        key_valid = np.concatenate([np.ones((4, 1), bool), valid], axis=1)
+        (scores,) = recorded[k]
+        assert scores.shape[-1] == tokens + 1  # the null key first
+        _assert_zero_on_invalid_keys(scores, key_valid,
+                                     f"{name} -> {layer.modalities[t]}")
+
+
+def test_joint_transformer_scores_on_padded_and_absent_keys_are_zero():
+    layer = JointTransformerFusion(**dict(JOINT, num_layers=2))
+    layer(SEQ)
+    garbage = _garbage_in_padding(SEQ, RAGGED_MASK)
+    with record_attention_scores(layer.encoder.attns) as recorded:
+        layer(garbage, presence=PRESENCE, mask=RAGGED_MASK)
+    valids = [np.ones((4, 1), bool)]  # [CLS]
+    for j, name in enumerate(layer.modalities):
+        tokens = SEQ[name].shape[1] if SEQ[name].ndim == 3 else 1
+        valid = RAGGED_MASK.get(name, np.ones((4, tokens), bool))
+        valids.append(valid & (PRESENCE[:, [j]] > 0))
+    key_valid = np.concatenate(valids, axis=1)
+    assert len(recorded) == 2
+    for i, (scores,) in enumerate(recorded):
+        assert scores.shape[-1] == key_valid.shape[1]
+        _assert_zero_on_invalid_keys(scores, key_valid, f"layer {i}",
+                                     query_valid=key_valid)
 
 
 def test_film_padded_frames_are_ignored():

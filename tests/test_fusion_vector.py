@@ -38,7 +38,11 @@ CASE_IDS = ["concat", "weighted", "gated", "attention", "tensor", "low_rank"]
 # Attention with a self-attention encoder over the modality tokens first.
 ATTENTION_ENCODER = {"units": 8, "num_heads": 2, "num_layers": 1,
                      "intermediate_dim": 8}
-VARIANTS = CASES + [(AttentionFusion, ATTENTION_ENCODER)]
+# The masking tests use default initializers: with a zero gate kernel the
+# gate logits are a constant, so a leak of an absent modality into the gate
+# network could not show. The zero gate stays in CASES (gradient check).
+VARIANTS = [(cls, {"units": 8}) if cls is GatedFusion else (cls, kwargs)
+            for cls, kwargs in CASES] + [(AttentionFusion, ATTENTION_ENCODER)]
 VARIANT_IDS = CASE_IDS + ["attention_encoder"]
 
 
@@ -219,6 +223,33 @@ def test_gated_two_modalities_is_the_bimodal_gmu():
                                    layer.hidden_projections[0].kernel)
                                    + _np(layer.hidden_projections[0].bias)),
                                atol=1e-5)
+
+
+def test_gated_absent_is_the_gmu_of_the_present_modalities():
+    """Default (random) gate kernel: with "audio" absent the output equals a
+    GatedFusion over image and text with the same hidden projections and the
+    gate kernel's image/text rows and columns. A leak of the absent input
+    into the gate network changes the present gates and fails this."""
+    keras.utils.set_random_seed(0)
+    layer = GatedFusion(units=4)
+    layer(VEC)
+    pair_inputs = {"image": VEC["image"], "text": VEC["text"]}
+    pair = GatedFusion(units=4)
+    pair(pair_inputs)
+    pair.hidden_projections[0].set_weights(
+        layer.hidden_projections[1].get_weights())
+    pair.hidden_projections[1].set_weights(
+        layer.hidden_projections[2].get_weights())
+    # gate kernel rows: audio 5, image 8, text 3; columns: 4 per modality
+    kernel, bias = layer.gate.get_weights()
+    pair.gate.set_weights([kernel[5:, 4:], bias[4:]])
+    no_audio = np.array([[0, 1, 1]] * 4, "float32")
+    changed = _perturbed(VEC, "audio")
+    expected = _np(pair(pair_inputs))
+    np.testing.assert_allclose(_np(layer(changed, presence=no_audio)),
+                               expected, atol=1e-5)
+    # not vacuous: the present audio does change the output
+    assert np.abs(_np(layer(VEC)) - expected).max() > 1e-3
 
 
 # -- attention -----------------------------------------------------------------

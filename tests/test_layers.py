@@ -26,6 +26,20 @@ def test_transformer_encoder_ignores_padded_tokens():
     assert np.all(a[:, 4:] == 0)
 
 
+def test_transformer_encoder_padded_equals_truncated():
+    """Row r with padding masked == the same layer on row r's valid
+    tokens only (the attention key mask does the work: nothing is zeroed
+    before the attention)."""
+    layer = TransformerEncoder(num_layers=2, num_heads=2, dropout=0.0)
+    lengths = [6, 4, 1, 3]
+    mask = np.arange(6)[None, :] < np.array(lengths)[:, None]
+    out = np.asarray(layer(SEQ, mask=mask))
+    for r, n in enumerate(lengths):
+        np.testing.assert_allclose(out[r, :n],
+                                   np.asarray(layer(SEQ[r:r + 1, :n]))[0],
+                                   atol=1e-5, err_msg=f"row {r}")
+
+
 def test_temporal_conv_net(tmp_path):
     out = run_layer_checks(TemporalConvNet,
                            {"filters": 8, "dilations": [1, 2], "dropout": 0.0},
@@ -49,5 +63,9 @@ def test_position_embedding(tmp_path):
 
 
 def test_position_embedding_too_long_fails():
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match=r"6 positions but sequence_length=4"):
         PositionEmbedding(sequence_length=4)(SEQ)
+    layer = PositionEmbedding(sequence_length=6)
+    layer(SEQ)  # built: a longer input later fails the same way
+    with pytest.raises(ValueError, match="sequence_length=6"):
+        layer(np.concatenate([SEQ, SEQ], axis=1))

@@ -3,7 +3,9 @@ from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
 from keras_mm.layers.transformer_encoder import TransformerEncoder
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import (check_bool, check_fraction,
+                                   check_non_negative_int,
+                                   check_positive_int, clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -53,10 +55,21 @@ class AttentionFusion(BaseFusion):
 
     >>> fusion = AttentionFusion(units=16, num_heads=2,
     ...                          return_attention=True)
-    >>> out, weights = fusion({"audio": keras.ops.ones((2, 8)),
-    ...                        "image": keras.ops.ones((2, 4))})
+    >>> inputs = {"audio": keras.ops.ones((2, 8)),
+    ...           "image": keras.ops.ones((2, 4))}
+    >>> out, weights = fusion(inputs)
     >>> tuple(out.shape), tuple(weights.shape)
     ((2, 16), (2, 2))
+
+    Presence columns follow `fusion.modalities`; the second row has no
+    image, so its image weight is 0 and the audio weight 1:
+
+    >>> fusion.modalities
+    ['audio', 'image']
+    >>> _, weights = fusion(inputs, presence=keras.ops.array([[1.0, 1.0],
+    ...                                                       [1.0, 0.0]]))
+    >>> keras.ops.convert_to_numpy(weights)[1]
+    array([1., 0.], dtype=float32)
     """
 
     input_kind = "vector"
@@ -68,17 +81,15 @@ class AttentionFusion(BaseFusion):
                  **kwargs):
         super().__init__(modalities=modalities, **kwargs)
         owner = "AttentionFusion"
-        self.units = self.positive_int(owner, "units", units)
-        self.num_heads = self.positive_int(owner, "num_heads", num_heads)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) \
-                or num_layers < 0:
-            raise ValueError(
-                f"{owner}: num_layers={num_layers!r} must be an integer >= 0")
-        self.num_layers = num_layers
-        self.intermediate_dim = None if intermediate_dim is None else \
-            self.positive_int(owner, "intermediate_dim", intermediate_dim)
-        self.dropout = self.unit_rate(owner, "dropout", dropout)
-        self.return_attention = bool(return_attention)
+        self.units = check_positive_int(owner, "units", units)
+        self.num_heads = check_positive_int(owner, "num_heads", num_heads)
+        self.num_layers = check_non_negative_int(owner, "num_layers",
+                                                 num_layers)
+        self.intermediate_dim = check_positive_int(
+            owner, "intermediate_dim", intermediate_dim, allow_none=True)
+        self.dropout = check_fraction(owner, "dropout", dropout)
+        self.return_attention = check_bool(owner, "return_attention",
+                                           return_attention)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.query_initializer = keras.initializers.get(query_initializer)
         if self.units % self.num_heads:

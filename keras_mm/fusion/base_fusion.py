@@ -1,7 +1,7 @@
-import numbers
-
 import keras
 from keras import ops
+
+from keras_mm.layers.utils import check_unique_strings
 
 
 class BaseFusion(keras.layers.Layer):
@@ -29,13 +29,30 @@ class BaseFusion(keras.layers.Layer):
         training: Python bool.
         mask: optional dict `{modality: boolean [batch, tokens] or None}`
             (token masks of sequence inputs).
+
+    Masking: see the subclasses; the helpers below (`token_validity`,
+    `masked_token_mean`, `zero_absent`, `masked_softmax`) give an invalid
+    entry exactly zero weight.
+
+    Example:
+
+    A subclass is called like any fusion layer; its helpers can be tried
+    on their own. `masked_softmax` gives an absent entry exactly 0:
+
+    >>> logits = keras.ops.array([[1.0, 2.0, 3.0]])
+    >>> valid = keras.ops.array([[True, False, True]])
+    >>> weights = BaseFusion.masked_softmax(logits, valid)
+    >>> keras.ops.convert_to_numpy(weights).round(3)
+    array([[0.119, 0.   , 0.881]], dtype=float32)
     """
 
     input_kind = "vector"
 
     def __init__(self, modalities=None, **kwargs):
         super().__init__(**kwargs)
-        self.modalities = list(modalities) if modalities is not None else None
+        self.modalities = check_unique_strings(
+            self.__class__.__name__, "modalities", modalities,
+            allow_none=True)
         self.supports_masking = True
 
     # -- helpers for subclasses -------------------------------------------
@@ -129,26 +146,6 @@ class BaseFusion(keras.layers.Layer):
 
     # -- helpers for vector fusions (concat, weighted, gated, attention,
     #    tensor, low_rank) ------------------------------------------------
-
-    @staticmethod
-    def positive_int(owner, argument, value):
-        """Returns `value` as an int, or raises a ValueError naming the
-        argument when it is not a positive integer (bools are refused)."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-                or int(value) < 1:
-            raise ValueError(
-                f"{owner}: {argument}={value!r} must be a positive integer")
-        return int(value)
-
-    @staticmethod
-    def unit_rate(owner, argument, value):
-        """Returns `value` as a float in [0, 1), or raises a ValueError
-        naming the argument (dropout rates)."""
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not 0.0 <= float(value) < 1.0:
-            raise ValueError(
-                f"{owner}: {argument}={value!r} must be a number in [0, 1)")
-        return float(value)
 
     def vector_widths(self, shapes):
         """Checks that every input is a vector `[batch, dim]` with a known

@@ -2,7 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import (check_bool, check_positive_int,
+                                   clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -58,14 +59,12 @@ class ConcatFusion(BaseFusion):
                  kernel_initializer="glorot_uniform", modalities=None,
                  **kwargs):
         super().__init__(modalities=modalities, **kwargs)
-        self.units = None if units is None else self.positive_int(
-            "ConcatFusion", "units", units)
+        owner = "ConcatFusion"
+        self.units = check_positive_int(owner, "units", units,
+                                        allow_none=True)
         self.activation = keras.activations.get(activation)
-        if not isinstance(append_presence, bool):
-            raise ValueError(
-                f"ConcatFusion: append_presence={append_presence!r} must be "
-                "True or False")
-        self.append_presence = append_presence
+        self.append_presence = check_bool(owner, "append_presence",
+                                          append_presence)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _concat_width(self, widths):

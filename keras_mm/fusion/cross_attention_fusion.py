@@ -2,7 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import (check_fraction, check_positive_float,
+                                   check_positive_int, clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -23,10 +24,11 @@ class CrossAttentionFusion(BaseFusion):
     norm). A learned "null" key/value token is prepended to every source
     (as PyTorch's `add_bias_kv`): attention can then prefer "nothing" and
     is never a constant softmax over a single key (a vector source is one
-    token), so the query/key projections always learn. Each pair's output is averaged over the target's valid tokens;
-    per target the pair vectors are concatenated (as MulT concatenates the
-    crossmodal streams), the blocks of all targets and one presence flag per
-    target are concatenated and projected to `units`.
+    token), so the query/key projections always learn. Each pair's output
+    is averaged over the target's valid tokens; per target the pair vectors
+    are concatenated (as MulT concatenates the crossmodal streams), the
+    blocks of all targets and one presence flag per target are concatenated
+    and projected to `units`.
 
     Args:
         units: width of the crossmodal streams and of the output.
@@ -59,7 +61,7 @@ class CrossAttentionFusion(BaseFusion):
     >>> fusion = CrossAttentionFusion(units=16, num_heads=2)
     >>> out = fusion({"text": keras.ops.ones((2, 7, 8)),
     ...               "audio": keras.ops.ones((2, 5, 12))})
-    >>> out.shape
+    >>> tuple(out.shape)
     (2, 16)
     """
 
@@ -70,22 +72,21 @@ class CrossAttentionFusion(BaseFusion):
                  layer_norm_epsilon=1e-6, kernel_initializer="glorot_uniform",
                  modalities=None, **kwargs):
         super().__init__(modalities=modalities, **kwargs)
-        self.units = int(units)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
+        owner = "CrossAttentionFusion"
+        self.units = check_positive_int(owner, "units", units)
+        self.num_layers = check_positive_int(owner, "num_layers", num_layers)
+        self.num_heads = check_positive_int(owner, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            owner, "intermediate_dim", intermediate_dim, allow_none=True)
+        self.dropout = check_fraction(owner, "dropout", dropout)
         self.activation = keras.activations.get(activation)
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.layer_norm_epsilon = check_positive_float(
+            owner, "layer_norm_epsilon", layer_norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         if self.units % self.num_heads:
             raise ValueError(
-                f"CrossAttentionFusion: units={self.units} is not divisible "
+                f"{owner}: units={self.units} is not divisible "
                 f"by num_heads={self.num_heads}; change one of them")
-        if self.num_layers < 1:
-            raise ValueError(
-                f"CrossAttentionFusion: num_layers={self.num_layers}; "
-                "use 1 or more")
 
     def _pairs(self):
         m = len(self.modalities)
@@ -193,7 +194,8 @@ class CrossAttentionFusion(BaseFusion):
         for k, (t, s) in enumerate(self._pairs()):
             z = sequences[t]
             key_valid = ops.concatenate(
-                [ops.ones_like(valids[s][:, :1]), valids[s]], axis=1)
+                [ops.expand_dims(ops.ones_like(on[s]), 1), valids[s]],
+                axis=1)  # the null key, valid even for a 0-token source
             attention_mask = ops.logical_and(
                 ops.expand_dims(ops.ones_like(valids[t]), 2),
                 ops.expand_dims(key_valid, 1))

@@ -2,7 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import (check_bool, check_positive_int,
+                                   clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -60,7 +61,7 @@ class FiLMFusion(BaseFusion):
     >>> fusion = FiLMFusion(target="image", units=16)
     >>> out = fusion({"image": keras.ops.ones((2, 7, 7, 32)),
     ...               "text": keras.ops.ones((2, 8))})
-    >>> out.shape
+    >>> tuple(out.shape)
     (2, 16)
     """
 
@@ -78,8 +79,9 @@ class FiLMFusion(BaseFusion):
                 f"FiLMFusion: target={target!r}; pass the name of the "
                 "modality whose input is the image or video feature map")
         self.target = target
-        self.units = int(units)
-        self.return_feature_map = bool(return_feature_map)
+        self.units = check_positive_int("FiLMFusion", "units", units)
+        self.return_feature_map = check_bool(
+            "FiLMFusion", "return_feature_map", return_feature_map)
         self.activation = keras.activations.get(activation)
         self.generator_initializer = keras.initializers.get(
             generator_initializer)

@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import check_positive_int, clone_initializer
 from keras_mm.registry import FUSIONS
 
 
@@ -63,7 +63,7 @@ class GatedFusion(BaseFusion):
                  gate_initializer="glorot_uniform", modalities=None,
                  **kwargs):
         super().__init__(modalities=modalities, **kwargs)
-        self.units = self.positive_int("GatedFusion", "units", units)
+        self.units = check_positive_int("GatedFusion", "units", units)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.gate_initializer = keras.initializers.get(gate_initializer)

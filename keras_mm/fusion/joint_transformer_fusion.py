@@ -4,7 +4,9 @@ from keras import ops
 from keras_mm.fusion.base_fusion import BaseFusion
 from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.transformer_encoder import TransformerEncoder
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_bool, check_choice,
+                                   check_fraction, check_positive_int,
+                                   clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -57,7 +59,7 @@ class JointTransformerFusion(BaseFusion):
     >>> out = fusion({"text": keras.ops.ones((2, 7, 8)),
     ...               "audio": keras.ops.ones((2, 5, 12)),
     ...               "tab": keras.ops.ones((2, 4))})
-    >>> out.shape
+    >>> tuple(out.shape)
     (2, 16)
     """
 
@@ -70,16 +72,20 @@ class JointTransformerFusion(BaseFusion):
                  embeddings_initializer="truncated_normal",
                  modalities=None, **kwargs):
         super().__init__(modalities=modalities, **kwargs)
-        self.units = int(units)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
+        owner = "JointTransformerFusion"
+        self.units = check_positive_int(owner, "units", units)
+        self.num_layers = check_positive_int(owner, "num_layers", num_layers)
+        self.num_heads = check_positive_int(owner, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            owner, "intermediate_dim", intermediate_dim, allow_none=True)
+        self.dropout = check_fraction(owner, "dropout", dropout)
         self.activation = keras.activations.get(activation)
-        self.use_positions = bool(use_positions)
-        self.max_length = max_length
-        self.pooling = check_choice("JointTransformerFusion", "pooling",
-                                    pooling, ("cls", "mean"))
+        self.use_positions = check_bool(owner, "use_positions",
+                                        use_positions)
+        self.max_length = check_positive_int(owner, "max_length", max_length,
+                                             allow_none=True)
+        self.pooling = check_choice(owner, "pooling", pooling,
+                                    ("cls", "mean"))
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer)

@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import check_positive_int, clone_initializer
 from keras_mm.registry import FUSIONS
 
 
@@ -69,8 +69,8 @@ class LowRankFusion(BaseFusion):
                  **kwargs):
         super().__init__(modalities=modalities, **kwargs)
         owner = "LowRankFusion"
-        self.units = self.positive_int(owner, "units", units)
-        self.rank = self.positive_int(owner, "rank", rank)
+        self.units = check_positive_int(owner, "units", units)
+        self.rank = check_positive_int(owner, "rank", rank)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.factor_bias_initializer = keras.initializers.get(

@@ -2,7 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import (check_fraction, check_positive_int,
+                                   clone_initializer)
 from keras_mm.registry import FUSIONS
 
 # Largest flattened fusion tensor (per example) TensorFusion accepts.
@@ -68,13 +69,13 @@ class TensorFusion(BaseFusion):
                  **kwargs):
         super().__init__(modalities=modalities, **kwargs)
         owner = "TensorFusion"
-        self.units = self.positive_int(owner, "units", units)
-        self.projection_dim = self.positive_int(owner, "projection_dim",
-                                                projection_dim)
+        self.units = check_positive_int(owner, "units", units)
+        self.projection_dim = check_positive_int(owner, "projection_dim",
+                                                 projection_dim)
         self.projection_activation = keras.activations.get(
             projection_activation)
         self.activation = keras.activations.get(activation)
-        self.dropout = self.unit_rate(owner, "dropout", dropout)
+        self.dropout = check_fraction(owner, "dropout", dropout)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):

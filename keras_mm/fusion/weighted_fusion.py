@@ -2,7 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import (check_bool, check_positive_int,
+                                   clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -59,9 +60,11 @@ class WeightedFusion(BaseFusion):
                  kernel_initializer="glorot_uniform",
                  logits_initializer="zeros", modalities=None, **kwargs):
         super().__init__(modalities=modalities, **kwargs)
-        self.units = self.positive_int("WeightedFusion", "units", units)
+        owner = "WeightedFusion"
+        self.units = check_positive_int(owner, "units", units)
         self.activation = keras.activations.get(activation)
-        self.return_weights = bool(return_weights)
+        self.return_weights = check_bool(owner, "return_weights",
+                                         return_weights)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.logits_initializer = keras.initializers.get(logits_initializer)
 

@@ -1,37 +1,18 @@
-import numbers
-
 import keras
 from keras import ops
 
-from keras_mm.layers.utils import clone_initializer
-
-
-def check_count(owner, argument, value):
-    """Validates a positive integer argument; returns it as an int."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or value < 1:
-        raise ValueError(
-            f"{owner}: {argument}={value!r}; pass a positive integer")
-    return int(value)
+from keras_mm.layers.utils import (check_fraction, check_positive_ints,
+                                   check_unique_strings, clone_initializer)
 
 
 def check_names(owner, argument, names, count, count_argument):
-    """Validates a list of class/label names; returns it as a list."""
-    if names is None:
-        return None
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"{owner}: {argument} must be a list of strings; got {names!r}")
-    names = list(names)
-    if len(names) != count:
+    """Validates a list of `count` unique class/label names (or None);
+    returns it as a list."""
+    names = check_unique_strings(owner, argument, names, allow_none=True)
+    if names is not None and len(names) != count:
         raise ValueError(
             f"{owner}: {argument} has {len(names)} names but "
             f"{count_argument}={count}; give one name per output")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(
-            f"{owner}: {argument} has duplicate names {duplicates}; "
-            "names must be unique")
     return names
 
 
@@ -56,8 +37,10 @@ class BaseHead(keras.layers.Layer):
     def __init__(self, hidden_units=(), dropout=0.0, activation="relu",
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        self.hidden_units = tuple(int(u) for u in hidden_units)
-        self.dropout = dropout
+        owner = self.__class__.__name__
+        self.hidden_units = check_positive_ints(owner, "hidden_units",
+                                                hidden_units)
+        self.dropout = check_fraction(owner, "dropout", dropout)
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 

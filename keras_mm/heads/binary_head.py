@@ -28,8 +28,9 @@ class BinaryHead(BaseHead):
 
     Example:
 
-    >>> BinaryHead()(keras.ops.ones((2, 8))).shape
-    (2, 1)
+    >>> probs = BinaryHead(dtype="mixed_bfloat16")(keras.ops.ones((2, 8)))
+    >>> tuple(probs.shape), keras.backend.standardize_dtype(probs.dtype)
+    ((2, 1), 'float32')
     """
 
     def __init__(self, hidden_units=(), dropout=0.0, activation="relu",

@@ -1,6 +1,7 @@
 import keras
 
-from keras_mm.heads.base_head import BaseHead, check_count, check_names
+from keras_mm.heads.base_head import BaseHead, check_names
+from keras_mm.layers.utils import check_positive_int
 from keras_mm.registry import HEADS
 
 
@@ -36,8 +37,11 @@ class ClassificationHead(BaseHead):
     Example:
 
     >>> head = ClassificationHead(3, class_names=["cat", "dog", "bird"])
-    >>> head(keras.ops.ones((2, 8))).shape
+    >>> probs = head(keras.ops.ones((2, 8)))
+    >>> tuple(probs.shape)
     (2, 3)
+    >>> keras.ops.convert_to_numpy(keras.ops.sum(probs, axis=-1)).round(4)
+    array([1., 1.], dtype=float32)
     """
 
     def __init__(self, num_classes, class_names=None, hidden_units=(),
@@ -46,8 +50,8 @@ class ClassificationHead(BaseHead):
         super().__init__(hidden_units=hidden_units, dropout=dropout,
                          activation=activation,
                          kernel_initializer=kernel_initializer, **kwargs)
-        self.num_classes = check_count("ClassificationHead", "num_classes",
-                                        num_classes)
+        self.num_classes = check_positive_int("ClassificationHead",
+                                              "num_classes", num_classes)
         if self.num_classes < 2:
             raise ValueError(
                 "ClassificationHead: num_classes=1; use BinaryHead (type "

@@ -1,6 +1,7 @@
 import keras
 
-from keras_mm.heads.base_head import BaseHead, check_count, check_names
+from keras_mm.heads.base_head import BaseHead, check_names
+from keras_mm.layers.utils import check_positive_int
 from keras_mm.registry import HEADS
 
 
@@ -32,7 +33,7 @@ class MultilabelHead(BaseHead):
     Example:
 
     >>> head = MultilabelHead(4, label_names=["a", "b", "c", "d"])
-    >>> head(keras.ops.ones((2, 8))).shape
+    >>> tuple(head(keras.ops.ones((2, 8))).shape)
     (2, 4)
     """
 
@@ -42,8 +43,8 @@ class MultilabelHead(BaseHead):
         super().__init__(hidden_units=hidden_units, dropout=dropout,
                          activation=activation,
                          kernel_initializer=kernel_initializer, **kwargs)
-        self.num_labels = check_count("MultilabelHead", "num_labels",
-                                       num_labels)
+        self.num_labels = check_positive_int("MultilabelHead", "num_labels",
+                                             num_labels)
         self.label_names = check_names("MultilabelHead", "label_names",
                                         label_names, self.num_labels,
                                         "num_labels")

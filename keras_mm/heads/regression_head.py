@@ -1,6 +1,7 @@
 import keras
 
-from keras_mm.heads.base_head import BaseHead, check_count
+from keras_mm.heads.base_head import BaseHead
+from keras_mm.layers.utils import check_positive_int
 from keras_mm.registry import HEADS
 
 
@@ -29,7 +30,7 @@ class RegressionHead(BaseHead):
 
     Example:
 
-    >>> RegressionHead(units=2)(keras.ops.ones((2, 8))).shape
+    >>> tuple(RegressionHead(units=2)(keras.ops.ones((2, 8))).shape)
     (2, 2)
     """
 
@@ -39,7 +40,7 @@ class RegressionHead(BaseHead):
         super().__init__(hidden_units=hidden_units, dropout=dropout,
                          activation=activation,
                          kernel_initializer=kernel_initializer, **kwargs)
-        self.units = check_count("RegressionHead", "units", units)
+        self.units = check_positive_int("RegressionHead", "units", units)
 
     output_activation = "linear"
 

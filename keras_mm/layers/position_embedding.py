@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+from keras_mm.layers.utils import check_positive_int
+
 
 @keras.saving.register_keras_serializable(package="keras_mm")
 class PositionEmbedding(keras.layers.Layer):
@@ -17,14 +19,15 @@ class PositionEmbedding(keras.layers.Layer):
     Example:
 
     >>> x = keras.ops.zeros((2, 4, 8))
-    >>> PositionEmbedding(sequence_length=16)(x).shape
+    >>> tuple(PositionEmbedding(sequence_length=16)(x).shape)
     (2, 4, 8)
     """
 
     def __init__(self, sequence_length, initializer="glorot_uniform",
                  **kwargs):
         super().__init__(**kwargs)
-        self.sequence_length = int(sequence_length)
+        self.sequence_length = check_positive_int(
+            "PositionEmbedding", "sequence_length", sequence_length)
         self.initializer = keras.initializers.get(initializer)
         self.supports_masking = True
 
@@ -38,6 +41,11 @@ class PositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs, training=None, mask=None):
         length = ops.shape(inputs)[1]
+        if isinstance(length, int) and length > self.sequence_length:
+            raise ValueError(
+                f"PositionEmbedding({self.name!r}): the input has {length} "
+                f"positions but sequence_length={self.sequence_length}; "
+                "raise sequence_length or shorten the input")
         positions = ops.cast(
             self.position_embeddings[:length], inputs.dtype)
         return inputs + ops.expand_dims(positions, 0)

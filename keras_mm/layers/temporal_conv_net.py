@@ -1,7 +1,9 @@
 import keras
 from keras import ops
 
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_positive_int, check_positive_ints,
+                                   clone_initializer)
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -31,7 +33,7 @@ class TemporalConvNet(keras.layers.Layer):
     Example:
 
     >>> x = keras.random.normal((2, 20, 3))
-    >>> TemporalConvNet(filters=8, dilations=(1, 2))(x).shape
+    >>> tuple(TemporalConvNet(filters=8, dilations=(1, 2))(x).shape)
     (2, 20, 8)
     """
 
@@ -39,12 +41,15 @@ class TemporalConvNet(keras.layers.Layer):
                  dropout=0.1, activation="relu", padding="causal",
                  kernel_initializer="he_normal", **kwargs):
         super().__init__(**kwargs)
-        self.filters = filters
-        self.kernel_size = kernel_size
-        self.dilations = tuple(dilations)
-        self.dropout = dropout
+        owner = "TemporalConvNet"
+        self.filters = check_positive_int(owner, "filters", filters)
+        self.kernel_size = check_positive_int(owner, "kernel_size",
+                                              kernel_size)
+        self.dilations = check_positive_ints(owner, "dilations", dilations,
+                                             min_length=1)
+        self.dropout = check_fraction(owner, "dropout", dropout)
         self.activation = keras.activations.get(activation)
-        self.padding = check_choice("TemporalConvNet", "padding", padding,
+        self.padding = check_choice(owner, "padding", padding,
                                     ("causal", "same"))
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True

@@ -1,7 +1,8 @@
 import keras
 from keras import ops
 
-from keras_mm.layers.utils import clone_initializer
+from keras_mm.layers.utils import (check_fraction, check_positive_float,
+                                   check_positive_int, clone_initializer)
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -29,7 +30,7 @@ class TransformerEncoder(keras.layers.Layer):
     Example:
 
     >>> x = keras.random.normal((2, 5, 16))
-    >>> TransformerEncoder(num_layers=1, num_heads=2)(x).shape
+    >>> tuple(TransformerEncoder(num_layers=1, num_heads=2)(x).shape)
     (2, 5, 16)
     """
 
@@ -37,12 +38,15 @@ class TransformerEncoder(keras.layers.Layer):
                  dropout=0.1, activation="gelu", layer_norm_epsilon=1e-6,
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
+        owner = "TransformerEncoder"
+        self.num_layers = check_positive_int(owner, "num_layers", num_layers)
+        self.num_heads = check_positive_int(owner, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            owner, "intermediate_dim", intermediate_dim, allow_none=True)
+        self.dropout = check_fraction(owner, "dropout", dropout)
         self.activation = keras.activations.get(activation)
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.layer_norm_epsilon = check_positive_float(
+            owner, "layer_norm_epsilon", layer_norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True
 

@@ -1,6 +1,10 @@
-"""Small helpers shared by keras_mm layers."""
+"""Small helpers shared by keras_mm layers: initializers, argument checks."""
+
+import math
+import numbers
 
 import keras
+import numpy as np
 
 
 def clone_initializer(initializer):
@@ -22,3 +26,156 @@ def check_choice(owner, argument, value, allowed):
             f"{owner}: {argument}={value!r} is not one of {choices}"
         )
     return value
+
+
+# -- argument validators ------------------------------------------------------
+# One place for the `__init__` checks of every keras_mm layer (and of the
+# builder / data code that wants the same rules). Each returns the value in
+# its canonical type and raises a ValueError of the form
+# "{owner}: {argument}={value!r} ..." that says what is allowed.
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def check_positive_int(owner, argument, value, allow_none=False):
+    """Returns `value` as an int >= 1, or raises a ValueError naming it.
+
+    Bools and non-integers (`2.5`, `8.0`, `"8"`) are refused; NumPy integers
+    are accepted. With `allow_none=True`, `None` is returned unchanged.
+
+    >>> check_positive_int("MyLayer", "units", 8)
+    8
+    >>> check_positive_int("MyLayer", "units", 0)
+    Traceback (most recent call last):
+    ValueError: MyLayer: units=0 must be a positive integer (1, 2, ...)
+    """
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or value < 1:
+        none = " or None" if allow_none else ""
+        raise ValueError(f"{owner}: {argument}={value!r} must be a positive "
+                         f"integer (1, 2, ...){none}")
+    return int(value)
+
+
+def check_non_negative_int(owner, argument, value):
+    """Returns `value` as an int >= 0, or raises a ValueError naming it.
+
+    >>> check_non_negative_int("MyLayer", "num_layers", 0)
+    0
+    """
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{owner}: {argument}={value!r} must be an integer "
+                         ">= 0 (0, 1, 2, ...)")
+    return int(value)
+
+
+def check_positive_ints(owner, argument, values, min_length=0):
+    """Returns a list/tuple of positive ints as a tuple of ints.
+
+    Each entry must pass `check_positive_int`; the error names the entry
+    (`"{owner}: {argument}={entry!r} (entry i of ...)"`). A string or a
+    non-iterable is refused, and so is a sequence shorter than
+    `min_length`.
+
+    >>> check_positive_ints("MyLayer", "filters", [8, 16])
+    (8, 16)
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(
+            values, (list, tuple, np.ndarray)):
+        raise ValueError(f"{owner}: {argument}={values!r} must be a list of "
+                         "positive integers, e.g. [32, 64]")
+    values = tuple(values)
+    for i, v in enumerate(values):
+        if not _is_int(v) or v < 1:
+            raise ValueError(
+                f"{owner}: {argument}={v!r} (entry {i} of {list(values)}) "
+                "must be a positive integer (1, 2, ...)")
+    if len(values) < min_length:
+        raise ValueError(
+            f"{owner}: {argument}={list(values)} must list at least "
+            f"{min_length} positive integer(s)")
+    return tuple(int(v) for v in values)
+
+
+def check_fraction(owner, argument, value):
+    """Returns a rate in [0, 1) (e.g. a dropout rate) as a float.
+
+    >>> check_fraction("MyLayer", "dropout", 0.1)
+    0.1
+    >>> check_fraction("MyLayer", "dropout", 1.0)
+    Traceback (most recent call last):
+    ValueError: MyLayer: dropout=1.0 must be a number in [0, 1)
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, numbers.Real) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{owner}: {argument}={value!r} must be a number in "
+                         "[0, 1)")
+    return float(value)
+
+
+def check_positive_float(owner, argument, value, allow_none=False):
+    """Returns a finite number > 0 as a float (epsilons, offsets, rates).
+
+    >>> check_positive_float("MyLayer", "epsilon", 1e-6)
+    1e-06
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, numbers.Real) or not 0.0 < float(value) < math.inf:
+        none = " or None" if allow_none else ""
+        raise ValueError(f"{owner}: {argument}={value!r} must be a finite "
+                         f"number > 0{none}")
+    return float(value)
+
+
+def check_non_negative_float(owner, argument, value):
+    """Returns a finite number >= 0 as a float.
+
+    >>> check_non_negative_float("MyLayer", "lower_edge_hertz", 20)
+    20.0
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, numbers.Real) or not 0.0 <= float(value) < math.inf:
+        raise ValueError(f"{owner}: {argument}={value!r} must be a finite "
+                         "number >= 0")
+    return float(value)
+
+
+def check_bool(owner, argument, value):
+    """Returns `value` as a Python bool; only True / False are accepted
+    (not `0`, `1` or `"yes"`).
+
+    >>> check_bool("MyLayer", "return_attention", False)
+    False
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}: {argument}={value!r} must be True or "
+                         "False")
+    return bool(value)
+
+
+def check_unique_strings(owner, argument, values, allow_none=False):
+    """Returns a list of unique, non-empty strings (e.g. modality, class or
+    label names) as a list.
+
+    >>> check_unique_strings("MyLayer", "modalities", ("image", "text"))
+    ['image', 'text']
+    """
+    if values is None and allow_none:
+        return None
+    if isinstance(values, (str, bytes)) or not isinstance(
+            values, (list, tuple)) or not all(
+                isinstance(v, str) and v for v in values):
+        raise ValueError(f"{owner}: {argument} must be a list of strings "
+                         f"(non-empty, unique); got {values!r}")
+    values = list(values)
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise ValueError(f"{owner}: {argument} has duplicate names "
+                         f"{duplicates}; names must be unique")
+    return values

@@ -11,7 +11,13 @@ import tensorflow as tf
 
 
 def frame_count(num_samples, frame_length, frame_step):
-    """Frames produced by `log_mel_spectrogram` for `num_samples` samples."""
+    """Frames produced by `log_mel_spectrogram` for `num_samples` samples.
+
+    >>> frame_count(8000, frame_length=256, frame_step=128)
+    61
+    >>> frame_count(100, frame_length=256, frame_step=128)  # too short
+    0
+    """
     if num_samples < frame_length:
         return 0
     return 1 + (num_samples - frame_length) // frame_step
@@ -35,6 +41,14 @@ def log_mel_spectrogram(waveform, sample_rate=8000, frame_length=256,
 
     Returns:
         float32 `[..., frames, num_mel_bins]`.
+
+    Example:
+
+    >>> wave = tf.random.normal((2, 8000))
+    >>> features = log_mel_spectrogram(wave, sample_rate=8000,
+    ...                                num_mel_bins=40)
+    >>> tuple(features.shape), features.dtype.name
+    ((2, 61, 40), 'float32')
     """
     waveform = tf.cast(waveform, tf.float32)
     if fft_length is None:
@@ -59,5 +73,13 @@ def log_mel_spectrogram(waveform, sample_rate=8000, frame_length=256,
 
 
 def mfcc(log_mel, num_mfcc=13):
-    """MFCCs from a log-mel spectrogram `[..., frames, bins]`."""
+    """MFCCs from a log-mel spectrogram `[..., frames, bins]`.
+
+    Returns the first `num_mfcc` coefficients, `[..., frames, num_mfcc]`
+    (at most `bins` of them).
+
+    >>> log_mel = log_mel_spectrogram(tf.zeros((2, 8000)), num_mel_bins=40)
+    >>> tuple(mfcc(log_mel, num_mfcc=13).shape)
+    (2, 61, 13)
+    """
     return tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :num_mfcc]

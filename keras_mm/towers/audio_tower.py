@@ -5,7 +5,11 @@ from keras import ops
 
 from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.transformer_encoder import TransformerEncoder
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_non_negative_float,
+                                   check_positive_float,
+                                   check_positive_int, check_positive_ints,
+                                   clone_initializer)
 from keras_mm.ops import audio_features
 from keras_mm.registry import TOWERS
 
@@ -90,8 +94,10 @@ class AudioTower(keras.layers.Layer):
     >>> wave = keras.random.normal((2, 8000))
     >>> tower = AudioTower(encoder="cnn", frontend="log_mel",
     ...                    sample_rate=8000, filters=(8, 16), dim=32)
-    >>> tower(wave).shape
+    >>> tuple(tower(wave).shape)
     (2, 32)
+    >>> tuple(tower.compute_features(wave).shape)  # 1 + (8000 - 256) // 128
+    (2, 61, 40)
     """
 
     input_dtype = "float32"
@@ -109,37 +115,41 @@ class AudioTower(keras.layers.Layer):
         self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
-        self.dim = int(dim)
-        self.dropout = float(dropout)
+        self.dim = check_positive_int(name, "dim", dim)
+        self.dropout = check_fraction(name, "dropout", dropout)
         self.frontend = check_choice(name, "frontend", frontend, FRONTENDS)
-        self.sample_rate = int(sample_rate)
-        self.frame_length = int(frame_length)
-        self.frame_step = int(frame_step)
-        self.fft_length = None if fft_length is None else int(fft_length)
-        self.num_mel_bins = int(num_mel_bins)
-        self.lower_edge_hertz = float(lower_edge_hertz)
-        self.upper_edge_hertz = (None if upper_edge_hertz is None
-                                 else float(upper_edge_hertz))
-        self.log_offset = float(log_offset)
-        self.num_mfcc = int(num_mfcc)
+        self.sample_rate = check_positive_int(name, "sample_rate",
+                                              sample_rate)
+        self.frame_length = check_positive_int(name, "frame_length",
+                                               frame_length)
+        self.frame_step = check_positive_int(name, "frame_step", frame_step)
+        self.fft_length = check_positive_int(name, "fft_length", fft_length,
+                                             allow_none=True)
+        self.num_mel_bins = check_positive_int(name, "num_mel_bins",
+                                               num_mel_bins)
+        self.lower_edge_hertz = check_non_negative_float(
+            name, "lower_edge_hertz", lower_edge_hertz)
+        self.upper_edge_hertz = check_positive_float(
+            name, "upper_edge_hertz", upper_edge_hertz, allow_none=True)
+        self.log_offset = check_positive_float(name, "log_offset",
+                                               log_offset)
+        self.num_mfcc = check_positive_int(name, "num_mfcc", num_mfcc)
         self.feature_norm = check_choice(name, "feature_norm", feature_norm,
                                          FEATURE_NORMS)
-        self.filters = tuple(int(f) for f in filters)
+        self.filters = check_positive_ints(name, "filters", filters)
         if encoder in ("cnn", "crnn") and not self.filters:
             raise ValueError(f"{name}: filters must list at least one "
                              "conv block width, e.g. filters=(32, 64)")
-        self.kernel_size = int(kernel_size)
-        self.rnn_units = None if rnn_units is None else int(rnn_units)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = intermediate_dim
+        self.kernel_size = check_positive_int(name, "kernel_size",
+                                              kernel_size)
+        self.rnn_units = check_positive_int(name, "rnn_units", rnn_units,
+                                            allow_none=True)
+        self.num_layers = check_positive_int(name, "num_layers", num_layers)
+        self.num_heads = check_positive_int(name, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            name, "intermediate_dim", intermediate_dim, allow_none=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         if self.frontend is not None:
-            for arg in ("sample_rate", "frame_length", "frame_step",
-                        "num_mel_bins", "num_mfcc"):
-                if getattr(self, arg) <= 0:
-                    raise ValueError(f"{name}: {arg} must be positive; got "
-                                     f"{getattr(self, arg)}")
             nyquist = self.sample_rate / 2.0
             upper = self.upper_edge_hertz or nyquist
             if upper > nyquist or self.lower_edge_hertz >= upper:

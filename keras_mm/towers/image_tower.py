@@ -1,18 +1,23 @@
 import math
 import os
+import warnings
 
 import keras
 from keras import ops
 
 from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.transformer_encoder import TransformerEncoder
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_positive_int, check_positive_ints,
+                                   clone_initializer)
 from keras_mm.registry import TOWERS
 from keras_mm.towers.resnet_backbone import ResNetBackbone
 
-ENCODERS = ("cnn", "resnet", "vit")
+ENCODERS = ("cnn", "resnet", "vit", "applications")
 OUTPUTS = ("vector", "sequence", "feature_map")
 BACKBONES = (None, "resnet50", "mobilenet_v3_small", "efficientnet_b0")
+# Encoders whose feature map is the input downsampled 32x.
+_STRIDE_32 = ("resnet", "applications")
 
 
 def _application(backbone, input_shape, weights):
@@ -39,18 +44,22 @@ class ImageTower(keras.layers.Layer):
     - `"cnn"`: a small conv stack, one block per entry of `filters`
       (3x3 convolution, batch norm, ReLU, 2x2 max pool). `filters=(6, 16)`
       on 28x28 digits is LeNet-sized.
-    - `"resnet"`: with `backbone=None`, a ResNet-18/34 built here
-      (`depth`, `base_filters`; see `ResNetBackbone`); or a
-      `keras.applications` backbone without its classifier:
-      `"resnet50"`, `"mobilenet_v3_small"` (built without its internal
-      rescaling) or `"efficientnet_b0"` (which keeps its built-in
-      rescaling/normalization and so expects pixel values in [0, 255]).
-      These need images of at least 32x32 and 3 channels. Their
-      `weights` are `None` (random) or the path of a local weights file of
-      the application model with `include_top=False` (e.g. a
-      `..._notop.h5` file or `app.save_weights("x.weights.h5")`); nothing
-      is downloaded. The file is read when the tower is first built; a
-      tower restored from a `.keras` file does not need it.
+    - `"resnet"`: a ResNet-18/34 built here (`depth`, `base_filters`; see
+      `ResNetBackbone`).
+    - `"applications"`: the `keras.applications` model named by
+      `backbone`, without its classifier: `"resnet50"`,
+      `"mobilenet_v3_small"` (built without its internal rescaling) or
+      `"efficientnet_b0"` (which keeps its built-in rescaling/normalization
+      and so expects pixel values in [0, 255]). These need images of at
+      least 32x32 and 3 channels. Their `weights` are `None` (random) or
+      the path of a local weights file of the application model with
+      `include_top=False` (e.g. a `..._notop.h5` file or
+      `app.save_weights("x.weights.h5")`); nothing is downloaded. The file
+      is read when the tower is first built; a tower restored from a
+      `.keras` file does not need it. (`encoder="resnet"` with a
+      `backbone` is the deprecated spelling of this encoder: it still
+      works, warns with a `DeprecationWarning`, and `get_config()` stores
+      `encoder="applications"`.)
     - `"vit"`: a vision transformer: non-overlapping `patch_size` patches
       embedded by a strided convolution, a learned [CLS] token, learned
       position embeddings and `num_layers` pre-norm transformer layers.
@@ -66,24 +75,27 @@ class ImageTower(keras.layers.Layer):
       [CLS] token for `vit`).
 
     `H', W'` are `ceil(H / 2**len(filters))` for `cnn`, `ceil(H / 32)` for
-    `resnet` and `H // patch_size` for `vit`.
+    `resnet` and `applications`, and `H // patch_size` for `vit`.
 
     Args:
-        encoder: `"cnn"`, `"resnet"` or `"vit"`.
+        encoder: `"cnn"`, `"resnet"`, `"vit"` or `"applications"`.
         output: `"vector"`, `"sequence"` or `"feature_map"` (kept as the
             attribute `output_mode`: `output` is a Keras Layer property).
         dim: output width.
         dropout: dropout rate on the output (and inside the transformer).
         filters: `cnn` channels per conv block.
         kernel_size: `cnn` convolution size.
-        depth: `resnet` depth when `backbone` is None: `18` or `34`.
+        depth: `resnet` depth: `18` or `34`.
         base_filters: width of the first ResNet-18/34 stage.
-        backbone: None or `"resnet50"`, `"mobilenet_v3_small"`,
-            `"efficientnet_b0"` (only with `encoder="resnet"`).
+        backbone: the `keras.applications` model of
+            `encoder="applications"`: `"resnet50"`, `"mobilenet_v3_small"`
+            or `"efficientnet_b0"`; None for the other encoders.
         weights: None or a local weights file path (only with `backbone`;
             kept as the attribute `weights_file`).
         patch_size: `vit` patch size in pixels.
         num_layers, num_heads, intermediate_dim: `vit` transformer sizes.
+        kernel_initializer: initializer of the `cnn` and `resnet`
+            convolution kernels.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -92,14 +104,32 @@ class ImageTower(keras.layers.Layer):
         training: Python bool (batch norm and dropout).
         mask: not supported (images have no padding); must be None.
 
+    Masking: none; `compute_mask` returns None (mark a missing image with
+    the fusion presence mask).
+
     Example:
 
     >>> images = keras.random.uniform((2, 28, 28, 1))
-    >>> ImageTower(encoder="cnn", filters=(6, 16), dim=32)(images).shape
+    >>> tuple(ImageTower(encoder="cnn", filters=(6, 16), dim=32)(images).shape)
     (2, 32)
-    >>> ImageTower(encoder="vit", patch_size=7, dim=16, num_heads=2,
-    ...            num_layers=1, output="sequence")(images).shape
+    >>> tower = ImageTower(encoder="vit", patch_size=7, dim=16, num_heads=2,
+    ...                    num_layers=1, output="sequence")
+    >>> tuple(tower(images).shape)  # (28 / 7) ** 2 = 16 patch tokens
     (2, 16, 16)
+    >>> resnet = ImageTower(encoder="resnet", depth=18, base_filters=8,
+    ...                     dim=16, output="feature_map")
+    >>> tuple(resnet(keras.random.uniform((2, 64, 64, 3))).shape)
+    (2, 2, 2, 16)
+
+    A `keras.applications` backbone with random weights (a local
+    `weights="..._notop.weights.h5"` file loads pretrained ones):
+
+    >>> app = ImageTower(encoder="applications",
+    ...                  backbone="mobilenet_v3_small", dim=8)
+    >>> tuple(app(keras.random.uniform((2, 32, 32, 3))).shape)
+    (2, 8)
+    >>> app.get_config()["encoder"], app.get_config()["backbone"]
+    ('applications', 'mobilenet_v3_small')
     """
 
     input_dtype = "float32"
@@ -111,28 +141,46 @@ class ImageTower(keras.layers.Layer):
                  kernel_initializer="he_normal", **kwargs):
         super().__init__(**kwargs)
         name = "ImageTower"
+        if encoder == "resnet" and backbone is not None:
+            # The old spelling of a keras.applications backbone.
+            warnings.warn(
+                f"{name}(encoder='resnet', backbone={backbone!r}) is "
+                "deprecated; write encoder='applications', "
+                f"backbone={backbone!r} (encoder='resnet' is the "
+                "ResNet-18/34 built here, sized by depth=)",
+                DeprecationWarning, stacklevel=2)
+            encoder = "applications"
         self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
-        self.dim = int(dim)
-        self.dropout = float(dropout)
-        self.filters = tuple(int(f) for f in filters)
+        self.dim = check_positive_int(name, "dim", dim)
+        self.dropout = check_fraction(name, "dropout", dropout)
+        self.filters = check_positive_ints(name, "filters", filters)
         if not self.filters:
             raise ValueError(f"{name}: filters must list at least one "
                              "conv block width, e.g. filters=(32, 64)")
-        self.kernel_size = int(kernel_size)
+        self.kernel_size = check_positive_int(name, "kernel_size",
+                                              kernel_size)
         self.depth = check_choice(name, "depth", depth, (18, 34))
-        self.base_filters = int(base_filters)
+        self.base_filters = check_positive_int(name, "base_filters",
+                                               base_filters)
         self.backbone = check_choice(name, "backbone", backbone, BACKBONES)
-        if backbone is not None and encoder != "resnet":
+        if backbone is not None and self.encoder != "applications":
             raise ValueError(
-                f"{name}: backbone={backbone!r} needs encoder='resnet'; got "
-                f"encoder={encoder!r}")
+                f"{name}: backbone={backbone!r} needs "
+                f"encoder='applications'; got encoder={encoder!r}")
+        if backbone is None and self.encoder == "applications":
+            choices = ", ".join(repr(b) for b in BACKBONES[1:])
+            raise ValueError(
+                f"{name}: encoder='applications' needs backbone= one of "
+                f"{choices} (the keras.applications model); got "
+                "backbone=None")
         if weights is not None:
             if backbone is None:
                 raise ValueError(
                     f"{name}: weights={weights!r} needs a keras.applications "
-                    "backbone (backbone='resnet50', 'mobilenet_v3_small' or "
-                    "'efficientnet_b0'); use weights=None otherwise")
+                    "backbone (encoder='applications' with backbone="
+                    "'resnet50', 'mobilenet_v3_small' or 'efficientnet_b0'); "
+                    "use weights=None otherwise")
             if not isinstance(weights, (str, os.PathLike)) or \
                     str(weights) == "imagenet":
                 raise ValueError(
@@ -143,10 +191,11 @@ class ImageTower(keras.layers.Layer):
         # `weights` and `output` are Keras Layer properties, so these two
         # arguments are stored as `weights_file` and `output_mode`.
         self.weights_file = weights
-        self.patch_size = int(patch_size)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = intermediate_dim
+        self.patch_size = check_positive_int(name, "patch_size", patch_size)
+        self.num_layers = check_positive_int(name, "num_layers", num_layers)
+        self.num_heads = check_positive_int(name, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            name, "intermediate_dim", intermediate_dim, allow_none=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self._restoring = False
 
@@ -167,7 +216,7 @@ class ImageTower(keras.layers.Layer):
             def down(s):
                 return None if s is None else math.ceil(
                     s / 2 ** len(self.filters))
-        elif self.encoder == "resnet":
+        elif self.encoder in _STRIDE_32:
             def down(s):
                 return None if s is None else math.ceil(s / 32)
         else:
@@ -202,7 +251,7 @@ class ImageTower(keras.layers.Layer):
                 self.convs.append(conv)
                 self.norms.append(norm)
                 self.pools.append(pool)
-        elif self.encoder == "resnet" and self.backbone is None:
+        elif self.encoder == "resnet":
             self.resnet = ResNetBackbone(
                 depth=self.depth, base_filters=self.base_filters,
                 kernel_initializer=clone_initializer(
@@ -210,7 +259,7 @@ class ImageTower(keras.layers.Layer):
                 dtype=policy, name="resnet")
             self.resnet.build(shape)
             shape = self.resnet.compute_output_shape(shape)
-        elif self.encoder == "resnet":
+        elif self.encoder == "applications":
             self._build_application(shape)
             shape = tuple(self.application.output.shape)
         else:
@@ -287,10 +336,9 @@ class ImageTower(keras.layers.Layer):
                 x = pool(x)
             return self.projection(x)
         if self.encoder == "resnet":
-            if self.backbone is None:
-                x = self.resnet(inputs, training=training)
-            else:
-                x = self.application(inputs, training=training)
+            return self.projection(self.resnet(inputs, training=training))
+        if self.encoder == "applications":
+            x = self.application(inputs, training=training)
             return self.projection(x)
         return self.patch_embedding(inputs)
 

@@ -2,7 +2,8 @@ import math
 
 import keras
 
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_positive_int,
+                                   clone_initializer)
 
 _STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -35,7 +36,7 @@ class ResNetBackbone(keras.layers.Layer):
     Example:
 
     >>> x = keras.random.normal((2, 64, 64, 3))
-    >>> ResNetBackbone(depth=18, base_filters=8)(x).shape
+    >>> tuple(ResNetBackbone(depth=18, base_filters=8)(x).shape)
     (2, 2, 2, 64)
     """
 
@@ -44,7 +45,8 @@ class ResNetBackbone(keras.layers.Layer):
         super().__init__(**kwargs)
         self.depth = check_choice("ResNetBackbone", "depth", depth,
                                   tuple(_STAGE_BLOCKS))
-        self.base_filters = int(base_filters)
+        self.base_filters = check_positive_int("ResNetBackbone",
+                                               "base_filters", base_filters)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _conv(self, filters, kernel_size, strides, name):

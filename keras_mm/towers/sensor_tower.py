@@ -4,7 +4,9 @@ from keras import ops
 from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.temporal_conv_net import TemporalConvNet
 from keras_mm.layers.transformer_encoder import TransformerEncoder
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_positive_int, check_positive_ints,
+                                   clone_initializer)
 from keras_mm.registry import TOWERS
 
 ENCODERS = ("lstm", "gru", "tcn", "transformer")
@@ -15,7 +17,7 @@ CUDNN_CHOICES = (False, True, "auto")
 @keras.saving.register_keras_serializable(package="keras_mm")
 @TOWERS.register("sensor")
 class SensorTower(keras.layers.Layer):
-    """Sensor tower: encodes multivariate time series `[batch, steps, channels]`.
+    """Sensor tower: encodes multivariate series `[batch, steps, channels]`.
 
     Encoders (each gives one `dim`-wide token per time step):
 
@@ -87,17 +89,16 @@ class SensorTower(keras.layers.Layer):
         self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
-        self.dim = _positive_int(name, "dim", dim)
-        self.dropout = float(dropout)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{name}: dropout={dropout!r} must be in "
-                             "[0, 1)")
-        self.num_layers = _positive_int(name, "num_layers", num_layers)
-        self.num_heads = _positive_int(name, "num_heads", num_heads)
-        self.intermediate_dim = intermediate_dim
-        self.kernel_size = _positive_int(name, "kernel_size", kernel_size)
-        self.tcn_dilations = tuple(
-            _positive_int(name, "tcn_dilations", d) for d in tcn_dilations)
+        self.dim = check_positive_int(name, "dim", dim)
+        self.dropout = check_fraction(name, "dropout", dropout)
+        self.num_layers = check_positive_int(name, "num_layers", num_layers)
+        self.num_heads = check_positive_int(name, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            name, "intermediate_dim", intermediate_dim, allow_none=True)
+        self.kernel_size = check_positive_int(name, "kernel_size",
+                                              kernel_size)
+        self.tcn_dilations = check_positive_ints(name, "tcn_dilations",
+                                                 tcn_dilations)
         if not self.tcn_dilations:
             raise ValueError(f"{name}: tcn_dilations must list at least one "
                              "dilation rate, e.g. tcn_dilations=(1, 2, 4)")
@@ -217,15 +218,3 @@ class SensorTower(keras.layers.Layer):
                 self.kernel_initializer),
         })
         return config
-
-
-def _positive_int(owner, argument, value):
-    """Returns `value` as an int, or raises a ValueError naming it."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{owner}: {argument}={value!r} must be a positive "
-                         "integer")
-    return int(value)

@@ -3,7 +3,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_non_negative_int,
+                                   check_positive_int, check_positive_ints,
+                                   clone_initializer)
 from keras_mm.registry import TOWERS
 
 OUTPUTS = ("vector", "sequence")
@@ -81,23 +84,20 @@ class TabularTower(keras.layers.Layer):
                  embeddings_initializer="uniform", **kwargs):
         super().__init__(**kwargs)
         name = "TabularTower"
-        self.num_numeric = _non_negative_int(name, "num_numeric",
-                                             num_numeric)
-        self.cardinalities = tuple(
-            _positive_int(name, "cardinalities", c) for c in cardinalities)
+        self.num_numeric = check_non_negative_int(name, "num_numeric",
+                                                  num_numeric)
+        self.cardinalities = check_positive_ints(name, "cardinalities",
+                                                 cardinalities)
         if not self.num_numeric and not self.cardinalities:
             raise ValueError(
                 f"{name}: no columns; set num_numeric > 0 and/or list the "
                 "categorical cardinalities, e.g. cardinalities=(10, 4)")
-        self.embedding_dim = _positive_int(name, "embedding_dim",
-                                           embedding_dim)
-        self.hidden_units = tuple(
-            _positive_int(name, "hidden_units", u) for u in hidden_units)
-        self.dim = _positive_int(name, "dim", dim)
-        self.dropout = float(dropout)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{name}: dropout={dropout!r} must be in "
-                             "[0, 1)")
+        self.embedding_dim = check_positive_int(name, "embedding_dim",
+                                                embedding_dim)
+        self.hidden_units = check_positive_ints(name, "hidden_units",
+                                                hidden_units)
+        self.dim = check_positive_int(name, "dim", dim)
+        self.dropout = check_fraction(name, "dropout", dropout)
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.activation = keras.activations.get(activation)
@@ -357,27 +357,3 @@ def _numeric_entry(data):
             "TabularTower.adapt: the data is a dict without a 'numeric' "
             f"entry (keys: {sorted(data)})")
     return data["numeric"]
-
-
-def _positive_int(owner, argument, value):
-    """Returns `value` as an int, or raises a ValueError naming it."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{owner}: {argument}={value!r} must be a positive "
-                         "integer")
-    return int(value)
-
-
-def _non_negative_int(owner, argument, value):
-    """Returns `value` as an int >= 0, or raises a ValueError naming it."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value >= 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{owner}: {argument}={value!r} must be an "
-                         "integer >= 0")
-    return int(value)

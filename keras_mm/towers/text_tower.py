@@ -3,7 +3,9 @@ from keras import ops
 
 from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.transformer_encoder import TransformerEncoder
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_positive_int, check_positive_ints,
+                                   clone_initializer)
 from keras_mm.registry import TOWERS
 
 ENCODERS = ("bag", "cnn", "bigru", "bilstm", "transformer")
@@ -107,31 +109,29 @@ class TextTower(keras.layers.Layer):
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         name = "TextTower"
-        self.vocab_size = _positive_int(name, "vocab_size", vocab_size)
-        self.sequence_length = _positive_int(name, "sequence_length",
-                                             sequence_length)
-        self.embedding_dim = _positive_int(name, "embedding_dim",
-                                           embedding_dim)
+        self.vocab_size = check_positive_int(name, "vocab_size", vocab_size)
+        self.sequence_length = check_positive_int(name, "sequence_length",
+                                                  sequence_length)
+        self.embedding_dim = check_positive_int(name, "embedding_dim",
+                                                embedding_dim)
         self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
-        self.dim = _positive_int(name, "dim", dim)
-        self.dropout = float(dropout)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{name}: dropout={dropout!r} must be in "
-                             "[0, 1)")
-        self.num_layers = _positive_int(name, "num_layers", num_layers)
-        self.num_heads = _positive_int(name, "num_heads", num_heads)
-        self.intermediate_dim = intermediate_dim
-        self.kernel_sizes = tuple(
-            _positive_int(name, "kernel_sizes", k) for k in kernel_sizes)
+        self.dim = check_positive_int(name, "dim", dim)
+        self.dropout = check_fraction(name, "dropout", dropout)
+        self.num_layers = check_positive_int(name, "num_layers", num_layers)
+        self.num_heads = check_positive_int(name, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            name, "intermediate_dim", intermediate_dim, allow_none=True)
+        self.kernel_sizes = check_positive_ints(name, "kernel_sizes",
+                                                kernel_sizes)
         if not self.kernel_sizes:
             raise ValueError(f"{name}: kernel_sizes must list at least one "
                              "convolution width, e.g. kernel_sizes=(2, 3, 4)")
-        self.filters = None if filters is None else _positive_int(
-            name, "filters", filters)
-        self.rnn_units = None if rnn_units is None else _positive_int(
-            name, "rnn_units", rnn_units)
+        self.filters = check_positive_int(name, "filters", filters,
+                                          allow_none=True)
+        self.rnn_units = check_positive_int(name, "rnn_units", rnn_units,
+                                            allow_none=True)
         self.use_cudnn = check_choice(name, "use_cudnn", use_cudnn,
                                       CUDNN_CHOICES)
         self.embeddings_initializer = keras.initializers.get(
@@ -287,15 +287,3 @@ class TextTower(keras.layers.Layer):
                 self.kernel_initializer),
         })
         return config
-
-
-def _positive_int(owner, argument, value):
-    """Returns `value` as an int, or raises a ValueError naming it."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value >= 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{owner}: {argument}={value!r} must be a positive "
-                         "integer")
-    return int(value)

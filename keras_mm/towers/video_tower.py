@@ -6,7 +6,9 @@ from keras import ops
 from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.temporal_conv_net import TemporalConvNet
 from keras_mm.layers.transformer_encoder import TransformerEncoder
-from keras_mm.layers.utils import check_choice, clone_initializer
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_positive_int, check_positive_ints,
+                                   clone_initializer)
 from keras_mm.registry import TOWERS
 from keras_mm.towers.image_tower import ImageTower
 
@@ -83,8 +85,11 @@ class VideoTower(keras.layers.Layer):
     >>> mask = keras.ops.arange(8)[None, :] < keras.ops.array([[8], [5]])
     >>> tower = VideoTower(encoder="frames", temporal="gru", dim=16,
     ...                    filters=(8, 16), output="sequence")
-    >>> tower(clips, mask=mask).shape
+    >>> out = tower(clips, mask=mask)
+    >>> tuple(out.shape)
     (2, 8, 16)
+    >>> bool(keras.ops.all(out[1, 5:] == 0))  # padded frames give zeros
+    True
     """
 
     input_dtype = "float32"
@@ -100,17 +105,23 @@ class VideoTower(keras.layers.Layer):
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.temporal = check_choice(name, "temporal", temporal, TEMPORALS)
-        self.dim = int(dim)
-        self.dropout = float(dropout)
-        self.filters = tuple(int(f) for f in filters)
+        self.dim = check_positive_int(name, "dim", dim)
+        self.dropout = check_fraction(name, "dropout", dropout)
+        self.filters = check_positive_ints(name, "filters", filters)
         if not self.filters:
             raise ValueError(f"{name}: filters must list at least one "
                              "conv block width, e.g. filters=(32, 64)")
-        self.kernel_size = int(kernel_size)
-        self.tcn_dilations = tuple(int(d) for d in tcn_dilations)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = intermediate_dim
+        self.kernel_size = check_positive_int(name, "kernel_size",
+                                              kernel_size)
+        self.tcn_dilations = check_positive_ints(name, "tcn_dilations",
+                                                 tcn_dilations)
+        if temporal == "tcn" and not self.tcn_dilations:
+            raise ValueError(f"{name}: tcn_dilations must list at least one "
+                             "dilation rate, e.g. tcn_dilations=(1, 2, 4)")
+        self.num_layers = check_positive_int(name, "num_layers", num_layers)
+        self.num_heads = check_positive_int(name, "num_heads", num_heads)
+        self.intermediate_dim = check_positive_int(
+            name, "intermediate_dim", intermediate_dim, allow_none=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.supports_masking = True
 
