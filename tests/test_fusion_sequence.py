@@ -302,6 +302,18 @@ def test_joint_transformer_absent_equals_the_layer_without_it(name,
     assert np.abs(out[[1, 3]] - without[[1, 3]]).max() > 1e-3
 
 
+def test_joint_transformer_first_modality_with_no_tokens():
+    """A first modality with 0 tokens (its mask has no column for the
+    [CLS] key to copy) equals the layer without it."""
+    kwargs = dict(JOINT, use_positions=False)  # no 0-length positions
+    keras.utils.set_random_seed(0)
+    layer = JointTransformerFusion(**kwargs)
+    inputs = dict(SEQ, a=SEQ["a"][:, :0])
+    out = _np(layer(inputs))
+    other, sub_inputs = _joint_without(layer, "a", kwargs)
+    np.testing.assert_allclose(out, _np(other(sub_inputs)), atol=1e-5)
+
+
 def _cross_target_only(layer, inputs, t, s):
     """The (source s -> target t) stream of a CrossAttentionFusion with
     one layer per pair when the source contributes nothing: the target's

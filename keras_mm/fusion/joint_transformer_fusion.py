@@ -161,7 +161,8 @@ class JointTransformerFusion(BaseFusion):
         cls = ops.broadcast_to(ops.cast(self.cls_token, tokens[0].dtype),
                                (batch, 1, self.units))
         sequence = ops.concatenate([cls] + tokens, axis=1)
-        cls_valid = ops.ones_like(valids[0][:, :1])
+        # Its own (batch, 1): a first modality with 0 tokens has no column.
+        cls_valid = ops.ones((batch, 1), dtype=valids[0].dtype)
         key_mask = ops.concatenate([cls_valid] + valids, axis=1)
         encoded = self.encoder(sequence, mask=key_mask, training=training)
         if self.pooling == "cls":
