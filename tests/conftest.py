@@ -13,6 +13,14 @@ SHARED_DATA = pathlib.Path(
                    / "data"))
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (setup.cfg): one worker a core, at most 4 (each worker
+    loads its own TensorFlow); `KERAS_MM_TEST_WORKERS` sets the number."""
+    if os.environ.get("KERAS_MM_TEST_WORKERS"):
+        return int(os.environ["KERAS_MM_TEST_WORKERS"])
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 @pytest.fixture
 def shared_data():
     """Path of ../shared/data; skips the test where it is absent."""
