@@ -31,6 +31,10 @@ import pytest
 
 from test_training import assert_loss_went_down, tiny_recipe
 
+# End-to-end runs in subprocesses (a minute or more on 2 cores): in the
+# slow set, which CI runs (`pytest -m slow`).
+pytestmark = pytest.mark.slow
+
 ATOL = 1e-5
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -943,7 +943,7 @@ def test_stack_raw_pads_frames_and_series_and_names_bad_values():
     cells = client.stack_raw(["2.5", "", None, 3],
                              client.InputSpec("float32", [None]), "age")
     np.testing.assert_array_equal(cells, [2.5, np.nan, np.nan, 3.0])
-    assert client.stack_raw([3, 2.0, "x", None],
+    assert client.stack_raw(["3", b"2", "x", None],
                             client.InputSpec("string", [None]),
                             "c").tolist() == [b"3", b"2", b"x", b""]
     with pytest.raises(ValueError, match="input 's': example 0 has shape"):

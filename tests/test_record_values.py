@@ -28,7 +28,7 @@ import tensorflow as tf
 from test_pipeline import make_preprocessors
 from test_pipeline import write_png
 from test_pipeline import write_wav
-from keras_mm.data import sources
+from keras_mm.data import record_values
 from keras_mm.data.manifest import Manifest
 from keras_mm.data.pipeline import Pipeline
 from keras_mm.data.tabular_preprocessor import TabularPreprocessor
@@ -278,13 +278,13 @@ def test_python_key_string_is_the_graph_conversion():
     """Class names go through `key_string`, the cells through
     `key_strings`: the same strings for the same values."""
     values = [3.0, 2.5, -0.0, INF, -INF, NAN, 0.1, -7.25]
-    graph = sources.key_strings(tf.constant(values, tf.float32), "float",
+    graph = record_values.key_strings(tf.constant(values, tf.float32), "float",
                                 "v").numpy().tolist()
-    assert [sources.key_string(v) for v in values] == \
+    assert [record_values.key_string(v) for v in values] == \
         [g.decode() for g in graph]
-    assert [sources.key_string(v) for v in (3, True, " a ", None,
+    assert [record_values.key_string(v) for v in (3, True, " a ", None,
                                             ["x", 2.0])] == \
         ["3", "1", "a", "", "x|2"]
     with pytest.raises(ValueError, match=r"labels\['y'\]: 1e\+20 is a float "
                                          r"of 2\*\*24"):
-        sources.key_string(1e20, "labels['y']")
+        record_values.key_string(1e20, "labels['y']")

@@ -72,8 +72,9 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def int_list(minimum=1, allow_empty=True):
-    """A list of integers >= `minimum` (a single integer is a 1-list)."""
+def int_list(minimum=1, allow_empty=True, maximum=None):
+    """A list of integers >= `minimum` (and <= `maximum` when given; a
+    single integer is a 1-list)."""
 
     def check(value):
         if is_int(value):
@@ -86,6 +87,9 @@ def int_list(minimum=1, allow_empty=True):
             if not is_int(item) or item < minimum:
                 raise fail(f"{item!r} is not an integer >= {minimum}",
                            f"[{i}]")
+            if maximum is not None and item > maximum:
+                raise fail(f"{item!r} is above the limit of {maximum}; use "
+                           "a smaller value", f"[{i}]")
         return [int(v) for v in value]
 
     return Annotated[Any, AfterValidator(check)]
@@ -123,8 +127,17 @@ def _check_name(name):
 
 Name = Annotated[Any, AfterValidator(_check_name)]
 PositiveInts = int_list()
+# Layer widths: the bound of keras_mm.builder.argument_checks.MAX_WIDTH.
+Widths = int_list(maximum=16384)
 Shape = int_list(allow_empty=False)
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def bounded_int(low, high, why=None):
+    """An integer in `[low, high]`; `why` explains the bound in messages."""
+    return Annotated[int, Field(ge=low, le=high, description=why)]
+
+
 NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0)]
 PlainMapping = Annotated[dict[str, Any], AfterValidator(plain)]
@@ -252,7 +265,7 @@ def _activation(value):
 class TrunkSection(Section):
     """`trunk`: the MLP after the fusion layer."""
 
-    hidden_units: PositiveInts = []
+    hidden_units: Widths = []
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     activation: Annotated[Any, AfterValidator(_activation)] = "relu"
 
@@ -460,6 +473,10 @@ def _config_error(model, error, key_path):
         return ConfigError(path, f"{value!r} is not one of {allowed}")
     if kind == "bool_type":
         return ConfigError(path, f"{value!r} is not one of true, false")
+    if kind == "less_than_equal":
+        why = f" ({description})" if description else ""
+        return ConfigError(path, f"{value!r} is above the limit of "
+                           f"{ctx['le']}; use at most {ctx['le']}{why}")
     if annotation is int or kind.startswith("int_"):
         low = _bound(metadata, ctx, "ge")
         low = "" if low is None else f" >= {low}"

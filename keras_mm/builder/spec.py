@@ -50,6 +50,8 @@ import inspect
 import re
 
 from keras_mm.builder import schema
+from keras_mm.builder.argument_checks import (check_argument_values,
+                                              check_input_size)
 from keras_mm.errors import ConfigError, not_one_of
 
 NAME_PATTERN = schema.NAME_PATTERN
@@ -73,6 +75,7 @@ PREPROCESSOR_FEATURES_KEY = "features"
 DERIVABLE_INPUT_KEYS = ("shape", "vocab_size", "numeric", "categorical")
 
 _REQUIRED = inspect.Parameter.empty
+
 
 
 def load_registries():
@@ -132,8 +135,17 @@ def instantiate(cls, kwargs, key_path, name=None, **builder_kwargs):
         if isinstance(error, ConfigError):
             raise
         argument = _argument_from_error(str(error), kwargs)
+        message = str(error)
+        if argument is None:
+            # "invalid literal for int() with base 10: 'abc'": find the
+            # argument by its value.
+            named = [k for k, v in kwargs.items()
+                     if isinstance(v, str) and repr(v) in message]
+            if len(named) == 1:
+                argument = named[0]
+                message = f"{argument}={kwargs[argument]!r}: {message}"
         path = f"{key_path}.{argument}" if argument else key_path
-        raise ConfigError(path, str(error)) from error
+        raise ConfigError(path, message) from error
 
 
 def check_class_kwargs(kwargs, cls, key_path, builder_set=(),
@@ -165,6 +177,7 @@ def check_class_kwargs(kwargs, cls, key_path, builder_set=(),
                 f"{key_path}.{argument}",
                 f"missing required key {argument!r} ({cls.__name__} needs "
                 "it)")
+    check_argument_values(kwargs, arguments, key_path)
     return arguments
 
 
@@ -194,6 +207,7 @@ def _normalize_input(name, section, towers, complete):
             raise ConfigError(
                 f"{path}.shape", f"{shape} has {len(shape)} axes; a "
                 f"{modality} input has {expected} (without the batch axis)")
+        check_input_size(shape, f"{path}.shape")
     elif complete:
         raise ConfigError(
             f"{path}.shape", "missing required key 'shape' (the "

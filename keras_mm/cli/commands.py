@@ -56,6 +56,11 @@ def _parse_inputs(args):
         value = getattr(args, name)
         if value is not None:
             values[name] = value
+    text_file = getattr(args, "text_file", None)
+    if text_file is not None:
+        if "text" in values:
+            raise ValueError("give --text or --text-file, not both")
+        values["text"] = _read_text_file(text_file)
     for item in args.inputs:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -65,6 +70,19 @@ def _parse_inputs(args):
     if not values:
         raise ValueError("give at least one input, e.g. --image a.png")
     return values
+
+
+def _read_text_file(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"--text-file {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--text-file {path}: not UTF-8 text (byte "
+                         f"{e.start}); save it as UTF-8") from None
 
 
 def predict(args):
@@ -106,7 +124,8 @@ def data_convert(args):
     result = convert_manifest_to_tfrecords(
         manifest, args.out_dir, args.shards,
         file_columns=tuple(args.file_columns), num_workers=args.workers,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite,
+        allow_paths_outside=getattr(args, "allow_paths_outside", False))
     print(f"TFRecord shards in {args.out_dir}")
     if result is not None:
         _print_json(result)

@@ -84,13 +84,17 @@ def _add_predict(sub):
     p.add_argument("path", help="a version folder")
     p.add_argument("--image", help="image file (input 'image')")
     p.add_argument("--audio", help="WAV file (input 'audio')")
-    p.add_argument("--text", help="text (input 'text')")
+    p.add_argument("--text", help="text (input 'text'), sent as given "
+                                  "even where it names a file")
+    p.add_argument("--text-file", metavar="PATH",
+                   help="UTF-8 file whose contents are the text (input "
+                        "'text')")
     p.add_argument("--video", nargs="+", help="frame files (input 'video')")
     p.add_argument("--sensor", help=".csv or .npy file (input 'sensor')")
     p.add_argument("--input", dest="inputs", action="append", default=[],
                    metavar="NAME=VALUE",
-                   help="any input by name: a file path or text "
-                        "(repeatable)")
+                   help="any input by name: a file path, or text / a "
+                        "table cell (sent as given) (repeatable)")
     p.set_defaults(func=commands.predict)
 
 
@@ -134,6 +138,9 @@ def _add_data(sub):
                                     "go into the records (repeatable)")
     d.add_argument("--workers", type=int)
     d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--allow-paths-outside", action="store_true",
+                   help="embed files whose paths resolve outside the "
+                        "manifest's folder (refused by default)")
     d.set_defaults(func=commands.data_convert)
 
     d = data.add_parser("inspect", help="summarise a manifest or TFRecords")

@@ -8,27 +8,168 @@ from keras_mm.ops import audio_features
 from keras_mm.registry import PREPROCESSORS
 
 
-def decode_wav_mono(contents, sample_rate):
-    """Decodes 16-bit PCM WAV bytes to a mono float32 `[N]` waveform.
+# The parts of a WAV file that `wav_layout` reads: RIFF chunks are walked
+# up to the `data` chunk (what follows it, e.g. a trailing pad byte or a
+# LIST chunk, is ignored, as Python's `wave` does), at most this many.
+MAX_WAV_CHUNKS = 64
+_FORMAT_PCM = 1
+_FORMAT_EXTENSIBLE = 0xFFFE
+# KSDATAFORMAT_SUBTYPE_PCM, the sub-format GUID of WAVE_FORMAT_EXTENSIBLE
+# PCM files, as stored (little-endian fields).
+_PCM_SUBFORMAT = (b"\x01\x00\x00\x00\x00\x00\x10\x00"
+                  b"\x80\x00\x00\xaa\x00\x38\x9b\x71")
 
-    Samples are `int16 / 32768` (tf.audio.decode_wav); several channels are
-    averaged. The file's sample rate must equal `sample_rate`: a different
-    rate is rejected, not resampled, with an `InvalidArgumentError` whose
-    message names both rates (the pipeline adds the file name). Non-PCM,
-    non-16-bit or truncated files raise `InvalidArgumentError` too (from
-    `tf.audio.decode_wav`: "Can only read 16-bit WAV files", "Data too
-    short...").
+
+def _uint_at(contents, length, pos, size):
+    """Little-endian unsigned `size`-byte integer at `pos` (int64); bytes
+    past the end read as 0, so that it never fails."""
+    pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, length)
+    raw = tf.io.decode_raw(tf.strings.substr(contents, pos, size), tf.uint8,
+                           fixed_length=size)
+    weights = tf.constant([256 ** i for i in range(size)], tf.int64)
+    return tf.reduce_sum(tf.cast(raw, tf.int64) * weights)
+
+
+def _bytes_equal(contents, length, pos, expected):
+    pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, length)
+    return tf.equal(tf.strings.substr(contents, pos, len(expected)),
+                    expected)
+
+
+def checked_in_order(checks, tensors):
+    """`tensors` once each `(ok, message...)` of `checks` has held, in
+    order: the first failing check raises `InvalidArgumentError` with its
+    message (`tf.debugging.Assert` data). Give only safe text and numbers
+    (never bytes of the input), so that the error prints from any client.
+    """
+    for ok, *message in checks:
+        with tf.control_dependencies(tensors):
+            assertion = tf.debugging.Assert(ok, message)
+        with tf.control_dependencies([assertion]):
+            tensors = [tf.identity(t) for t in tensors]
+    return tensors
+
+
+def wav_layout(contents, sample_rate, name="audio"):
+    """Reads and checks the header of ONE WAV file, in-graph.
+
+    Accepts 16-bit PCM WAV files (format tag 1, or WAVE_FORMAT_EXTENSIBLE
+    with the PCM sub-format), any number of channels, whatever chunks come
+    between `fmt ` and `data` (up to `MAX_WAV_CHUNKS`) and anything after
+    the data chunk. Refuses, with an `InvalidArgumentError` whose message
+    names the input `name`, the format and the reason (and never holds
+    bytes of the file): a file that is not RIFF/WAVE, a truncated header
+    or data chunk, other sample formats, and a sample rate other than
+    `sample_rate` (the message names both rates).
+
+    Returns:
+        `(data_start, frames, channels)` int64 scalars: the byte offset of
+        the samples, the number of sample frames and of channels.
     """
     contents = tf.reshape(tf.convert_to_tensor(contents, tf.string), [])
-    audio, rate = tf.audio.decode_wav(contents)
-    check = tf.debugging.Assert(
-        tf.equal(rate, sample_rate),
-        ["WAV sample rate", rate, "Hz differs from the configured "
-         "sample_rate", tf.constant(sample_rate, tf.int32),
-         "Hz: resample the file or change sample_rate"])
-    with tf.control_dependencies([check]):
-        mono = tf.reduce_mean(audio, axis=-1)
-    return mono
+    length = tf.cast(tf.strings.length(contents), tf.int64)
+    owner = f"input {name}: the WAV file"
+    fix = (f"; send 16-bit PCM WAV bytes (RIFF/WAVE) at {int(sample_rate)} "
+           "Hz")
+    is_riff = ((length >= 12) & _bytes_equal(contents, length, 0, b"RIFF")
+               & _bytes_equal(contents, length, 8, b"WAVE"))
+
+    def body(i, pos, fmt_pos, fmt_size, data_pos, data_size):
+        size = _uint_at(contents, length, pos + 4, 4)
+        is_fmt = _bytes_equal(contents, length, pos, b"fmt ") & (fmt_pos < 0)
+        is_data = _bytes_equal(contents, length, pos, b"data")
+        return (i + 1, pos + 8 + size + size % 2,
+                tf.where(is_fmt, pos + 8, fmt_pos),
+                tf.where(is_fmt, size, fmt_size),
+                tf.where(is_data, pos + 8, data_pos),
+                tf.where(is_data, size, data_size))
+
+    minus_one = tf.constant(-1, tf.int64)
+    _, _, fmt_pos, fmt_size, data_pos, data_size = tf.while_loop(
+        lambda i, pos, fmt_pos, fmt_size, data_pos, data_size: (
+            is_riff & (i < MAX_WAV_CHUNKS) & (data_pos < 0)
+            & (pos + 8 <= length)),
+        body, (tf.constant(0), tf.constant(12, tf.int64), minus_one,
+               minus_one, minus_one, minus_one))
+    tag = _uint_at(contents, length, fmt_pos, 2)
+    channels = _uint_at(contents, length, fmt_pos + 2, 2)
+    rate = _uint_at(contents, length, fmt_pos + 4, 4)
+    block_align = _uint_at(contents, length, fmt_pos + 12, 2)
+    bits = _uint_at(contents, length, fmt_pos + 14, 2)
+    extensible_pcm = ((tag == _FORMAT_EXTENSIBLE) & (fmt_size >= 40)
+                      & _bytes_equal(contents, length, fmt_pos + 24,
+                                     _PCM_SUBFORMAT))
+    has_fmt = (fmt_pos >= 0) & ((data_pos < 0) | (fmt_pos < data_pos))
+    checks = [
+        (is_riff, f"{owner} does not start with a RIFF/WAVE header (not a "
+                  f"WAV file){fix}"),
+        (has_fmt, f"{owner} has no fmt chunk before its data chunk "
+                  f"(within its first {MAX_WAV_CHUNKS} chunks){fix}"),
+        ((fmt_size >= 16) & (fmt_pos + fmt_size <= length),
+         f"{owner} is too short: its fmt chunk is truncated{fix}"),
+        ((tag == _FORMAT_PCM) | extensible_pcm,
+         f"{owner} is not PCM (format tag", tag, "): only 16-bit PCM is "
+         f"read{fix}"),
+        (bits == 16, f"{owner} has", bits, "bits per sample: only 16-bit "
+                     f"PCM is read{fix}"),
+        ((channels >= 1) & (block_align == 2 * channels),
+         f"{owner} has an inconsistent fmt chunk (channels", channels,
+         ", block align", block_align, f"){fix}"),
+        (data_pos >= 0, f"{owner} has no data chunk (within its first "
+                        f"{MAX_WAV_CHUNKS} chunks){fix}"),
+        (data_pos + data_size <= length,
+         f"{owner} is too short: its data chunk declares", data_size,
+         "bytes, the file holds", tf.maximum(length - data_pos, 0),
+         f"(truncated file?){fix}"),
+        (data_size % tf.maximum(block_align, 1) == 0,
+         f"{owner} ends in a partial sample frame: its data chunk holds",
+         data_size, "bytes, not a multiple of", block_align,
+         f"(truncated file?){fix}"),
+        (tf.equal(rate, int(sample_rate)),
+         "WAV sample rate", rate, "Hz differs from the configured "
+         f"sample_rate {int(sample_rate)} Hz ({owner}): resample the file "
+         "or change sample_rate"),
+    ]
+    data_pos, frames, channels = checked_in_order(
+        checks, [data_pos, data_size // tf.maximum(block_align, 1),
+                 channels])
+    return data_pos, frames, channels
+
+
+def read_wav_frames(contents, data_start, frames, channels, offset, count):
+    """Mono float32 `[count']` of sample frames `offset:offset + count`
+    (`count' <= count`: as many of the `frames` as there are) of a WAV file
+    checked by `wav_layout`: `int16 / 32768` as `tf.audio.decode_wav`,
+    averaged over the channels. Only that window is decoded."""
+    contents = tf.reshape(tf.convert_to_tensor(contents, tf.string), [])
+    frame_bytes = 2 * channels
+    offset = tf.cast(offset, tf.int64)
+    count = tf.clip_by_value(tf.cast(frames, tf.int64) - offset, 0,
+                             tf.cast(count, tf.int64))
+    start = data_start + offset * frame_bytes
+    size = count * frame_bytes
+    pcm = tf.io.decode_raw(tf.strings.substr(contents, start, size),
+                           tf.int16, little_endian=True)
+    pcm = tf.reshape(pcm, tf.stack([-1, tf.cast(channels, tf.int32)]))
+    samples = tf.cast(pcm, tf.float32) * (1.0 / 32768.0)
+    return tf.reduce_mean(samples, axis=-1)
+
+
+def decode_wav_mono(contents, sample_rate, name="audio"):
+    """Decodes 16-bit PCM WAV bytes to a mono float32 `[N]` waveform.
+
+    Samples are `int16 / 32768` (as `tf.audio.decode_wav`); several channels
+    are averaged. The file is read by `wav_layout`: plain and
+    WAVE_FORMAT_EXTENSIBLE PCM, extra chunks, trailing bytes after the data
+    chunk. The file's sample rate must equal `sample_rate`: a different rate
+    is rejected, not resampled, with an `InvalidArgumentError` whose message
+    names both rates (the pipeline adds the file name). Non-PCM,
+    non-16-bit, truncated or non-WAV bytes raise `InvalidArgumentError`
+    too, naming the input `name` and the reason.
+    """
+    data_start, frames, channels = wav_layout(contents, sample_rate, name)
+    return read_wav_frames(contents, data_start, frames, channels, 0,
+                           frames)
 
 
 def crop_offset(n, length, mode, training, random_crop, seed=None):
@@ -129,11 +270,14 @@ def crop_or_pad(signal, length, mode, training, random_crop, pad_value=0.0,
 class AudioPreprocessor(Preprocessor):
     """WAV bytes -> waveform `[B, N]` or log-mel / MFCC `[B, frames, bins]`.
 
-    `parse` decodes 16-bit PCM WAV with `tf.audio.decode_wav` (samples are
-    `int16 / 32768`), averages the channels to mono, checks the sample rate
-    and crops/pads to `duration` seconds: a random window when `training`
-    (and `random_crop`), else the `crop` one (`"center"` or `"start"`); short
-    clips are padded with zeros at the end. `parse_batch` (the pipeline's
+    `parse` reads 16-bit PCM WAV in-graph (`wav_layout`: plain or
+    WAVE_FORMAT_EXTENSIBLE PCM, any chunks before the data chunk, anything
+    after it; samples are `int16 / 32768`, as `tf.audio.decode_wav`),
+    decodes only the window it keeps, averages the channels to mono,
+    checks the sample rate and crops/pads to `duration` seconds: a random
+    window when `training` (and `random_crop`), else the `crop` one
+    (`"center"` or `"start"`); short clips are padded with zeros at the
+    end. `parse_batch` (the pipeline's
     and the serving function's path) decodes a batch of canonical WAV files
     (16-bit PCM mono, 44-byte header) at once, with the same values.
     `transform` computes `features`
@@ -144,9 +288,11 @@ class AudioPreprocessor(Preprocessor):
 
     Sample rate policy: a file with another rate is REJECTED, not resampled:
     `tf.errors.InvalidArgumentError` naming both rates. Non-PCM (8/24/32-bit,
-    float) and truncated WAV files also raise `InvalidArgumentError`; the
-    pipeline's validation pass catches it and names the file. Empty bytes
-    give zeros and `<name>_present = 0`.
+    float), truncated and non-WAV bytes also raise `InvalidArgumentError`,
+    whose message names the input, the format and the reason and holds no
+    byte of the file (it prints from any client); the pipeline's
+    validation pass catches it and names the file. Empty bytes and a WAV
+    file without samples give zeros and `<name>_present = 0` (absent).
 
     Args:
         name: model input name.
@@ -247,16 +393,24 @@ class AudioPreprocessor(Preprocessor):
     def parse(self, raw, training=False, seed=None):
         raw = tf.reshape(tf.convert_to_tensor(self.select_raw(raw),
                                               tf.string), [])
-        present = tf.strings.length(raw) > 0
 
         def decode():
-            mono = decode_wav_mono(raw, self.sample_rate)
-            wave = crop_or_pad(mono, self.num_samples, self.crop, training,
-                               self.random_crop, seed=seed)
-            return tf.ensure_shape(wave, [self.num_samples])
+            data_start, frames, channels = wav_layout(
+                raw, self.sample_rate, self.name)
+            frames = tf.cast(frames, tf.int32)
+            # Only the cropped window is decoded.
+            offset = crop_offset(frames, self.num_samples, self.crop,
+                                 training, self.random_crop, seed)
+            mono = read_wav_frames(raw, data_start, frames, channels,
+                                   offset, self.num_samples)
+            wave = tf.pad(mono, [[0, self.num_samples - tf.size(mono)]])
+            return tf.ensure_shape(wave, [self.num_samples]), frames > 0
 
-        wave = tf.cond(present, decode,
-                       lambda: tf.zeros([self.num_samples], tf.float32))
+        # Empty bytes and a WAV file without samples: absent.
+        wave, present = tf.cond(
+            tf.strings.length(raw) > 0, decode,
+            lambda: (tf.zeros([self.num_samples], tf.float32),
+                     tf.constant(False)))
         return {self.name: wave,
                 self._key("_present"): tf.cast(present, tf.float32)}
 
@@ -266,8 +420,8 @@ class AudioPreprocessor(Preprocessor):
         When every WAV file of the batch is canonical (`canonical_wav`:
         16-bit PCM mono at `sample_rate`, the usual 44-byte header), the
         batch is decoded at once (`decode_wav_batch`: `tf.io.decode_raw` on
-        the cropped data chunks), several times cheaper than one
-        `tf.audio.decode_wav` per file. Any other batch goes through `parse`
+        the cropped data chunks), several times cheaper than `parse`
+        per file. Any other batch goes through `parse`
         per example: other header layouts, several channels, and every
         error (rate, format, truncation) come from there.
         """
@@ -289,7 +443,7 @@ class AudioPreprocessor(Preprocessor):
                                       training, self.random_crop)
             wave = decode_wav_batch(raw, samples, self.num_samples, offsets)
             return {self.name: wave,
-                    self._key("_present"): 1.0 - tf.cast(empty, tf.float32)}
+                    self._key("_present"): tf.cast(samples > 0, tf.float32)}
 
         canonical = canonical_wav(raw, self.sample_rate) | empty
         return tf.cond(tf.reduce_all(canonical), batched,

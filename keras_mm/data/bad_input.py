@@ -16,8 +16,10 @@ graph (see `keras_mm.data.pipeline`). Each problem found is one entry of a
 Reasons: `missing_file`, `decode_error` (undecodable image bytes, truncated
 or non-PCM WAV, unreadable sensor file...), `sample_rate` (audio at another
 rate), `empty` (empty text / empty cell), `all_nan` (a sensor series with no
-value), `unknown_label` (a label outside the known classes) and
-`missing_label`.
+value), `unknown_label` (a label outside the known classes),
+`missing_label` and `path_outside` (a file path resolving, symlinks
+followed, outside the manifest's folder while `allow_paths_outside` is
+off: the file is never read).
 """
 
 import collections
@@ -35,7 +37,7 @@ logger = logging.getLogger("keras_mm.data")
 
 POLICIES = ("error", "skip", "missing")
 REASONS = ("missing_file", "decode_error", "sample_rate", "empty", "all_nan",
-           "unknown_label", "missing_label")
+           "unknown_label", "missing_label", "path_outside")
 #: Reasons that concern a label rather than a modality.
 LABEL_REASONS = ("unknown_label", "missing_label")
 
@@ -51,6 +53,10 @@ _WHAT = {
     "unknown_label": "fix the label or add the class to the head's "
                      "class_names",
     "missing_label": "fill the label or remove the row",
+    "path_outside": "move the file into the manifest's folder, or, for a "
+                    "trusted manifest, allow it (recipe key "
+                    "data.allow_paths_outside: true; Pipeline("
+                    "allow_paths_outside=True))",
 }
 
 

@@ -4,10 +4,31 @@ import tensorflow as tf
 
 from keras_mm.data.base_preprocessor import Preprocessor
 from keras_mm.layers.utils import check_choice
+from keras_mm.layers.utils import check_positive_int
+from keras_mm.ops import image_header
 from keras_mm.registry import PREPROCESSORS
 
 # ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
 _LUMA = (0.299, 0.587, 0.114)
+
+#: Default largest height x width decoded (40 megapixels: a 160 MB RGBA
+#: uint8 image at most).
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def _rgb_or_rgba(image, channels):
+    """`[..., H, W, c]` (c in 1..4, dynamic) -> RGB (grey repeated) or RGBA
+    (alpha kept, or opaque: 255 in the image's dtype)."""
+    c = tf.shape(image)[-1]
+    rgb = tf.cond(c >= 3, lambda: image[..., :3],
+                  lambda: tf.repeat(image[..., :1], 3, axis=-1))
+    if channels == 3:
+        return rgb
+    alpha = tf.cond(tf.equal(c, 4) | tf.equal(c, 2),
+                    lambda: image[..., -1:],
+                    lambda: tf.fill(tf.concat([tf.shape(image)[:-1], [1]], 0),
+                                    tf.constant(255, image.dtype)))
+    return tf.concat([rgb, alpha], axis=-1)
 
 
 def _to_channels(image, channels):
@@ -20,36 +41,55 @@ def _to_channels(image, channels):
                                   axis=-1, keepdims=True),
             lambda: image[..., :1])
         return gray
-    rgb = tf.cond(c >= 3, lambda: image[..., :3],
-                  lambda: tf.repeat(image[..., :1], 3, axis=-1))
-    if channels == 3:
-        return rgb
-    alpha = tf.cond(tf.equal(c, 4) | tf.equal(c, 2),
-                    lambda: image[..., -1:],
-                    lambda: tf.fill(tf.concat([tf.shape(image)[:-1], [1]], 0),
-                                    tf.constant(255.0)))
-    return tf.concat([rgb, alpha], axis=-1)
+    return _rgb_or_rgba(image, channels)
 
 
-def decode_image_bytes(contents, channels=3):
-    """Decodes PNG / JPEG / GIF (first frame) / BMP bytes in-graph.
+def select_channels(image, channels):
+    """uint8 `[..., H, W, c]` -> the channels to resize, without floats.
 
-    JPEG is decoded with the accurate integer DCT (the same as libjpeg's
-    default, which Pillow uses), so pixels match Pillow's exactly. Grayscale
-    from colour uses Pillow's ITU-R 601-2 weights (not rounded).
+    For 3 or 4 output channels this is the exact conversion of
+    `_to_channels` (grey repeated, alpha dropped or set to 255); for 1 it
+    keeps the grey channel, or RGB, which `_to_channels` turns grey after
+    the resize. Resizing this and then applying `_to_channels` equals the
+    float-first order bitwise except RGB -> grey (float rounding).
+    """
+    c = tf.shape(image)[-1]
+    if channels == 1:
+        return tf.cond(c >= 3, lambda: image[..., :3],
+                       lambda: image[..., :1])
+    return _rgb_or_rgba(image, channels)
+
+
+def decode_image_uint8(contents, max_pixels=DEFAULT_MAX_PIXELS,
+                       what="image"):
+    """Decodes PNG / JPEG / GIF (first frame) / BMP bytes in-graph to uint8.
+
+    The size is read from the header first (`keras_mm.ops.image_header`):
+    an image of more than `max_pixels` pixels is refused before any pixel
+    is decoded, with an `InvalidArgumentError` naming `what`, the format,
+    the dimensions and the limit (a decompression bomb costs a header
+    read, not gigabytes). JPEG is decoded with the accurate integer DCT
+    (libjpeg's default, which Pillow uses). An 8-bit BMP's pixels are
+    mapped through its palette (RGB, or one grey channel when the palette
+    is grey), as Pillow does.
 
     Args:
         contents: scalar string tensor of encoded bytes.
-        channels: 1, 3 or 4.
+        max_pixels: the largest height x width accepted.
+        what: how the error names the value, e.g. "input `image`".
 
     Returns:
-        float32 `[H, W, channels]` with values in [0, 255] (8-bit range; 16-bit
-        PNGs are scaled down to it).
+        uint8 `[H, W, c]`, c in 1..4 (the file's own channels; 16-bit PNGs
+        are scaled down to 8 bits).
 
     Raises:
-        tf.errors.InvalidArgumentError (at run time) for undecodable bytes.
+        tf.errors.InvalidArgumentError (at run time) for undecodable bytes
+        or an image above `max_pixels`.
     """
     contents = tf.reshape(tf.convert_to_tensor(contents, tf.string), [])
+    checks, _ = image_header.check_image_size(contents, max_pixels, what)
+    with tf.control_dependencies(checks):
+        contents = tf.identity(contents)
 
     def jpeg():
         return tf.io.decode_jpeg(contents, channels=0,
@@ -60,7 +100,31 @@ def decode_image_bytes(contents, channels=3):
                                   expand_animations=False, dtype=tf.uint8)
 
     image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
-    image = tf.cast(image, tf.float32)
+    is_palette, colours = image_header.bmp_palette(contents)
+
+    def from_palette():
+        rgb = tf.gather(colours, tf.cast(image[..., 0], tf.int32))
+        grey = tf.reduce_all(tf.equal(colours[:, 0], colours[:, 1])
+                             & tf.equal(colours[:, 1], colours[:, 2]))
+        return tf.cond(grey, lambda: rgb[..., :1], lambda: rgb)
+
+    image = tf.cond(is_palette & tf.equal(tf.shape(image)[-1], 1),
+                    from_palette, lambda: image)
+    image.set_shape([None, None, None])
+    return image
+
+
+def decode_image_bytes(contents, channels=3, max_pixels=DEFAULT_MAX_PIXELS,
+                       what="image"):
+    """`decode_image_uint8` as float32 `[H, W, channels]` in [0, 255].
+
+    Grayscale from colour uses Pillow's ITU-R 601-2 weights (not rounded).
+    The preprocessors resize the uint8 image first (`decode_image_uint8`,
+    `select_channels`, `resize_image`, then `_to_channels`), so no
+    full-size float copy is made; this helper is for full-size use.
+    """
+    image = tf.cast(decode_image_uint8(contents, max_pixels, what),
+                    tf.float32)
     image = _to_channels(image, channels)
     image.set_shape([None, None, channels])
     return image
@@ -68,6 +132,9 @@ def decode_image_bytes(contents, channels=3):
 
 def resize_image(image, size, preserve_aspect=False, antialias=False):
     """Bilinear resize of `[..., H, W, C]` to `size`, optionally padded.
+
+    A uint8 image is resized without a full-size float copy (the resize
+    ops read uint8 and give float32).
 
     `preserve_aspect=True` scales the image to fit inside `size` (the same
     geometry as `tf.image.resize_with_pad`) and pads with zeros, centred.
@@ -113,7 +180,12 @@ class ImagePreprocessor(Preprocessor):
     brightness), then subtracts `mean` and divides by `std` per channel.
     Empty bytes give an all-zero image and `<name>_present = 0`; bytes that do
     not decode raise `tf.errors.InvalidArgumentError` (the pipeline's
-    validation pass reports the file).
+    validation pass reports the file), and so does an image whose header
+    states more than `max_pixels` pixels: it is refused before decoding
+    (see `decode_image_uint8`). The image is decoded to uint8 and resized
+    before any float conversion (channel conversion comes after the
+    resize: bitwise the same as before for channel selection, within
+    float rounding, about 1e-4 of 255, for RGB -> grey).
 
     Args:
         name: model input name.
@@ -132,6 +204,8 @@ class ImagePreprocessor(Preprocessor):
         random_flip: in training, flip left-right with probability 0.5.
         random_brightness: in training, add a per-image delta drawn from
             `[-random_brightness, random_brightness]` (after `scale`).
+        max_pixels: the largest height x width decoded (read from the
+            header; default 40 megapixels).
 
     Outputs: `<name>` float32 `[B, H, W, C]`, `<name>_present` float32 `[B]`.
 
@@ -148,9 +222,10 @@ class ImagePreprocessor(Preprocessor):
     def __init__(self, name, size=(224, 224), channels=3,
                  preserve_aspect=False, antialias=False, scale=1.0 / 255.0,
                  mean=None, std=None, random_crop=None, random_flip=False,
-                 random_brightness=0.0):
+                 random_brightness=0.0, max_pixels=DEFAULT_MAX_PIXELS):
         super().__init__(name)
         owner = f"ImagePreprocessor({name!r})"
+        self.max_pixels = check_positive_int(owner, "max_pixels", max_pixels)
         if len(size) != 2 or any(int(s) < 1 for s in size):
             raise ValueError(f"{owner}: size={size!r} must be (height, "
                              "width) with positive integers")
@@ -181,7 +256,8 @@ class ImagePreprocessor(Preprocessor):
                       mean=self.mean, std=self.std,
                       random_crop=self.random_crop,
                       random_flip=self.random_flip,
-                      random_brightness=self.random_brightness)
+                      random_brightness=self.random_brightness,
+                      max_pixels=self.max_pixels)
         return config
 
     def raw_signature(self):
@@ -208,10 +284,13 @@ class ImagePreprocessor(Preprocessor):
         shape = [*self.size, self.channels]
 
         def decode():
-            image = decode_image_bytes(raw, self.channels)
+            image = decode_image_uint8(raw, self.max_pixels,
+                                       f"input `{self.name}`")
+            image = select_channels(image, self.channels)
             image = resize_image(image, self.size, self.preserve_aspect,
                                  self.antialias)
-            return tf.ensure_shape(tf.cast(image, tf.float32), shape)
+            image = _to_channels(tf.cast(image, tf.float32), self.channels)
+            return tf.ensure_shape(image, shape)
 
         image = tf.cond(present, decode, lambda: tf.zeros(shape, tf.float32))
         return {self.name: image,

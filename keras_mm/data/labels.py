@@ -11,7 +11,7 @@ import math
 
 import tensorflow as tf
 
-from keras_mm.data.sources import key_string
+from keras_mm.data.record_values import key_string
 
 LABEL_TYPES = ("classification", "binary", "multilabel", "regression")
 
@@ -27,7 +27,7 @@ class HeadLabel:
             (multilabel, cells `a|b`), `units` (regression: that many
             columns). A builder spec's `heads` entry works as it is.
 
-    Class names go through `keras_mm.data.sources.key_string`, the cells
+    Class names go through `keras_mm.data.record_values.key_string`, the cells
     through the same converter, so `3`, `3.0` and `"3"` all match class
     `"3"`.
 

@@ -45,6 +45,27 @@ def join_path(root, path):
     return os.path.normpath(os.path.join(root, path))
 
 
+def _real(path):
+    if _has_scheme(path):
+        return posixpath.normpath(path)
+    return os.path.realpath(path)
+
+
+def path_outside(root, path):
+    """The resolved `path` when it lies outside the folder `root` (symlinks
+    followed, `..` resolved), else None. `""` is never outside."""
+    if not path:
+        return None
+    full = join_path(root, path)
+    real, base = _real(full), _real(root).rstrip("/\\")
+    if _has_scheme(real) != _has_scheme(base):
+        return real
+    sep = "/" if _has_scheme(base) else os.sep
+    if real == base or real.startswith(base + sep):
+        return None
+    return real
+
+
 def _parse_int(text):
     try:
         return int(text)
@@ -74,6 +95,8 @@ class Manifest:
         column_types: optional `{column: type}` overriding the inferred
             types; types are those of `COLUMN_TYPES`.
         lines: optional line number of each row in the file.
+        columns: optional column names in order (a CSV header), so that
+            a manifest without rows still knows its columns.
 
     Column typing: a column whose non-empty cells are all integers is
     `"int"` (empty cells make it `"float"`), all numbers `"float"`, JSON
@@ -92,7 +115,7 @@ class Manifest:
     """
 
     def __init__(self, rows, path=None, root=None, column_types=None,
-                 lines=None):
+                 lines=None, columns=None):
         self.path = None if path is None else str(path)
         if root is None and self.path is not None:
             root = posixpath.dirname(self.path) if _has_scheme(self.path) \
@@ -100,7 +123,7 @@ class Manifest:
         self.root = str(root) if root is not None else os.getcwd()
         self.rows = [dict(r) for r in rows]
         self.lines = list(lines) if lines is not None else None
-        columns = []
+        columns = list(columns or [])
         for r in self.rows:
             for k in r:
                 if k not in columns:
@@ -136,16 +159,17 @@ class Manifest:
         lower = path.lower()
         if lower.endswith((".jsonl", ".ndjson", ".json")):
             rows, lines = _read_jsonl(data, path)
+            header = None
         elif lower.endswith((".csv", ".tsv", ".txt")):
             if delimiter is None:
                 delimiter = "\t" if lower.endswith(".tsv") else ","
-            rows, lines = _read_csv(data, path, delimiter)
+            rows, lines, header = _read_csv(data, path, delimiter)
         else:
             raise DataError(
                 "unknown manifest format: use a .csv, .tsv or .jsonl file",
                 file=path)
         manifest = cls(rows, path=path, root=root, column_types=column_types,
-                       lines=lines)
+                       lines=lines, columns=header)
         manifest._content = data
         return manifest
 
@@ -178,6 +202,11 @@ class Manifest:
         return self.lines[index]
 
     def _check_column(self, column):
+        if column not in self.columns and not self.columns:
+            raise DataError(
+                f"no column {column!r}: the manifest has no rows (and no "
+                "header); add examples to it",
+                file=self.name(), column=column, reason="missing_column")
         if column not in self.columns:
             raise DataError(
                 f"no column {column!r}; the manifest has columns "
@@ -260,12 +289,42 @@ class Manifest:
                 out.append(join_path(self.root, v))
         return out
 
+    def outside_paths(self, column, as_list=None):
+        """`{0-based row: resolved path}` of the cells of a path column
+        that resolve (symlinks followed) outside the manifest's folder
+        (`root`); for a list cell, the first such path."""
+        out = {}
+        for i, cell in enumerate(self.paths(column, as_list)):
+            for path in (cell if isinstance(cell, list) else [cell]):
+                real = path_outside(self.root, path)
+                if real is not None:
+                    out[i] = real
+                    break
+        return out
+
+    def outside_cells(self, kinds):
+        """`outside_paths` of every `"file"` / `"files"` column of `kinds`
+        (`{column: kind}`), as `{(row index, column): resolved path}`."""
+        return {(i, column): real for column, kind in kinds.items()
+                if kind in ("file", "files")
+                for i, real in self.outside_paths(
+                    column, kind == "files").items()}
+
+    def check_rows(self):
+        """Raises a DataError when the manifest has no rows."""
+        if not self.rows:
+            raise DataError(
+                "the manifest has no rows (only a header, with columns "
+                f"{', '.join(self.columns)}); add examples to it",
+                file=self.name(), reason="no_rows")
+
     def subset(self, indices):
         """A manifest with the rows at `indices` (same path and root)."""
         m = Manifest([self.rows[i] for i in indices], path=self.path,
                      root=self.root, column_types=self.column_types,
                      lines=None if self.lines is None
-                     else [self.lines[i] for i in indices])
+                     else [self.lines[i] for i in indices],
+                     columns=self.columns)
         return m
 
 
@@ -322,7 +381,7 @@ def _read_csv(data, path, delimiter):
                 file=path, row=len(rows) + 1, reason="bad_row")
         rows.append(dict(zip(header, fields)))
         lines.append(line)
-    return rows, lines
+    return rows, lines, header
 
 
 def _read_jsonl(data, path):

@@ -43,7 +43,7 @@ from keras_mm.data.sources import AUTOTUNE
 from keras_mm.data.sources import MANIFEST_SUFFIXES
 from keras_mm.data.sources import ManifestSource
 from keras_mm.data.sources import TFRecordSource
-from keras_mm.data.sources import key_string  # noqa: F401
+from keras_mm.data.record_values import key_string  # noqa: F401
 
 logger = logging.getLogger("keras_mm.data")
 
@@ -89,6 +89,12 @@ class Pipeline:
             into a DataError naming what it can.
         column_types: `{column: type}` for the manifest (see `Manifest`).
         column_kinds: `{column: kind}` of TFRecords without `features.json`.
+        allow_paths_outside: read manifest file paths that resolve
+            (symlinks followed) outside the manifest's folder. False: such
+            a path is a bad record (`path_outside`, its file never read),
+            handled by the `bad_input` policy; use False for manifests
+            from untrusted sources (the recipe key
+            `data.allow_paths_outside` defaults to false).
 
     Bad input: the check runs once per `Pipeline` (and again whenever the
     manifest, its files or the preprocessor configs change), before any
@@ -117,7 +123,7 @@ class Pipeline:
                  bad_input="error", report_path=None, max_report_rows=10,
                  presence_mask=False, presence_order=None, input_names=None,
                  keep_present=False, validate=True, column_types=None,
-                 column_kinds=None):
+                 column_kinds=None, allow_paths_outside=True):
         self.policy = bad_input_lib.check_policy(bad_input)
         self.report_path = None if report_path is None else \
             os.fspath(report_path)
@@ -151,7 +157,8 @@ class Pipeline:
             source = Manifest.read(source, column_types=column_types)
         if isinstance(source, Manifest):
             self.manifest = source
-            self.source = ManifestSource(source, self.wanted, self.labels)
+            self.source = ManifestSource(source, self.wanted, self.labels,
+                                         allow_paths_outside)
         else:
             self.files = tfrecords.list_shards(source)
             self.source = TFRecordSource(self.files, self.wanted,
@@ -419,7 +426,7 @@ class Pipeline:
 _PIPELINE_ARGS = ("columns", "labels", "bad_input", "report_path",
                   "max_report_rows", "presence_mask", "presence_order",
                   "input_names", "keep_present", "validate", "column_types",
-                  "column_kinds")
+                  "column_kinds", "allow_paths_outside")
 
 
 def _split(kwargs):

@@ -25,7 +25,13 @@ class SensorPreprocessor(Preprocessor):
     in `<name>_mask`: False where any channel is NaN at that step (missing
     values and padding). A series with no finite value (empty or all NaN)
     counts as a missing modality: `<name>_present = 0`, all zeros. Inf
-    values are treated like NaN.
+    values are treated like NaN, and so is a finite value that overflows to
+    inf when normalized (e.g. 3e38 with a std below 1): its step is masked,
+    and a window left without a valid step gives `<name>_present = 0`.
+    CSV bytes may start with a UTF-8 byte order mark; a non-empty CSV
+    without a data row (a header or a line of text alone) is refused, as
+    are non-numeric fields: `tf.errors.InvalidArgumentError` naming the
+    input, the line and the reason (never bytes of the file).
 
     Serving signature: `source="array"` takes float `[B, T, C]` (pad shorter
     series with NaN: those steps are reported missing); `"csv"` / `"npy"`
@@ -122,20 +128,21 @@ class SensorPreprocessor(Preprocessor):
         if self.source == "csv":
             series = sensor_files.decode_csv_bytes(
                 raw, self.channels, header=self.csv_header,
-                delimiter=self.csv_delimiter)
+                delimiter=self.csv_delimiter, name=self.name)
         elif self.source == "npy":
             # Empty bytes = absent modality: an empty series, not an error.
             series = tf.cond(
                 tf.equal(tf.strings.length(raw), 0),
                 lambda: tf.zeros([0, self.channels], tf.float32),
-                lambda: sensor_files.decode_npy_bytes(raw))
+                lambda: sensor_files.decode_npy_bytes(raw, self.name))
         else:
             series = tf.cast(raw, tf.float32)
         series = tf.reshape(series, [-1, tf.shape(series)[-1]])
         check = tf.debugging.assert_equal(
             tf.shape(series)[1], self.channels,
-            message=f"SensorPreprocessor({self.name!r}): the series must "
-                    f"have channels={self.channels} columns")
+            message=f"SensorPreprocessor({self.name!r}): input "
+                    f"{self.name!r}: the series must have "
+                    f"channels={self.channels} columns")
         with tf.control_dependencies([check]):
             series = tf.identity(series)
         return tf.ensure_shape(series, [None, self.channels])
@@ -193,7 +200,14 @@ class SensorPreprocessor(Preprocessor):
                 raise self._not_adapted("mean / std")
             series = ((series - tf.constant(self.mean, tf.float32))
                       * tf.constant([1.0 / s for s in self.std], tf.float32))
+            # A finite value can overflow to +-inf here (3e38 with a small
+            # std): treated like NaN, its step is masked as missing.
+            finite = tf.logical_and(finite, tf.math.is_finite(series))
+            mask = tf.reduce_all(finite, axis=-1)
         series = tf.where(finite, series, tf.zeros_like(series))
+        # No valid step left in the window: the modality is absent.
+        present = present * tf.cast(tf.reduce_any(mask, axis=-1),
+                                    tf.float32)
         series = series * present[:, None, None]
         mask = tf.logical_and(mask, present[:, None] > 0)
         return {self.name: series, self._key("_mask"): mask,

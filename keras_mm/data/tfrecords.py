@@ -226,6 +226,26 @@ def _load_row(manifest, cells, index, kinds, on_missing_file):
     return values, missing
 
 
+def _refuse_outside(manifest, kinds):
+    """Raises a DataError for the first file path outside the manifest's
+    folder (checked for every row before any file is read)."""
+    for column, kind in kinds.items():
+        if kind not in ("file", "files"):
+            continue
+        outside = manifest.outside_paths(column, kind == "files")
+        if outside:
+            index = min(outside)
+            more = f" ({len(outside)} such rows)" if len(outside) > 1 else ""
+            raise DataError(
+                f"the path resolves to {outside[index]}, outside the "
+                f"manifest's folder {manifest.root}{more}; refused because "
+                "allow_paths_outside is off (the default for convert). "
+                "Move the files into the manifest's folder, or, for a "
+                "trusted manifest, pass --allow-paths-outside "
+                "(allow_paths_outside=True)", file=manifest.name(),
+                row=index + 1, column=column, reason="path_outside")
+
+
 def _missing(manifest, index, column, path, on_missing_file):
     if on_missing_file == "error":
         raise DataError(
@@ -240,7 +260,8 @@ def convert_manifest_to_tfrecords(manifest, out_dir, num_shards, columns=None,
                                   file_columns=(), num_workers=None,
                                   overwrite=False, progress=True,
                                   prefix="data", compression=None,
-                                  on_missing_file="record"):
+                                  on_missing_file="record",
+                                  allow_paths_outside=False):
     """Writes a manifest's rows as `num_shards` TFRecord shards.
 
     Parallel: shards are written by `num_workers` threads
@@ -266,6 +287,12 @@ def convert_manifest_to_tfrecords(manifest, out_dir, num_shards, columns=None,
         on_missing_file: `"record"` (store no bytes and list the column in
             `_missing_files`, reported by the pipeline as `missing_file`) or
             `"error"` (raise a `DataError` naming the row and column).
+        allow_paths_outside: embed files whose paths resolve (symlinks
+            followed) outside the manifest's folder. False (default): the
+            conversion is refused before anything is written, naming the
+            row, column and path - a manifest from an untrusted source
+            could otherwise copy any readable file (`../../etc/passwd`)
+            into the shards.
 
     Returns:
         dict with `shards` (all shard paths), `written`, `skipped`,
@@ -286,6 +313,8 @@ def convert_manifest_to_tfrecords(manifest, out_dir, num_shards, columns=None,
         raise ValueError(f"on_missing_file={on_missing_file!r} is not one of "
                          "'record', 'error'")
     kinds = manifest_kinds(manifest, columns, tuple(file_columns))
+    if not allow_paths_outside:
+        _refuse_outside(manifest, kinds)
     out_dir = os.fspath(out_dir)
     tf.io.gfile.makedirs(out_dir)
     ranges = shard_ranges(len(manifest), num_shards)

@@ -66,6 +66,14 @@ def validate(pipe, force=False):
     return pipe.report
 
 
+def carry_over(old_key, pipe):
+    """Keeps the check result found under `old_key` for `pipe`'s current
+    fingerprint (its preprocessors were adapted since: `parse` unchanged)."""
+    found = _VALIDATION_CACHE.get(old_key)
+    if found is not None:
+        _VALIDATION_CACHE[fingerprint(pipe)] = found
+
+
 def _parse_inputs(pipe, raw):
     return {inp.name: inp.pre.parse(inp.raw(raw), training=False)
             for inp in pipe.inputs}
@@ -152,13 +160,18 @@ def _find_problems(pipe):
         keys = sorted(seen)
         if total is None or total != len(seen):
             keys = sorted(seen | set(pipe.source.all_keys()))
+    outside = _outside_problems(pipe)
     failed = [k for k in keys if k not in seen]
     for key in failed:
-        problems[key] = _diagnose(pipe, key, where, label_values)
+        problems[key] = list(outside.get(key, []))
+        problems[key].extend(_diagnose(pipe, key, where, label_values,
+                                       _inputs_of(outside.get(key))))
     for key in keys:
         if key in seen:
-            problems.setdefault(key, []).extend(
-                _absent_problems(pipe, key, flags[key], where.get(key)))
+            problems.setdefault(key, []).extend(outside.get(key, []))
+            problems[key].extend(
+                _absent_problems(pipe, key, flags[key], where.get(key),
+                                 _inputs_of(outside.get(key))))
         for lab in pipe.labels:
             values = label_values[lab.head]
             if key not in values:
@@ -171,9 +184,33 @@ def _find_problems(pipe):
     return {"problems": problems, "where": where, "total": len(keys)}
 
 
-def _absent_problems(pipe, key, flags, where):
+def _outside_problems(pipe):
+    """`{key: [Problem]}` of the file paths refused because they resolve
+    outside the manifest's folder (their cells were blanked, unread)."""
+    out = {}
+    if pipe.manifest is None:
+        return out
+    root = pipe.manifest.root
+    for (key, column), real in sorted(pipe.source.outside().items()):
+        for name in pipe.readers(column):
+            out.setdefault(key, []).append(Problem(
+                key, name, column, "path_outside",
+                f"the path resolves to {real}, outside the manifest's "
+                f"folder {root}, and allow_paths_outside is off (recipe "
+                "key data.allow_paths_outside: false); the file was not "
+                "read"))
+    return out
+
+
+def _inputs_of(items):
+    return {p.input for p in items or ()}
+
+
+def _absent_problems(pipe, key, flags, where, skip=()):
     out = []
     for inp in pipe.inputs:
+        if inp.name in skip:
+            continue
         present, empty = flags[inp.name][:2]
         problem = _absent_problem(pipe, key, inp, present, empty, where)
         if problem is not None:
@@ -197,8 +234,9 @@ def _absent_problem(pipe, key, inp, present, empty, where):
     return None
 
 
-def _diagnose(pipe, key, where, label_values):
-    """Eager look at one example that failed in the graph."""
+def _diagnose(pipe, key, where, label_values, skip=()):
+    """Eager look at one example that failed in the graph (`skip`: inputs
+    already reported)."""
     out = []
     if pipe.manifest is not None:
         raw, file_problems = pipe.source.eager_raw(key, pipe.readers)
@@ -222,7 +260,7 @@ def _diagnose(pipe, key, where, label_values):
             label_values[lab.head][key] = (
                 v.decode() if isinstance(v, bytes) else
                 [float(x) for x in np.reshape(v, [-1])])
-    bad_inputs = {p.input for p in out}
+    bad_inputs = {p.input for p in out} | set(skip)
     for inp in pipe.inputs:
         if inp.name in bad_inputs:
             continue
@@ -240,7 +278,7 @@ def _diagnose(pipe, key, where, label_values):
                                   where.get(key))
         if problem is not None:
             out.append(problem)
-    if not out:
+    if not out and not skip:
         out.append(Problem(
             key, "<example>", None, "decode_error",
             "the example failed in the tf.data graph but decodes "
@@ -272,7 +310,8 @@ def _apply_policy(pipe, found):
             if action == "marked_missing" and p.reason in LABEL_REASONS:
                 entry_action = "skipped"
             if entry_action == "marked_missing" and p.reason in (
-                    "missing_file", "decode_error", "sample_rate"):
+                    "missing_file", "decode_error", "sample_rate",
+                    "path_outside"):
                 for inp in pipe.inputs:
                     if inp.name == p.input:
                         for c in inp.columns.values():

@@ -3,11 +3,15 @@
 import tensorflow as tf
 
 from keras_mm.data.base_preprocessor import Preprocessor
+from keras_mm.data.image_preprocessor import DEFAULT_MAX_PIXELS
 from keras_mm.data.image_preprocessor import _per_channel
 from keras_mm.data.image_preprocessor import _to_channels
-from keras_mm.data.image_preprocessor import decode_image_bytes
+from keras_mm.data.image_preprocessor import decode_image_uint8
 from keras_mm.data.image_preprocessor import resize_image
+from keras_mm.data.image_preprocessor import select_channels
 from keras_mm.layers.utils import check_choice
+from keras_mm.layers.utils import check_positive_int
+from keras_mm.ops import image_header
 from keras_mm.registry import PREPROCESSORS
 
 
@@ -43,6 +47,12 @@ class VideoPreprocessor(Preprocessor):
     `(x - mean) / std`); padded frames stay zero. A clip with no frames gives
     `<name>_present = 0`.
 
+    Each frame's (or the GIF's canvas) size is read from its header before
+    decoding; above `max_pixels` the clip is refused with an
+    `InvalidArgumentError` naming the input, the format, the dimensions
+    and the limit. Frames are decoded to uint8 and resized before any
+    float conversion; only the sampled GIF frames are converted.
+
     Serving signature: `[B, T_raw]` strings for frames (pad with empty
     strings), `[B]` for GIF.
 
@@ -54,6 +64,8 @@ class VideoPreprocessor(Preprocessor):
         source: `"frames"` or `"gif"`.
         preserve_aspect, antialias, scale, mean, std: as in
             `ImagePreprocessor`.
+        max_pixels: the largest height x width of one frame (default 40
+            megapixels).
 
     Outputs: `<name>` float32 `[B, T, H, W, C]`, `<name>_mask` bool `[B, T]`
     (False = padded frame), `<name>_present` float32 `[B]`.
@@ -70,9 +82,11 @@ class VideoPreprocessor(Preprocessor):
 
     def __init__(self, name, num_frames=8, size=(64, 64), channels=3,
                  source="frames", preserve_aspect=False, antialias=False,
-                 scale=1.0 / 255.0, mean=None, std=None):
+                 scale=1.0 / 255.0, mean=None, std=None,
+                 max_pixels=DEFAULT_MAX_PIXELS):
         super().__init__(name)
         owner = f"VideoPreprocessor({name!r})"
+        self.max_pixels = check_positive_int(owner, "max_pixels", max_pixels)
         self.num_frames = int(num_frames)
         if self.num_frames < 1:
             raise ValueError(f"{owner}: num_frames={num_frames} must be >= 1")
@@ -98,7 +112,8 @@ class VideoPreprocessor(Preprocessor):
                       channels=self.channels, source=self.source,
                       preserve_aspect=self.preserve_aspect,
                       antialias=self.antialias, scale=self.scale,
-                      mean=self.mean, std=self.std)
+                      mean=self.mean, std=self.std,
+                      max_pixels=self.max_pixels)
         return config
 
     @property
@@ -130,9 +145,12 @@ class VideoPreprocessor(Preprocessor):
         shape = self._frame_shape
 
         def decode():
-            image = decode_image_bytes(contents, self.channels)
+            image = decode_image_uint8(contents, self.max_pixels,
+                                       f"input `{self.name}` (a frame)")
+            image = select_channels(image, self.channels)
             image = resize_image(image, self.size, self.preserve_aspect,
                                  self.antialias)
+            image = _to_channels(tf.cast(image, tf.float32), self.channels)
             return tf.ensure_shape(image, shape)
 
         return tf.cond(tf.strings.length(contents) > 0, decode,
@@ -155,13 +173,17 @@ class VideoPreprocessor(Preprocessor):
         clip_shape = [self.num_frames, *self._frame_shape]
 
         def decode():
-            frames = tf.cast(tf.io.decode_gif(raw), tf.float32)
+            checks, _ = image_header.check_image_size(
+                raw, self.max_pixels, f"input `{self.name}` (GIF clip)")
+            with tf.control_dependencies(checks):
+                frames = tf.io.decode_gif(tf.identity(raw))   # uint8
             n = tf.shape(frames)[0]
             indices, mask = sample_frame_indices(n, self.num_frames)
             clip = tf.gather(frames, tf.minimum(indices, n - 1))
-            clip = _to_channels(clip, self.channels)
+            clip = select_channels(clip, self.channels)
             clip = resize_image(clip, self.size, self.preserve_aspect,
                                 self.antialias)
+            clip = _to_channels(tf.cast(clip, tf.float32), self.channels)
             clip = clip * tf.cast(mask, tf.float32)[:, None, None, None]
             return tf.ensure_shape(clip, clip_shape), mask
 

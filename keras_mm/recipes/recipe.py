@@ -54,7 +54,14 @@ export:
   version: null                # null: the next free version
   verify: true
   golden_examples: 4
+  allow_untrained: false       # export a run that never beat the baseline
 ```
+
+Sizes are bounded (`training.epochs` <= 100000, `training.batch_size` <=
+65536, layer widths <= 16384, at most 2**26 values per example, a batch
+of inputs at most `MAX_BATCH_BYTES`), and so is the file: at most
+`MAX_RECIPE_BYTES`, UTF-8, and at most `MAX_RECIPE_VALUES` values once
+YAML aliases are expanded.
 
 `load_recipe(path, overrides=["training.epochs=3", ...])` reads the file
 with `yaml.safe_load` (a recipe can never build Python objects or run
@@ -77,9 +84,15 @@ import re
 
 import yaml
 
+from keras_mm.builder.argument_checks import (MAX_INPUT_ELEMENTS,
+                                              check_argument_values,
+                                              input_elements)
+from keras_mm.builder.schema import is_int as schema_is_int
 from keras_mm.builder.schema import validate
 from keras_mm.errors import ConfigError, not_one_of
 from keras_mm.recipes import schema
+from keras_mm.recipes.recipe_yaml import (MAX_RECIPE_BYTES,  # noqa: F401
+                                          MAX_RECIPE_VALUES, read_yaml)
 from keras_mm.recipes.schema import (BAD_RECORD_POLICIES, DATA_FORMATS,
                                      GENERATORS, MODEL_KEYS, MONITOR_MODES,
                                      OPTIMIZERS, PRECISIONS, RECIPE_KEYS,
@@ -96,58 +109,8 @@ __all__ = ["BAD_RECORD_POLICIES", "DATA_FORMATS", "GENERATORS",
 SCHEDULE_DERIVED = ("initial_learning_rate", "name")
 
 
-# -- loading ------------------------------------------------------------------
-
-
-def _check_duplicate_keys(node, path=""):
-    """Raises on a mapping key given twice (safe_load keeps the last one
-    silently). `node` comes from `yaml.compose`, which builds no objects."""
-    if isinstance(node, yaml.MappingNode):
-        seen = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) \
-                else None
-            child = f"{path}.{key}" if path else str(key)
-            if key is not None and key in seen:
-                raise ConfigError(
-                    child, f"key {key!r} is given twice (lines "
-                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}); "
-                    "keep one")
-            if key is not None:
-                seen[key] = key_node.start_mark.line
-            _check_duplicate_keys(value_node, child)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, f"{path}[{i}]")
-
-
-def read_yaml(path):
-    """Reads a YAML file with `yaml.safe_load`; errors name the file."""
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as error:
-        raise ConfigError(None, f"cannot read the recipe: "
-                          f"{error.strerror or error}", source=path) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        _check_duplicate_keys(node)
-        data = yaml.safe_load(text)
-    except ConfigError as error:
-        raise error.with_source(path) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " \
-            if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error)
-        hint = ""
-        if isinstance(error, yaml.constructor.ConstructorError):
-            hint = ("; recipes are read with yaml.safe_load, which builds "
-                    "plain data only (no Python objects, no code)")
-        raise ConfigError(None, f"{where}invalid YAML: {problem}{hint}",
-                          source=path) from None
-    return data
+# One batch of (float32) model inputs.
+MAX_BATCH_BYTES = 16 << 30
 
 
 # -- overrides ----------------------------------------------------------------
@@ -337,12 +300,17 @@ def _normalize_export(section, name):
 
 def _check_preprocess(spec):
     """Preprocessor arguments: names checked against the class signature,
-    values by constructing it when no files are involved."""
+    values by constructing it when no files are involved.
+
+    Returns:
+        `{input name: per-example shape}` of the preprocessors constructed.
+    """
+    shapes = {}
     try:
         import keras_mm.data  # noqa: F401  (fills PREPROCESSORS)
         from keras_mm.registry import PREPROCESSORS
     except ImportError:  # pragma: no cover - data package not importable
-        return
+        return shapes
     for name, entry in spec["inputs"].items():
         modality = entry["modality"]
         kwargs = entry.get("preprocess") or {}
@@ -353,6 +321,7 @@ def _check_preprocess(spec):
         arguments = _signature_arguments(cls)
         _check_kwargs(kwargs, arguments, path, cls.__name__,
                       skip=("self", "name"))
+        check_argument_values(kwargs, arguments, path)
         required = [a for a, d in arguments.items()
                     if d is inspect.Parameter.empty and a != "name"]
         if any(a not in kwargs for a in required) or any(
@@ -367,9 +336,64 @@ def _check_preprocess(spec):
                 if match.group(1) in kwargs:
                     argument = match.group(1)
                     break
+            message = str(error)
+            if argument is None:      # "invalid literal for int(): 'abc'"
+                named = [k for k, v in kwargs.items()
+                         if isinstance(v, str) and repr(v) in message]
+                if len(named) == 1:
+                    argument = named[0]
+                    message = f"{argument}={kwargs[argument]!r}: {message}"
             raise ConfigError(f"{path}.{argument}" if argument else path,
-                              str(error)) from None
+                              message) from None
+        _check_produced_size(path, kwargs, preprocessor)
         _check_shape_agrees(name, entry, preprocessor)
+        if _static_shape(preprocessor) is not None:
+            shapes[name] = _static_shape(preprocessor)
+    return shapes
+
+
+def _static_shape(preprocessor):
+    try:
+        return [int(d) for d in preprocessor.output_shape()]
+    except Exception:  # noqa: BLE001 - no static shape (or no method)
+        return None
+
+
+def _check_produced_size(path, kwargs, preprocessor):
+    """A preprocessor's per-example output within MAX_INPUT_ELEMENTS;
+    the error names the argument that sets the offending size."""
+    shape = _static_shape(preprocessor)
+    if shape is None or input_elements(shape) <= MAX_INPUT_ELEMENTS:
+        return
+    biggest = max(shape)
+    named = [k for k, v in kwargs.items() if schema_is_int(v) and v == biggest
+             or isinstance(v, (list, tuple)) and biggest in v]
+    key = f"{path}.{named[0]}" if named else path
+    raise ConfigError(
+        key, f"the preprocessor would produce {shape} = "
+        f"{input_elements(shape):,} values per example, above the limit of "
+        f"{MAX_INPUT_ELEMENTS:,}; use a smaller size")
+
+
+def _check_batch_bytes(recipe, spec, produced):
+    """One batch of model inputs (float32) within MAX_BATCH_BYTES."""
+    batch_size = recipe["training"]["batch_size"]
+    total, biggest = 0, None
+    for name, entry in spec["inputs"].items():
+        shape = entry.get("shape") or produced.get(name)
+        if shape is None:
+            continue
+        size = input_elements(shape) * 4 * batch_size
+        total += size
+        if biggest is None or size > biggest[1]:
+            biggest = (name, size)
+    if total > MAX_BATCH_BYTES:
+        raise ConfigError(
+            "training.batch_size",
+            f"{batch_size} examples a batch need {total / 2**30:.1f} GiB of "
+            f"inputs (most for inputs.{biggest[0]}), above the limit of "
+            f"{MAX_BATCH_BYTES / 2**30:.0f} GiB; use a smaller batch_size or "
+            "smaller inputs")
 
 
 def _check_shape_agrees(name, entry, preprocessor):
@@ -413,10 +437,11 @@ def normalize_recipe(recipe, name=None):
     if not spec["name"][0].isalpha():
         spec["name"] = f"model_{spec['name']}"
     spec = normalize_spec(spec, complete=False)
-    _check_preprocess(spec)
+    produced = _check_preprocess(spec)
     for key in MODEL_KEYS:
         out[key] = spec[key]
     out["training"] = _normalize_training(sections.training)
+    _check_batch_bytes(out, spec, produced)
     out["evaluation"] = _normalize_evaluation(sections.evaluation,
                                               out["data"])
     out["export"] = _normalize_export(sections.export, out["name"])

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from keras_mm.builder.schema import (NonNegativeFloat, NonNegativeInt,
                                      OpenSection, PositiveInt, Section,
-                                     choice, fail, is_int)
+                                     bounded_int, choice, fail, is_int)
 
 DATA_FORMATS = ("manifest", "tfrecord")
 SPLITS = ("train", "val", "test")
@@ -46,6 +46,16 @@ SCHEDULES = {
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 MONITOR_MODES = ("auto", "min", "max")
+# Bounds on values that validate and then never end or exhaust memory
+# (`epochs: 1000000000000000000`, `batch_size: 1000000000000`).
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_STEPS = 1_000_000
+MAX_SHUFFLE_BUFFER = 10_000_000
+MAX_GOLDEN_EXAMPLES = 1_000
+Epochs = bounded_int(1, MAX_EPOCHS, "a bound against runs that never end")
+BatchSize = bounded_int(1, MAX_BATCH_SIZE,
+                        "a bound against batches that exhaust memory")
 
 
 def _shorthand(off=(None, False), on=None):
@@ -117,25 +127,27 @@ class DataSection(Section):
     generate: Annotated[Optional[GenerateSection], _shorthand()] = None
     bad_records: Literal[BAD_RECORD_POLICIES] = "error"
     cache: Annotated[Any, AfterValidator(_cache)] = False
-    shuffle_buffer: NonNegativeInt = 1024
+    shuffle_buffer: bounded_int(0, MAX_SHUFFLE_BUFFER) = 1024
     deterministic: bool = False
     data_service: Optional[Address] = None
+    allow_paths_outside: bool = False
 
 
 class OptimizerSection(OpenSection):
     """`training.optimizer`: a Keras optimizer and its arguments."""
 
     type: Literal[tuple(sorted(OPTIMIZERS))]
-    learning_rate: NonNegativeFloat = 1e-3
+    learning_rate: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = \
+        1e-3
 
 
 class ScheduleSection(OpenSection):
     """`training.schedule`: a Keras learning-rate schedule."""
 
     type: Literal[tuple(sorted(SCHEDULES))]
-    decay_steps: Optional[PositiveInt] = None
-    first_decay_steps: Optional[PositiveInt] = None
-    warmup_steps: Optional[NonNegativeInt] = None
+    decay_steps: Optional[bounded_int(1, 1 << 40)] = None
+    first_decay_steps: Optional[bounded_int(1, 1 << 40)] = None
+    warmup_steps: Optional[bounded_int(0, 1 << 40)] = None
 
 
 class CheckpointSection(Section):
@@ -152,6 +164,8 @@ class EarlyStoppingSection(CheckpointSection):
 def _save_freq(value):
     if value != "epoch" and not (is_int(value) and value >= 1):
         raise fail(f"{value!r} is not an integer >= 1 (or epoch)")
+    if value != "epoch" and value > MAX_STEPS:
+        raise fail(f"{value!r} is above the limit of {MAX_STEPS}")
     return value
 
 
@@ -165,8 +179,8 @@ def _optimizer_shorthand(value):
 
 
 class TrainingSection(Section):
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 32
+    epochs: Epochs = 10
+    batch_size: BatchSize = 32
     optimizer: Annotated[OptimizerSection,
                          BeforeValidator(_optimizer_shorthand)] = \
         OptimizerSection(type="adam")
@@ -175,8 +189,8 @@ class TrainingSection(Section):
     jit_compile: JitChoice = "auto"
     strategy: Literal[STRATEGIES] = "auto"
     tpu: Optional[TPUAddress] = None
-    steps_per_execution: Optional[PositiveInt] = None
-    seed: NonNegativeInt = 0
+    steps_per_execution: Optional[bounded_int(1, MAX_STEPS)] = None
+    seed: bounded_int(0, 2**32 - 1) = 0
     deterministic: bool = False
     early_stopping: Annotated[Optional[EarlyStoppingSection],
                               _shorthand(on={})] = None
@@ -209,7 +223,10 @@ class ExportSection(Section):
     base_dir: FolderPath = "saved_models"
     version: Optional[PositiveInt] = None
     verify: bool = True
-    golden_examples: PositiveInt = 4
+    golden_examples: bounded_int(1, MAX_GOLDEN_EXAMPLES) = 4
+    # Export a run whose loss went non-finite or that never beat the
+    # trivial baseline (majority class / prior); refused by default.
+    allow_untrained: bool = False
 
 
 def _none_as_empty(value):

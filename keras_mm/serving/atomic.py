@@ -9,11 +9,84 @@ export's folder (kept, and its version counted as taken).
 """
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 
 TEMP_PREFIX = ".tmp-"
+
+
+def name_path(error, path):
+    """`error` (an OSError) as one that names `path` and what to do.
+
+    Writers deep in zipfile / h5py raise `[Errno 28] No space left on
+    device` without a file name; the caller knows which file it was
+    writing.
+    """
+    path = os.fspath(path)
+    if not isinstance(error, OSError) or (
+            error.filename is not None and
+            os.path.abspath(os.fspath(error.filename)) ==
+            os.path.abspath(path)):
+        return error
+    hint = ""
+    if error.errno == errno.ENOSPC:
+        hint = "; free space on that disk (or write elsewhere) and run again"
+    elif error.errno == errno.EDQUOT:
+        hint = "; the disk quota is exceeded"
+    reason = error.strerror or str(error)
+    return type(error)(error.errno, f"{reason} while writing {path}{hint}",
+                       path)
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yields a temporary path beside `path`; renamed onto `path` when the
+    block ends without an error, removed otherwise (readers see the old
+    file or the whole new one, never a truncated one).
+
+    The temporary name keeps `path`'s suffix (`.tmp-<pid>-best.keras`), so
+    writers that check the extension (Keras) accept it. OSErrors (a full
+    disk) name `path`.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-"
+                               f"{os.path.basename(path)}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        yield tmp
+        with contextlib.suppress(OSError):
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(folder)
+    except OSError as error:
+        _remove(tmp)
+        raise name_path(error, path) from error
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def atomic_save_model(model, path):
+    """`model.save(path)` through a temporary file and a rename: a crash or
+    a full disk never leaves a truncated `.keras` file at `path`."""
+    with atomic_file(path) as tmp:
+        model.save(tmp)
+    return path
 
 
 def atomic_write_text(path, text):
@@ -34,6 +107,10 @@ def atomic_write_text(path, text):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise name_path(error, path) from error
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

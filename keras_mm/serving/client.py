@@ -39,13 +39,16 @@ SPEC_FILE = os.path.join("assets.extra", "keras_mm.json")
 
 
 class InputSpec:
-    """dtype name and shape (`None` = any) of one signature input."""
+    """dtype name, shape (`None` = any) and, for string inputs, the largest
+    accepted value in bytes (`max_bytes`, None = unchecked) of one signature
+    input."""
 
-    def __init__(self, dtype, shape):
+    def __init__(self, dtype, shape, max_bytes=None):
         self.dtype = str(getattr(dtype, "name", dtype))
         self.shape = [None if d is None or d < 0 else int(d)
                       for d in (shape.as_list() if hasattr(shape, "as_list")
                                 else shape)]
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
 
     @classmethod
     def of(cls, spec):
@@ -53,7 +56,7 @@ class InputSpec:
         if isinstance(spec, InputSpec):
             return spec
         if isinstance(spec, dict):
-            return cls(spec["dtype"], spec["shape"])
+            return cls(spec["dtype"], spec["shape"], spec.get("max_bytes"))
         return cls(spec.dtype, spec.shape)
 
     @property
@@ -61,21 +64,24 @@ class InputSpec:
         return self.dtype == "string"
 
     def __repr__(self):
-        return f"InputSpec({self.dtype!r}, {self.shape})"
+        extra = "" if self.max_bytes is None else \
+            f", max_bytes={self.max_bytes}"
+        return f"InputSpec({self.dtype!r}, {self.shape}{extra})"
 
 
 def input_specs(path):
     """`{input: InputSpec}` of an export's `serving_default`, read from its
-    `assets.extra/keras_mm.json` (no TensorFlow needed)."""
+    `assets.extra/keras_mm.json` (no TensorFlow needed), with the
+    `max_bytes` the export accepts per string input."""
     with open(os.path.join(os.fspath(path), SPEC_FILE)) as f:
         metadata = json.load(f)
-    return {k: InputSpec(v["dtype"], v["shape"])
+    return {k: InputSpec(v["dtype"], v["shape"], v.get("max_bytes"))
             for k, v in metadata["inputs"].items()}
 
 
 # -- raw values ---------------------------------------------------------------
 
-def read_raw_inputs(values, input_specs=None):
+def read_raw_inputs(values, input_specs=None, literal=()):
     """Turns CLI-style values into raw inputs.
 
     Args:
@@ -86,10 +92,15 @@ def read_raw_inputs(values, input_specs=None):
             (video frames); anything else is kept (text, numbers, arrays).
         input_specs: `{input: spec}`; without it `.npy` / `.csv` files are
             read as arrays and other files as bytes.
+        literal: names of inputs whose values are kept as they are, never
+            read from a file of that name (text, table cells).
     """
     specs = {k: InputSpec.of(v) for k, v in (input_specs or {}).items()}
     raw = {}
     for name, value in values.items():
+        if name in literal:
+            raw[name] = value
+            continue
         spec = specs.get(name)
         as_bytes = None if spec is None else spec.is_string
         if isinstance(value, (list, tuple)):
@@ -129,28 +140,29 @@ def _read_csv_floats(path):
     return np.asarray(rows, dtype="float32").reshape(len(rows), -1)
 
 
-def _as_bytes(value, name):
+def _as_bytes(value, name, max_bytes=None, index=None):
+    """bytes / text (None = empty) -> bytes; anything else is refused: a
+    number is not silently turned into its digits, nor NaN into an absent
+    value."""
+    where = f"input {name!r}" + ("" if index is None
+                                 else f": example {index}")
     if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, np.bytes_):
-        return bytes(value)
-    if isinstance(value, (str, np.str_)):
-        return str(value).encode("utf-8")
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value)).encode()
-    if isinstance(value, (int, np.integer)):
-        return str(int(value)).encode()
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return b""
-        return (str(int(value)) if float(value).is_integer()
-                else repr(float(value))).encode()
-    raise TypeError(f"input {name!r}: cannot send a {type(value).__name__} "
-                    "as a string value; give bytes or text")
+        data = b""
+    elif isinstance(value, (bytes, bytearray, memoryview, np.bytes_)):
+        data = bytes(value)
+    elif isinstance(value, (str, np.str_)):
+        data = str(value).encode("utf-8")
+    else:
+        kind = type(value).__name__
+        hint = f" (send {str(value)!r} if you mean that text)" if isinstance(
+            value, (bool, int, float, np.generic)) else ""
+        raise TypeError(f"{where} is a {kind}; this input takes bytes or "
+                        f"text{hint}, or None for an absent value")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"{where} is {len(data)} bytes; this export "
+                         f"accepts at most {max_bytes} bytes per value "
+                         "(max_bytes): send a smaller file")
+    return data
 
 
 def _as_float(value, name):
@@ -188,17 +200,25 @@ def stack_raw(values, spec, name="input"):
     rank = len(spec.shape)
     values = list(values)
     if spec.is_string:
+        limit = spec.max_bytes
         if rank == 1:
             out = np.empty(len(values), dtype=object)
             for i, v in enumerate(values):
-                out[i] = _as_bytes(v, name)
+                out[i] = _as_bytes(v, name, limit, i)
             return out
         if rank == 2:
+            for i, v in enumerate(values):
+                if v is not None and not isinstance(
+                        v, (bytes, str, list, tuple, np.ndarray)):
+                    raise TypeError(
+                        f"input {name!r}: example {i} is a "
+                        f"{type(v).__name__}; this input takes a list of "
+                        "encoded frames (bytes) or one GIF (bytes)")
             rows = [[] if v is None or (isinstance(v, (bytes, str))
                                         and not v)
-                    else [_as_bytes(x, name) for x in (
+                    else [_as_bytes(x, name, limit, i) for x in (
                         [v] if isinstance(v, (bytes, str)) else v)]
-                    for v in values]
+                    for i, v in enumerate(values)]
             width = spec.shape[1] or max([len(r) for r in rows] + [1])
             out = np.full((len(rows), width), b"", dtype=object)
             for i, row in enumerate(rows):

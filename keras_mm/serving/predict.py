@@ -11,6 +11,60 @@ from keras_mm.serving.client import (SPEC_FILE, InputSpec, read_raw_inputs,
 
 # Inputs whose raw value is a file's content, never literal text.
 _FILE_MODALITIES = ("image", "audio", "video")
+# Inputs whose raw value is the text given, never a file's content (a text
+# that happens to name a file is still sent as that text).
+_LITERAL_MODALITIES = ("text", "tabular")
+
+
+def _literal_inputs(metadata):
+    if metadata is None:
+        return ()
+    return tuple(name for name, info in metadata["inputs"].items()
+                 if info.get("modality") in _LITERAL_MODALITIES)
+
+
+def _named_files(values, metadata):
+    """`{input: file path(s)}` of the values sent as files' contents."""
+    literal = _literal_inputs(metadata)
+    files = {}
+    for name, value in values.items():
+        if name in literal:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        paths = [os.fspath(v) for v in items
+                 if isinstance(v, (str, os.PathLike)) and os.path.isfile(v)]
+        if paths:
+            files[name] = paths[0] if len(paths) == 1 else \
+                f"{paths[0]} (+{len(paths) - 1} more)"
+    return files
+
+
+def request_error(error, values, metadata, path):
+    """A TF error of the signature -> the same error class, with ONE line:
+    TF's op message, the input it names (else every input sent) and the
+    file each was read from."""
+    import tensorflow as tf
+    from keras_mm.serving.verify_savedmodel import error_summary
+
+    if isinstance(error, UnicodeDecodeError):
+        summary = ("TensorFlow's error message quotes bytes of a malformed "
+                   "value (not shown); check that each file is of its "
+                   "input's format")
+    else:
+        summary = error_summary(error, limit=600)
+    if summary.startswith("assertion failed:"):
+        summary = summary[len("assertion failed:"):].strip()
+    summary = " ".join(summary.split())
+    files = _named_files(values, metadata)
+    named = [n for n in values if f"`{n}`" in summary or f"'{n}'" in summary]
+    shown = named or list(values)
+    parts = [f"{n}={files[n]}" if n in files else n for n in shown]
+    label = "input" if len(shown) == 1 else "inputs"
+    message = (f"{path}: the model refused the request ({label} "
+               f"{', '.join(parts)}): {summary}")
+    klass = type(error) if isinstance(error, tf.errors.OpError) \
+        else tf.errors.InvalidArgumentError
+    return klass(None, None, message)
 
 
 def _load_metadata(path):
@@ -49,7 +103,9 @@ def predict(path, values, signature="serving_default", loaded=None):
         values: `{input name: value}` for any subset of the signature's
             inputs: a file path (image, WAV, video frames as a list of
             paths or a GIF, sensor `.npy` / `.csv`), text, or a number /
-            category for table columns. The other inputs are sent empty,
+            category for table columns. Text and table values are sent as
+            given, even where they name a file (read a text file yourself,
+            or use `keras-mm predict --text-file`). The other inputs are sent empty,
             which marks that modality absent where the model was trained
             with a presence mask, and otherwise gets a clear
             INVALID_ARGUMENT naming the input.
@@ -62,7 +118,9 @@ def predict(path, values, signature="serving_default", loaded=None):
 
     Raises:
         ExportError: unknown input names or missing files.
-        tf.errors.InvalidArgumentError: the model refused the request.
+        tf.errors.InvalidArgumentError: the model refused the request;
+            the message is one line: TF's op message, the input it names
+            and the file that input was read from.
     """
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (text ops of the export)
@@ -82,15 +140,23 @@ def predict(path, values, signature="serving_default", loaded=None):
         raise ExportError(f"unknown input(s) {unknown}; this model takes "
                           f"{sorted(specs)} (any subset)")
     _check_files(values, metadata)
-    raw = read_raw_inputs(values, specs)
+    raw = read_raw_inputs(values, specs, literal=_literal_inputs(metadata))
+    limits = {k: v.get("max_bytes")
+              for k, v in ((metadata or {}).get("inputs") or {}).items()}
     request = {}
     for name, spec in specs.items():
+        spec = InputSpec(spec.dtype, spec.shape, limits.get(name))
         try:
             array = stack_raw([raw.get(name)], spec, name)
         except (TypeError, ValueError) as e:
-            raise ExportError(str(e)) from None
+            file = _named_files({name: values[name]}, metadata).get(name) \
+                if name in values else None
+            raise ExportError(f"{file}: {e}" if file else str(e)) from None
         request[name] = tf.constant(array, dtype=spec.dtype)
-    outputs = fn(**request)
+    try:
+        outputs = fn(**request)
+    except (tf.errors.OpError, UnicodeDecodeError) as e:
+        raise request_error(e, values, metadata, path) from None
     result = {}
     for key, tensor in sorted(outputs.items()):
         value = tensor.numpy()[0]

@@ -7,9 +7,15 @@ training pipeline in front of the Keras model:
   WAV bytes, encoded frames or GIF bytes, float series, table cells),
   preprocessed in-graph by each preprocessor's `__call__`
   (`transform(map_fn(parse, raw))`);
-- `serve_tensors`: already preprocessed model inputs;
+- `serve_tensors`: already preprocessed model inputs, checked in-graph
+  (shape, ids in `[0, vocabulary size)`, finite values, 0/1 presence with
+  one present modality per example: `keras_mm.serving.input_checks`);
 - `serve_examples`: serialized `tf.train.Example`s with the training
-  TFRecords' feature names (`keras_mm.data.tfrecords.feature_spec`).
+  TFRecords' feature names (`keras_mm.data.tfrecords.feature_spec`); a
+  value that is not an Example is refused by batch index, never quoted.
+
+All three refuse an empty batch with "empty batch: send at least one
+example".
 
 Each returns, per head: `<head>_probabilities`, `<head>_class_id` and
 `<head>_class_name` (classification), `<head>_probability` and
@@ -25,10 +31,11 @@ INVALID_ARGUMENT naming the input.
 
 import tensorflow as tf
 
-from keras_mm.data import sources
+from keras_mm.data import record_values
 from keras_mm.data.input_columns import modality_kinds
 from keras_mm.data import tfrecords
 from keras_mm.errors import ExportError
+from keras_mm.serving import input_checks
 
 DEFAULT_MAX_BYTES = {"image": 20 << 20, "text": 1 << 20, "video": 20 << 20,
                      "sensor": 20 << 20, "tabular": 1 << 16}
@@ -298,8 +305,7 @@ class ServingFunctions:
                                   name=f"check_shape_{_op_name(k)}")
                for k in keys}
         batch = tf.shape(raw[keys[0]])[0]
-        checks = [tf.debugging.assert_positive(
-            batch, message="empty batch: send at least one example")]
+        checks = [input_checks.check_batch(raw[keys[0]], keys[0])]
         for key in keys:
             value = raw[key]
             checks.append(tf.debugging.assert_equal(
@@ -395,11 +401,42 @@ class ServingFunctions:
     def serve_raw(self, raw):
         return self.predict_model_inputs(self.preprocess(raw))
 
+    def id_bounds(self):
+        """`{model input: vocabulary size or per-column cardinalities}` of
+        the integer id inputs (the tower's, else the preprocessor's)."""
+        bounds = {}
+        for pre in self.preprocessors.values():
+            tower = _layer_or_none(self.model, f"{pre.name}_tower")
+            if pre.modality == "text":
+                size = getattr(tower, "vocab_size", None) or pre.vocab_size
+                bounds[pre.name] = int(size)
+            elif pre.modality == "tabular" and pre.categorical:
+                sizes = getattr(tower, "cardinalities", None) or \
+                    pre.cardinalities
+                bounds[f"{pre.name}_categorical"] = [int(c) for c in sizes]
+        return {k: v for k, v in bounds.items()
+                if k in self.model_input_names}
+
+    def check_tensors(self, inputs):
+        """`serve_tensors`' checks (shape, id range, finiteness, presence)
+        as control dependencies of its inputs."""
+        checks = input_checks.check_model_inputs(
+            inputs, self.tensor_signature(), self.id_bounds(),
+            self.presence_order)
+        with tf.control_dependencies(checks):
+            return {k: tf.identity(v) for k, v in inputs.items()}
+
     def serve_tensors(self, inputs):
-        return self.predict_model_inputs(inputs)
+        return self.predict_model_inputs(self.check_tensors(inputs))
 
     def examples_to_raw(self, serialized):
-        """Serialized `tf.train.Example`s -> the raw request dict."""
+        """Serialized `tf.train.Example`s -> the raw request dict.
+
+        Refuses an empty batch and values that are not serialized Examples
+        first, with messages that never quote the request's bytes."""
+        with tf.control_dependencies(
+                input_checks.check_examples(serialized)):
+            serialized = tf.identity(serialized)
         parsed = tf.io.parse_example(serialized, self.example_feature_spec())
         specs = self.raw_signature()
         raw = {}
@@ -410,12 +447,19 @@ class ServingFunctions:
                 value = tf.sparse.to_dense(value, default_value=default)
             # THE record-value converter, as in the training pipeline.
             if wanted == "key":
-                value = sources.key_strings(value, kind, column)
+                value = record_values.key_strings(value, kind, column)
             elif wanted == "float":
-                value = sources.float_values(value, kind, column)
+                value = record_values.float_values(value, kind, column)
             elif wanted == "floats":
                 channels = specs[key].shape[-1]
-                value = tf.reshape(value, [tf.shape(value)[0], -1, channels])
+                check = tf.debugging.Assert(
+                    tf.equal(tf.shape(value)[1] % channels, 0),
+                    [f"feature `{column}`: its float list has a length "
+                     f"that is not a multiple of the {channels} channels "
+                     f"of input `{key}`; store each series row by row"])
+                with tf.control_dependencies([check]):
+                    value = tf.reshape(value,
+                                       [tf.shape(value)[0], -1, channels])
             raw[key] = value
         return raw
 

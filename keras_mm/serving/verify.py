@@ -8,6 +8,7 @@ report. A crash or a hang is a failure that names the step it was in.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -36,7 +37,8 @@ def verify(path, timeout=600, raise_on_failure=False):
         try:
             proc = subprocess.run(
                 [sys.executable, "-I", SCRIPT, path], capture_output=True,
-                text=True, timeout=timeout, env=env)
+                text=True, timeout=timeout, env=env,
+                preexec_fn=die_with_parent())
             report = _parse(proc.stdout, proc.stderr, proc.returncode, path)
         except subprocess.TimeoutExpired as e:
             report = {"path": path, "ok": False,
@@ -46,6 +48,36 @@ def verify(path, timeout=600, raise_on_failure=False):
         raise ExportError("verification failed:\n"
                           + json.dumps(report, indent=2))
     return report
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent():
+    """A `preexec_fn` tying a child process to this one (Linux): the kernel
+    sends the child SIGKILL when its parent dies (`prctl(PR_SET_PDEATHSIG)`),
+    so a killed export leaves no verifier running. Returns None where
+    prctl is unavailable (the child is then only bounded by its timeout).
+
+    A parent that died between fork and prctl is caught by comparing the
+    child's parent pid with ours.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def tie():
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return tie
 
 
 def _last_step(stderr):

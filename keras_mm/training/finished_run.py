@@ -11,11 +11,12 @@
 
 import json
 import os
+import zipfile
 
 import keras
 import tensorflow as tf
 
-from keras_mm.errors import ConfigError
+from keras_mm.errors import ConfigError, DataError
 from keras_mm.training import run_artifacts, run_data
 from keras_mm.training.run_folder import (BEST_FILE, FINAL_FILE, RECIPE_FILE,
                                           find_run_dir)
@@ -25,11 +26,36 @@ def model_input_names(model):
     return [t.name.split(":")[0] for t in model.inputs]
 
 
+def check_checkpoint(path):
+    """Raises a `DataError` naming `path` when it is not a readable
+    `.keras` file (Keras says "File not found" for a truncated one)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError("no such checkpoint; run the same train command "
+                        "again to resume the run", file=path,
+                        reason="missing checkpoint")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        size = os.path.getsize(path)
+        raise DataError(
+            f"the checkpoint is corrupt or truncated ({size} bytes, not a "
+            "valid .keras zip archive; a full disk or a kill during an "
+            "older, non-atomic write leaves such a file); delete it and run "
+            "the same train command again", file=path,
+            reason="corrupt checkpoint")
+
+
 def load_model(path, spec=None):
     """A one-device copy of a `.keras` checkpoint, compiled for evaluation."""
     from keras_mm.builder import compile_model, model_spec
 
-    model = keras.saving.load_model(path, compile=False)
+    check_checkpoint(path)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise DataError(f"cannot read the checkpoint ({type(error).__name__}"
+                        f": {error}); delete it and run the same train "
+                        "command again", file=path,
+                        reason="corrupt checkpoint") from None
     compile_model(model, spec or model_spec(model), optimizer="adam",
                   jit_compile=False)
     return model

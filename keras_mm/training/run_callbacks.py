@@ -1,7 +1,7 @@
 """The callbacks of one training run, from the recipe's `training` section.
 
 In order: early stopping (`ResumableEarlyStopping`, its state replayed from
-the kept history rows), the best checkpoint (`ModelCheckpoint`, its
+the kept history rows), the best checkpoint (`AtomicModelCheckpoint`, its
 threshold replayed likewise), `CSVLogger` (`history.csv`), TensorBoard,
 the caller's extra callbacks, and the backup (`RunBackup`) last: it marks
 an epoch done once the history row, the best checkpoint and the
@@ -15,6 +15,7 @@ import keras
 
 from keras_mm.errors import ConfigError
 from keras_mm.training import run_folder
+from keras_mm.training.atomic_model_checkpoint import AtomicModelCheckpoint
 from keras_mm.training.run_backup import RunBackup
 from keras_mm.training.resumable_early_stopping import (
     ResumableEarlyStopping, replay_best, resolve_mode)
@@ -86,7 +87,7 @@ def make_callbacks(training, work_dir, initial_epoch, has_val, verbose, say,
     ckpt_config = monitor_config(training["checkpoint"], has_val,
                                  "checkpoint", say)
     if ckpt_config:
-        callbacks.append(keras.callbacks.ModelCheckpoint(
+        callbacks.append(AtomicModelCheckpoint(
             path(run_folder.BEST_FILE), monitor=ckpt_config["monitor"],
             mode=ckpt_config["mode"], save_best_only=True,
             initial_value_threshold=replay_best(

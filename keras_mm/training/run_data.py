@@ -166,33 +166,85 @@ def _source(value):
     return value
 
 
-def raw_examples(source, name, preprocessor, column=None):
+def raw_examples(source, name, preprocessor, column=None, decisions=None,
+                 allow_paths_outside=True):
     """A `tf.data.Dataset` of the raw values of one input, one per example.
 
-    Reads only the columns (files) this input uses. Examples whose files
-    cannot be read are left out here; the bad-input check of the split's
-    pipeline reports them (or stops) right after.
+    Reads only the columns (files) this input uses. With `decisions` (the
+    `_decisions` of a checked `Pipeline` over the same source), the
+    examples that check skips are left out and the values it marks
+    missing read as empty; without, unreadable examples are left out.
     """
     from keras_mm.data import Pipeline
 
     pipe = Pipeline(_source(source), {name: preprocessor},
                     columns=None if column is None else {name: column},
-                    validate=False)
+                    validate=False, allow_paths_outside=allow_paths_outside)
     (inp,) = pipe.inputs
-    ds = pipe.raw_dataset().map(lambda key, raw, labels: inp.raw(raw))
-    return ds.ignore_errors()
+    if decisions is None:
+        ds = pipe.raw_dataset().map(lambda key, raw, labels: inp.raw(raw))
+        return ds.ignore_errors()
+    blank = {c: k for c, k in decisions["blank"].items()
+             if c in pipe.wanted}
+    ds, load = pipe.source.elements({"skip": decisions["skip"],
+                                     "blank": blank}, cycle_length=1)
+    if pipe.manifest is None:
+        ds = ds.map(lambda key, serialized: load((key, serialized)))
+    else:
+        ds = ds.map(load)
+    return ds.map(lambda key, raw, labels: inp.raw(raw))
+
+
+def _parses_unfitted(preprocessor):
+    """Whether `parse` traces before `adapt` (it uses no fitted state)."""
+    try:
+        tf.function(lambda raw: preprocessor.parse(raw)) \
+            .get_concrete_function(preprocessor.example_signature())
+    except (ValueError, TypeError, NotImplementedError):
+        return False
+    return True
 
 
 def adapt_preprocessors(preprocessors, recipe):
-    """Fits each preprocessor on the raw TRAIN examples of its input."""
+    """Fits each preprocessor on the raw TRAIN examples of its input that
+    pass the bad-input check.
+
+    The check (`data.bad_records`: error / skip / missing) runs first,
+    over the inputs whose `parse` works before `adapt` (a sensor file that
+    does not decode is a bad record, not a tf.data error in `adapt`):
+    under `error` it raises the `DataError` naming the row; otherwise
+    `adapt` sees neither the skipped examples nor the values marked
+    missing (they read as empty). When every input took part, the check's
+    result is kept for the train split's pipeline (`parse` of an input
+    that traces unfitted does not use the fitted state), so the data is
+    not decoded twice.
+    """
+    from keras_mm.data import validation
+
+    todo = [n for n, p in preprocessors.items() if _needs_adapt(p)]
+    if not todo:
+        return preprocessors
     source = recipe["data"]["splits"]["train"]
     columns = input_columns(recipe)
-    for name, pre in preprocessors.items():
-        if not _needs_adapt(pre):
-            continue
+    outside = bool(recipe["data"].get("allow_paths_outside", False))
+    checked = {n: p for n, p in preprocessors.items()
+               if n not in todo or _parses_unfitted(p)}
+    decisions = pipe = None
+    if any(n in checked for n in todo):
+        pipe = make_pipeline(recipe, "train", checked, {})
+        log.info("data: bad-input check of the train split before adapt "
+                 "(inputs %s)", ", ".join(checked))
+        pipe.validate()         # raises under data.bad_records: error
+        decisions = pipe._decisions
+        key = validation.fingerprint(pipe)
+    for name in todo:
+        pre = preprocessors[name]
         log.info("data: adapting the %s preprocessor of %r on the train "
                  "split", pre.modality, name)
-        pre.adapt(raw_examples(source, name, pre, columns.get(name)))
+        pre.adapt(raw_examples(source, name, pre, columns.get(name),
+                               decisions, outside))
+    if pipe is not None and len(checked) == len(preprocessors):
+        validation.carry_over(key, pipe)
     return preprocessors
 
 
@@ -260,7 +312,8 @@ def make_pipeline(recipe, split, preprocessors, spec, input_names=None,
         report_path=None if report_dir is None else os.path.join(
             report_dir, f"bad_input_{split}.json"),
         presence_mask=bool(fusion.get("presence_mask")),
-        input_names=input_names)
+        input_names=input_names,
+        allow_paths_outside=bool(data.get("allow_paths_outside", False)))
 
 
 def count_batches(dataset, pipeline=None, batch_size=None,

@@ -29,6 +29,8 @@ class TrainResult:
         model: the trained model in memory (distributed variables under a
             multi-device strategy).
         unimodal: `{input name: metrics}` of the single-modality runs.
+        untrained: why the run looks untrained (non-finite loss, or never
+            better than the trivial baseline), or None.
     """
 
     run_dir: str
@@ -43,3 +45,4 @@ class TrainResult:
     is_chief: bool = True
     model: typing.Any = dataclasses.field(default=None, repr=False)
     unimodal: dict = dataclasses.field(default_factory=dict)
+    untrained: typing.Optional[str] = None

@@ -21,7 +21,10 @@ Steps of `train`:
 7. evaluate every split of `evaluation.splits` with the best checkpoint;
 8. optionally train the same recipe on each single input
    (`evaluation.compare_unimodal`) and print the scoreboard;
-9. export to `saved_models/<name>/<version>` and verify it.
+9. refuse the export of a run that learned nothing (its loss went
+   non-finite, or a classification head never beat the majority class /
+   the prior: `baseline_check`) unless `export.allow_untrained`, warn in
+   any case; export to `saved_models/<name>/<version>` and verify it.
 
 In the code, `_run` trains one model: `_prepare` (steps 3-4, and fresh
 start or resume), `_build` (5), `_fit` (6) and `_evaluate` (7); `train`
@@ -71,10 +74,14 @@ import logging
 import os
 import sys
 import typing
+import warnings
 
 import keras
 import tensorflow as tf
 
+from keras_mm.errors import ExportError
+from keras_mm.serving.atomic import atomic_save_model
+from keras_mm.training.baseline_check import untrained_reason
 from keras_mm.training import run_artifacts, run_data, run_folder
 from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
@@ -321,7 +328,7 @@ def _fit(run, extra_callbacks=()):
         os.path.exists(best_path) else None
     if run.checkpoint is None:
         run.checkpoint = run.path(FINAL_FILE)
-        model.save(run.checkpoint)
+        atomic_save_model(model, run.checkpoint)
     return TrainResult(run_dir=run.run_dir, metrics={}, history=run.history,
                        best_checkpoint=run.checkpoint,
                        resumed_from_epoch=run.initial_epoch,
@@ -415,6 +422,28 @@ def _export(run, eval_model, result, verify):
     _say(run.verbose, f"exported to {result.export_path}")
 
 
+def _check_trained(run, result, export):
+    """Warns when the run learned nothing (`baseline_check`); returns the
+    message refusing the export (None when it may go ahead)."""
+    reason = untrained_reason(run.history, result.metrics, run.spec)
+    result.untrained = reason
+    if reason is None:
+        return None
+    recipe = run.recipe
+    message = f"{recipe['name']}: the model looks untrained: {reason}"
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    log.warning(message)
+    if not export or recipe["export"]["allow_untrained"]:
+        return None
+    again = " and run the same command again (it exports without " \
+        "training again)" if run.training["backup"] else ""
+    return (f"{message}. Not exported (the run folder {run.run_dir} keeps "
+            "the model and its metrics); check training.optimizer."
+            "learning_rate and the data, or set export.allow_untrained: "
+            f"true (--set export.allow_untrained=true){again} to export it "
+            "anyway")
+
+
 # -- public API ---------------------------------------------------------------
 
 
@@ -438,6 +467,12 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
 
     Returns:
         A `TrainResult`.
+
+    Raises:
+        ExportError: with `export`, when the model looks untrained (its
+            loss went non-finite, or a classification head never beat the
+            trivial baseline) and `export.allow_untrained` is false; the
+            run folder is complete and `error.result` is the `TrainResult`.
 
     Example:
 
@@ -477,11 +512,20 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
                 len(recipe["inputs"]) > 1:
             _compare_unimodal(recipe, plan, run_dir, verbose,
                               run.preprocessors, result)
+        refused = None
         if plan.is_chief:
             _publish_scoreboard(result, run_dir, verbose)
-            if export:
+            refused = _check_trained(run, result, export)
+            if export and refused is None:
                 _export(run, eval_model, result, verify)
-        run_folder.remove_backups(run_dir, plan.is_chief)
+        if refused is None:
+            # Refused: the backup stays, so the same command with
+            # export.allow_untrained exports without training again.
+            run_folder.remove_backups(run_dir, plan.is_chief)
+    if refused is not None:
+        error = ExportError(refused)
+        error.result = result
+        raise error
     return result
 
 
