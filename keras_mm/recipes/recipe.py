@@ -13,6 +13,7 @@ data:
     test: data/demo/test.csv
   generate: {type: demo, out_dir: data/demo}   # optional: build it when absent
   bad_records: error           # error | skip | missing
+  allow_paths_outside: false   # manifest paths outside its folder: bad records
   cache: false                 # false | memory | <file prefix>
   shuffle_buffer: 1024
   deterministic: false
