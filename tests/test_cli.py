@@ -93,3 +93,19 @@ def test_console_script_runs():
                           text=True, timeout=120)
     assert proc.returncode == 0
     assert "keras-mm" in proc.stdout
+
+
+def test_trainer_lines_are_printed_once_under_the_cli_logging():
+    """`keras-mm` shows keras_mm's INFO log records on stderr; a trainer line
+    (printed to stdout) must not come back there as a log record."""
+    code = ("import logging, sys; "
+            "from keras_mm.cli.main import configure_logging; "
+            "configure_logging(debug=False); "
+            "from keras_mm.training import trainer; "
+            "trainer._say(1, 'exported to saved_models/x/1')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    both = proc.stdout + proc.stderr
+    assert both.count("exported to saved_models/x/1") == 1, both[-2000:]
+

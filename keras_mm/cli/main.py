@@ -172,13 +172,17 @@ def _version():
     return __version__
 
 
+def configure_logging(debug):
+    """keras_mm's log records on stderr: INFO, or DEBUG with --debug."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(message)s")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(message)s")
+    configure_logging(args.debug)
     try:
         result = args.func(args)
     except KeyboardInterrupt:

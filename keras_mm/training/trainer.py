@@ -102,8 +102,12 @@ log = logging.getLogger("keras_mm")
 
 
 def _say(verbose, message):
-    """A line for the user (stdout, when not silent) and the log."""
-    log.info(message)
+    """A line for the user (stdout, when not silent) and the log.
+
+    Logged at DEBUG: the CLI shows keras_mm's INFO records on stderr, so an
+    INFO record would print the line a second time there.
+    """
+    log.debug(message)
     if verbose:
         print(message, flush=True)
 
