@@ -341,6 +341,48 @@ def test_export_layout_serving_files_and_verification(media, seq,
         "tensorflow/serving/predict"}
 
 
+def test_serving_md_request_values_are_each_of_their_inputs_kind(media,
+                                                                 seq):
+    """SERVING.md's REST body gives each input a value of its kind: the
+    base64 of a PNG for an image, a WAV for audio, a GIF or PNG frames for
+    video, a CSV (with the input's channels) or .npy for a sensor."""
+    import base64
+
+    from keras_mm.serving.client import SPEC_FILE
+
+    starts = {"image": b"\x89PNG", "audio": b"RIFF", "video": b"GIF8",
+              "npy": b"\x93NUMPY"}
+    seen = set()
+    for export in (media, seq):
+        text = open(os.path.join(os.path.dirname(export.path),
+                                 "SERVING.md")).read()
+        body = text.split("with `request.json`:\n\n```\n")[1]
+        (row,) = json.loads(body.split("\n```")[0])["instances"]
+        with open(os.path.join(export.path, SPEC_FILE)) as f:
+            inputs = json.load(f)["inputs"]
+        assert set(row) == set(inputs)
+        for key, value in row.items():
+            info = inputs[key]
+            kind = info["modality"]
+            if kind in ("text", "tabular") or info["dtype"] != "string":
+                continue
+            frames = value if isinstance(value, list) else [value]
+            for frame in frames:
+                data = base64.b64decode(frame["b64"].rstrip("."))
+                if kind == "sensor" and info["source"] == "csv":
+                    series = np.loadtxt(data.decode().splitlines(),
+                                        delimiter=",", ndmin=2)
+                    assert series.shape[1] == info["channels"], key
+                elif kind == "sensor":
+                    assert data.startswith(starts["npy"]), key
+                elif isinstance(value, list):     # encoded video frames
+                    assert data.startswith(starts["image"]), key
+                else:
+                    assert data.startswith(starts[kind]), (key, data)
+            seen.add(kind)
+    assert {"image", "audio", "video", "sensor"} <= seen
+
+
 def test_serving_config_files_parse_into_tf_serving_messages(
         tmp_path, serving_protos):
     """The files keras_mm writes are the messages TF Serving reads, with
@@ -656,6 +698,25 @@ def test_malformed_requests_are_refused(media, seq):
         media.path)["checks"]["malformed"]["cases"])
     assert "corrupt image bytes" in media_cases
     assert "oversized WAV" in media_cases
+    # ... and to serve_tensors: each refused by its own check.
+    for exported in (media, seq):
+        report = saved_report(exported.path)["checks"]["malformed"]
+        assert report["problems"] == [], report["problems"]
+        tensors = {c["case"]: c["error"] for c in report["cases"]
+                   if c["case"].startswith("serve_tensors: ")}
+        assert tensors["serve_tensors: empty batch"].endswith(
+            "empty batch: send at least one example")
+        names = " ".join(tensors)
+        for kind in ("wrong rank", "wrong dtype", "wrong dimension", "NaN"):
+            assert kind in names, names
+    media_tensors = {c["case"]: c["error"] for c in saved_report(
+        media.path)["checks"]["malformed"]["cases"]}
+    assert "ids must lie in [0, " in media_tensors[
+        "serve_tensors: text: id past the vocabulary"]
+    assert "holds NaN or infinite values" in media_tensors[
+        "serve_tensors: image: NaN"]
+    assert "values must be 0 (absent) or 1" in media_tensors[
+        "serve_tensors: presence: a value other than 0 or 1"]
 
 
 # -- the op audit -------------------------------------------------------------
@@ -860,6 +921,47 @@ def test_predict_with_a_subset_of_inputs(media, seq, tmp_path):
     with pytest.raises(ExportError, match="does not exist"):
         predict(media.path, {"image": str(tmp_path / "missing.png")},
                 loaded=media.loaded)
+
+
+def test_predict_flags_name_the_modality_not_the_input(seq, tmp_path,
+                                                       capsys):
+    """`keras-mm predict --sensor F` goes to the sensor input whatever its
+    name (`imu` here), `--video` to `clip`: the same prediction as the
+    inputs given by name."""
+    from keras_mm.cli.main import main
+
+    frames = [_write(tmp_path / f"f{i}.png", f)
+              for i, f in enumerate(seq.frames[:3])]
+    series = tmp_path / "imu.npy"
+    np.save(series, seq.rows[0]["imu"])
+    table = {"age": "31.0", "height": "1.7", "city": "rome"}
+    want = predict(seq.path, dict(table, clip=frames, imu=str(series)),
+                   loaded=seq.loaded)
+    assert main(["predict", seq.path, "--sensor", str(series),
+                 "--video", *frames] +
+                [f"--input={k}={v}" for k, v in table.items()]) == 0
+    got = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(got["score_value"], want["score_value"],
+                               atol=ATOL)
+    with pytest.raises(ExportError, match="no audio input; its inputs are "
+                                          r".*imu \(sensor\)"):
+        predict(seq.path, table, modalities={"audio": "a.wav"},
+                loaded=seq.loaded)
+    with pytest.raises(ExportError, match="'imu' is given twice"):
+        predict(seq.path, {"imu": str(series)},
+                modalities={"sensor": str(series)}, loaded=seq.loaded)
+
+
+def test_a_modality_flag_with_several_such_inputs_asks_for_the_name():
+    from keras_mm.serving.predict import inputs_of_modalities
+
+    metadata = {"inputs": {"front": {"modality": "image"},
+                           "side": {"modality": "image"},
+                           "caption": {"modality": "text"}}}
+    assert inputs_of_modalities({"text": "hi"}, metadata) == {"caption": "hi"}
+    with pytest.raises(ExportError, match="2 image inputs \\(front, side\\); "
+                                          "say which with --input front="):
+        inputs_of_modalities({"image": "a.png"}, metadata)
 
 
 def _write(path, data):

@@ -191,6 +191,65 @@ def test_video_frame_and_gif_above_max_pixels_are_refused():
     assert serve(gif_ok, [buffer.getvalue()])["clip_present"].tolist() == [1]
 
 
+def gif_of_frames(width, height, frames):
+    """A GIF (bytes, by hand) of a `width` x `height` canvas and `frames`
+    image descriptors of one pixel each: a few bytes a frame, while
+    `tf.io.decode_gif` allocates the whole canvas for every frame."""
+    head = (b"GIF89a" + struct.pack("<HH", width, height) +
+            b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff")
+    frame = (b"\x21\xf9\x04\x00\x00\x00\x00\x00"       # graphic control
+             b"\x2c" + struct.pack("<HHHH", 0, 0, 1, 1) + b"\x00"
+             b"\x02\x02\x44\x01\x00")                      # 1-pixel LZW data
+    return head + frame * frames + b"\x3b"
+
+
+@pytest.mark.parametrize("frames, size, optimize", [
+    (1, (8, 8), False), (3, (16, 10), True), (40, (33, 20), False)])
+def test_gif_frame_count_equals_pillow(frames, size, optimize):
+    rng = np.random.default_rng(frames)
+    images = [Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3),
+                                           dtype=np.uint8))
+              for _ in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, optimize=optimize,
+                   append_images=images[1:], duration=40, loop=0,
+                   comment=b"x" * 300)
+    data = buffer.getvalue()
+    want = Image.open(io.BytesIO(data)).n_frames
+    assert want == frames
+    assert int(image_header.gif_frame_count(tf.constant(data))) == want
+    assert int(tf.shape(tf.io.decode_gif(data))[0]) == want
+    # Cut short: the frames whose image descriptor is there.
+    assert int(image_header.gif_frame_count(tf.constant(
+        data[:len(data) // 2]))) < want
+    assert int(image_header.gif_frame_count(tf.constant(
+        gif_of_frames(5, 4, 7)))) == 7
+    for other in (b"", b"GIF8", encode(np.zeros((4, 4, 3), np.uint8), "PNG")):
+        assert int(image_header.gif_frame_count(tf.constant(other))) == 0
+
+
+def test_gif_with_too_many_frames_is_refused_before_decoding():
+    """40 one-pixel frames on a 2000 x 2000 canvas: 1 KB of GIF that
+    tf.io.decode_gif decodes into 480 MB (160 megapixels, above the
+    default max_clip_pixels); refused by its frame count (each frame is
+    within max_pixels). A million frames would be 23 MB of GIF."""
+    bomb = gif_of_frames(2000, 2000, 40)
+    assert len(bomb) < 1_000
+    gif = VideoPreprocessor("clip", num_frames=2, size=(4, 4), source="gif")
+    assert gif.get_config()["max_clip_pixels"] == 2 ** 27
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"input `clip` \(GIF clip\): the GIF has\D*40"
+                             r"\D*frames of\D*2000\D*2000\D*pixels, more than "
+                             r"max_clip_pixels=134217728"):
+        serve(gif, [bomb])
+    small = VideoPreprocessor("clip", num_frames=2, size=(4, 4),
+                              source="gif", max_clip_pixels=3 * 5 * 4)
+    assert serve(small, [gif_of_frames(5, 4, 3)])["clip_mask"].tolist() == [
+        [True, True]]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the GIF has"):
+        serve(small, [gif_of_frames(5, 4, 4)])
+
+
 # -- resize before float --------------------------------------------------------
 
 @pytest.mark.parametrize("channels", [1, 3, 4])

@@ -2,10 +2,11 @@
 the expected type, non-UTF-8 files, YAML alias bombs, and sizes that pass
 the type checks and then hang or exhaust memory."""
 
-import textwrap
 import time
 
 import pytest
+
+from recipe_files import write
 
 from keras_mm.errors import ConfigError
 from keras_mm.recipes import load_recipe
@@ -32,15 +33,9 @@ training: {epochs: 2, batch_size: 8}
 """
 
 
-def write(tmp_path, text, name="hostile.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return str(path)
-
-
 @pytest.fixture
 def recipe_path(tmp_path):
-    return write(tmp_path, RECIPE)
+    return write(tmp_path, RECIPE, "hostile.yaml")
 
 
 def test_valid_recipe_loads(recipe_path):

@@ -2,10 +2,11 @@
 
 import json
 import os
-import textwrap
 
 import pytest
 import yaml
+
+from recipe_files import write
 
 from keras_mm.errors import ConfigError
 from keras_mm.recipes import (apply_overrides, load_recipe, parse_override,
@@ -46,15 +47,9 @@ evaluation: {splits: [test], compare_unimodal: true}
 """
 
 
-def write(tmp_path, text, name="tiny.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
 @pytest.fixture
 def recipe_path(tmp_path):
-    return write(tmp_path, RECIPE)
+    return write(tmp_path, RECIPE, "tiny.yaml")
 
 
 def test_load_fills_defaults(recipe_path):

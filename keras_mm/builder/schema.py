@@ -216,9 +216,11 @@ class TextInput(ShapedInput):
 
 
 class MaskedInput(ShapedInput):
-    """Video and sensor inputs: `mask: true` adds a `<name>_mask` input."""
+    """Video and sensor inputs: `mask: true` (the default) adds a
+    `<name>_mask` input (the preprocessor's step / frame mask); `mask: false`
+    leaves it out (padding then reaches the tower as zeros)."""
 
-    mask: bool = False
+    mask: bool = True
 
 
 class TabularInput(InputSection):
@@ -273,22 +275,30 @@ class TrunkSection(Section):
 _COMPILE_METRIC_ALIASES = ("accuracy", "acc", "crossentropy", "ce")
 
 
+def _keras_object(module, value):
+    """True when `value` (a name or a serialized dict) names an object of
+    `module` (`keras.losses` / `keras.metrics`)."""
+    try:
+        if isinstance(value, dict):
+            module.deserialize(value)
+        elif isinstance(value, str):
+            module.get(value)
+        else:
+            return False
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _loss(value):
     import keras
     if value is None:
         return None
     plain(value)
-    try:
-        if isinstance(value, dict):
-            keras.losses.deserialize(value)
-        elif isinstance(value, str):
-            keras.losses.get(value)
-        else:
-            raise ValueError(value)
-    except (ValueError, TypeError):
+    if not _keras_object(keras.losses, value):
         raise fail(f"{value!r} is not a Keras loss name (e.g. "
                    "sparse_categorical_crossentropy, binary_crossentropy, "
-                   "mse) or a serialized loss") from None
+                   "mse) or a serialized loss")
     return value
 
 
@@ -304,17 +314,10 @@ def _metrics(value):
         plain(metric)
         if isinstance(metric, str) and metric in _COMPILE_METRIC_ALIASES:
             continue
-        try:
-            if isinstance(metric, dict):
-                keras.metrics.deserialize(metric)
-            elif isinstance(metric, str):
-                keras.metrics.get(metric)
-            else:
-                raise ValueError(metric)
-        except (ValueError, TypeError):
+        if not _keras_object(keras.metrics, metric):
             raise fail(f"{metric!r} is not a Keras metric name (e.g. "
                        "accuracy, auc, mae) or a serialized metric",
-                       f"[{i}]") from None
+                       f"[{i}]")
     return value
 
 

@@ -90,11 +90,11 @@ class Pipeline:
         column_types: `{column: type}` for the manifest (see `Manifest`).
         column_kinds: `{column: kind}` of TFRecords without `features.json`.
         allow_paths_outside: read manifest file paths that resolve
-            (symlinks followed) outside the manifest's folder. False: such
-            a path is a bad record (`path_outside`, its file never read),
-            handled by the `bad_input` policy; use False for manifests
-            from untrusted sources (the recipe key
-            `data.allow_paths_outside` defaults to false).
+            (symlinks followed) outside the manifest's folder. False (the
+            default, as for the recipe key `data.allow_paths_outside` and
+            `convert`): such a path is a bad record (`path_outside`, its
+            file never read), handled by the `bad_input` policy. Set True
+            only for manifests you trust.
 
     Bad input: the check runs once per `Pipeline` (and again whenever the
     manifest, its files or the preprocessor configs change), before any
@@ -123,7 +123,7 @@ class Pipeline:
                  bad_input="error", report_path=None, max_report_rows=10,
                  presence_mask=False, presence_order=None, input_names=None,
                  keep_present=False, validate=True, column_types=None,
-                 column_kinds=None, allow_paths_outside=True):
+                 column_kinds=None, allow_paths_outside=False):
         self.policy = bad_input_lib.check_policy(bad_input)
         self.report_path = None if report_path is None else \
             os.fspath(report_path)

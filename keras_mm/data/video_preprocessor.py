@@ -11,6 +11,9 @@ from keras_mm.data.image_preprocessor import resize_image
 from keras_mm.data.image_preprocessor import select_channels
 from keras_mm.layers.utils import check_choice
 from keras_mm.layers.utils import check_positive_int
+
+#: `VideoPreprocessor.max_clip_pixels`: frames x height x width of a GIF.
+DEFAULT_MAX_CLIP_PIXELS = 2 ** 27
 from keras_mm.ops import image_header
 from keras_mm.registry import PREPROCESSORS
 
@@ -66,6 +69,12 @@ class VideoPreprocessor(Preprocessor):
             `ImagePreprocessor`.
         max_pixels: the largest height x width of one frame (default 40
             megapixels).
+        max_clip_pixels: `source="gif"`: the largest frames x height x
+            width of a whole GIF (default 2**27, about 400 MB decoded).
+            `tf.io.decode_gif` decodes every frame, so the frames are
+            counted from the GIF's blocks first
+            (`image_header.gif_frame_count`) and a longer animation is
+            refused before decoding.
 
     Outputs: `<name>` float32 `[B, T, H, W, C]`, `<name>_mask` bool `[B, T]`
     (False = padded frame), `<name>_present` float32 `[B]`.
@@ -83,10 +92,13 @@ class VideoPreprocessor(Preprocessor):
     def __init__(self, name, num_frames=8, size=(64, 64), channels=3,
                  source="frames", preserve_aspect=False, antialias=False,
                  scale=1.0 / 255.0, mean=None, std=None,
-                 max_pixels=DEFAULT_MAX_PIXELS):
+                 max_pixels=DEFAULT_MAX_PIXELS,
+                 max_clip_pixels=DEFAULT_MAX_CLIP_PIXELS):
         super().__init__(name)
         owner = f"VideoPreprocessor({name!r})"
         self.max_pixels = check_positive_int(owner, "max_pixels", max_pixels)
+        self.max_clip_pixels = check_positive_int(owner, "max_clip_pixels",
+                                                  max_clip_pixels)
         self.num_frames = int(num_frames)
         if self.num_frames < 1:
             raise ValueError(f"{owner}: num_frames={num_frames} must be >= 1")
@@ -113,7 +125,8 @@ class VideoPreprocessor(Preprocessor):
                       preserve_aspect=self.preserve_aspect,
                       antialias=self.antialias, scale=self.scale,
                       mean=self.mean, std=self.std,
-                      max_pixels=self.max_pixels)
+                      max_pixels=self.max_pixels,
+                      max_clip_pixels=self.max_clip_pixels)
         return config
 
     @property
@@ -173,8 +186,17 @@ class VideoPreprocessor(Preprocessor):
         clip_shape = [self.num_frames, *self._frame_shape]
 
         def decode():
-            checks, _ = image_header.check_image_size(
-                raw, self.max_pixels, f"input `{self.name}` (GIF clip)")
+            what = f"input `{self.name}` (GIF clip)"
+            checks, (_, height, width) = image_header.check_image_size(
+                raw, self.max_pixels, what)
+            count = image_header.gif_frame_count(raw)
+            checks.append(tf.debugging.Assert(
+                count * height * width <= self.max_clip_pixels,
+                [f"{what}: the GIF has", count, "frames of", height, "x",
+                 width, "pixels, more than max_clip_pixels="
+                 f"{self.max_clip_pixels} decoded pixels in all; shorten "
+                 "or shrink the clip, or raise max_clip_pixels of the "
+                 "preprocessor"], summarize=3))
             with tf.control_dependencies(checks):
                 frames = tf.io.decode_gif(tf.identity(raw))   # uint8
             n = tf.shape(frames)[0]

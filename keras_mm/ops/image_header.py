@@ -166,3 +166,63 @@ def bmp_palette(contents):
     colours = tf.pad(rgb, tf.reshape(tf.stack([none, 256 - n, none, none]),
                                      [2, 2]))
     return is_palette, tf.ensure_shape(colours, [256, 3])
+
+
+def gif_frame_count(contents):
+    """The number of frames of GIF bytes, from its block structure.
+
+    Walks the blocks (extensions, image descriptors and their data
+    sub-blocks) without decoding a pixel: one loop step per block or
+    sub-block (at most 255 bytes each), so the cost is linear in the file
+    size. `tf.io.decode_gif` allocates frames x height x width x 3 bytes;
+    this lets a preprocessor refuse an animation of a million frames
+    before that. Counting stops at the trailer, at a byte that starts no
+    block, or at the end of the bytes.
+
+    Args:
+        contents: scalar string tensor (GIF bytes; others give 0).
+
+    Returns:
+        int64 scalar.
+    """
+    contents = tf.reshape(tf.convert_to_tensor(contents, tf.string), [])
+    data = tf.cast(tf.io.decode_raw(contents, tf.uint8), tf.int64)
+    n = tf.size(data, out_type=tf.int64)
+
+    def at(pos):
+        """The byte at `pos`, or -1 past the end."""
+        safe = tf.minimum(pos, tf.maximum(n - 1, 0))
+        return tf.where(pos < n, tf.gather(tf.concat([data, [-1]], 0), safe),
+                        tf.constant(-1, tf.int64))
+
+    def table(packed):
+        return tf.where(packed >= 128, 3 * tf.bitwise.left_shift(
+            tf.constant(2, tf.int64), packed % 8), 0)
+
+    is_gif = (n >= 13) & tf.strings.regex_full_match(
+        tf.strings.substr(contents, 0, 6), "GIF8[79]a")
+    start = 13 + table(at(tf.constant(10, tf.int64)))
+    # state 0: at a block; 1: in a block's data sub-blocks; 2: finished.
+    state = tf.where(is_gif, tf.constant(0, tf.int64), 2)
+
+    def step(pos, frames, state):
+        byte = at(pos)
+        in_data = tf.equal(state, 1)
+        end_of_data = in_data & tf.equal(byte, 0)
+        extension = tf.equal(state, 0) & tf.equal(byte, 0x21)
+        image = tf.equal(state, 0) & tf.equal(byte, 0x2C)
+        new_pos = tf.where(
+            end_of_data, pos + 1,
+            tf.where(in_data, pos + byte + 1,
+                     tf.where(extension, pos + 2,
+                              pos + 11 + table(at(pos + 9)))))
+        new_state = tf.where(
+            end_of_data, tf.constant(0, tf.int64),
+            tf.where(in_data | extension | image, tf.constant(1, tf.int64),
+                     tf.constant(2, tf.int64)))
+        return new_pos, frames + tf.cast(image, tf.int64), new_state
+
+    _, frames, _ = tf.while_loop(
+        lambda pos, frames, state: (state < 2) & (pos < n), step,
+        (start, tf.constant(0, tf.int64), state))
+    return frames

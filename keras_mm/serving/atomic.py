@@ -58,11 +58,7 @@ def atomic_file(path):
         os.makedirs(folder, exist_ok=True)
         yield tmp
         with contextlib.suppress(OSError):
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(tmp)
         os.replace(tmp, path)
         fsync_dir(folder)
     except OSError as error:
@@ -187,14 +183,19 @@ def temp_dir_for(parent, label):
     return path
 
 
+def _fsync(path):
+    """Flushes one file's (or folder's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path):
     """Flushes a folder's entries (names) to disk."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(path)
 
 
 def fsync_tree(root):
@@ -203,9 +204,5 @@ def fsync_tree(root):
     for folder, _, files in os.walk(root):
         for name in files:
             with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                _fsync(os.path.join(folder, name))
         fsync_dir(folder)

@@ -23,6 +23,7 @@ import base64
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -244,7 +245,9 @@ def export(model, preprocessors, name, *, golden_examples,
             warm.append({k: v[:limit] for k, v in golden.items()})
         write_warmup_requests(tmp_dir, name, warm)
         if verify:
+            started = time.perf_counter()
             report = verify_export(tmp_dir, timeout=verify_timeout)
+            report["seconds"] = round(time.perf_counter() - started, 3)
             if not report["ok"]:
                 raise ExportError(
                     f"export of {name!r} failed verification; nothing was "
@@ -284,6 +287,8 @@ def _metadata(functions, name, version, golden, expected, golden_serialized,
             info["sample_rate"] = int(pre.get_config().get("sample_rate"))
         if pre.modality in ("video", "sensor"):
             info["source"] = getattr(pre, "source", None)
+        if pre.modality == "sensor":
+            info["channels"] = int(pre.channels)
         inputs[key] = info
     outputs = {k: {"dtype": tf.as_dtype(v.dtype).name,
                    "shape": [None] + list(v.shape[1:])}
@@ -305,6 +310,7 @@ def _metadata(functions, name, version, golden, expected, golden_serialized,
         "heads": {h: k for h, (k, _) in functions.heads.items()},
         "class_names": functions.class_names,
         "presence_order": functions.presence_order,
+        "id_bounds": functions.id_bounds(),
         "example_features": {key: {"column": c, "kind": k}
                              for key, (c, _, k) in
                              functions.column_kinds.items()},

@@ -95,7 +95,43 @@ def _check_files(values, metadata):
                     f"{info.get('modality')} file")
 
 
-def predict(path, values, signature="serving_default", loaded=None):
+def inputs_of_modalities(by_modality, metadata, values=None):
+    """`{modality: value}` (the CLI's `--image`, `--audio`, `--sensor` ...)
+    -> `{input name: value}`: each goes to the model's one input of that
+    modality, whatever its name (a model whose accelerometer input is
+    `imu` takes `--sensor imu.csv`).
+
+    Raises:
+        ExportError: the model has no input of a modality, or several
+            (then `--input NAME=VALUE` says which), or an input is given
+            twice.
+    """
+    values = dict(values or {})
+    inputs = (metadata or {}).get("inputs") or {}
+    for modality, value in by_modality.items():
+        names = [n for n, info in inputs.items()
+                 if info.get("modality") == modality]
+        if not inputs and not names:
+            names = [modality]          # no metadata: the input's name
+        if not names:
+            kinds = ", ".join(f"{n} ({info.get('modality')})"
+                              for n, info in inputs.items())
+            raise ExportError(f"--{modality}: this model has no {modality} "
+                              f"input; its inputs are {kinds}")
+        if len(names) > 1:
+            raise ExportError(
+                f"--{modality}: this model has {len(names)} {modality} "
+                f"inputs ({', '.join(names)}); say which with --input "
+                f"{names[0]}=VALUE")
+        if names[0] in values:
+            raise ExportError(f"input {names[0]!r} is given twice (--"
+                              f"{modality} and --input {names[0]}=...)")
+        values[names[0]] = value
+    return values
+
+
+def predict(path, values, signature="serving_default", loaded=None,
+            modalities=None):
     """Runs one example through the SavedModel at `path`.
 
     Args:
@@ -111,6 +147,9 @@ def predict(path, values, signature="serving_default", loaded=None):
             INVALID_ARGUMENT naming the input.
         signature: the raw-input signature to call.
         loaded: an already loaded SavedModel (saves reloading it).
+        modalities: `{modality: value}` for inputs named by modality
+            (`{"sensor": "imu.csv"}`): each goes to the model's one input
+            of that modality (`inputs_of_modalities`).
 
     Returns:
         dict `{output name: value}` of the single example (class names as
@@ -127,6 +166,8 @@ def predict(path, values, signature="serving_default", loaded=None):
 
     path = os.fspath(path)
     metadata = _load_metadata(path)
+    if modalities:
+        values = inputs_of_modalities(modalities, metadata, values)
     if loaded is None:
         loaded = tf.saved_model.load(path)
     if signature not in loaded.signatures:

@@ -16,6 +16,7 @@ written from templates whose field names follow TF Serving's
 `session_bundle_config.proto` and `monitoring_config.proto`.
 """
 
+import base64
 import json
 import os
 
@@ -63,8 +64,38 @@ def monitoring_config(path=PROMETHEUS_PATH):
             "}\n")
 
 
+# The first bytes of each kind of file, for the request examples: a b64
+# value there starts as the base64 of a real file of that kind does.
+_FILE_STARTS = {"png": b"\x89PNG\r\n\x1a\n\x00", "jpg": b"\xff\xd8\xff",
+                "wav": b"RIFF$\x00\x00\x00WAVE", "gif": b"GIF89a",
+                "npy": b"\x93NUMPY\x01\x00v"}
+
+
+def _b64_example(ext, info):
+    """The b64 value of a `.ext` file in the REST example: the whole of a
+    two-row CSV series (it is short), else the start of a file of that
+    kind followed by `...`."""
+    if ext == "csv":
+        row = ",".join(["0.0"] * int(info.get("channels") or 3))
+        return base64.b64encode(f"{row}\n{row}\n".encode()).decode()
+    start = _FILE_STARTS[ext]
+    return base64.b64encode(start[:len(start) // 3 * 3]).decode() + "..."
+
+
+def _file_extension(modality, info):
+    if modality == "image":
+        return "png"
+    if modality == "audio":
+        return "wav"
+    if modality == "video":
+        return "gif"
+    return info.get("source") if info.get("source") in ("csv", "npy") \
+        else "csv"
+
+
 def _example_values(inputs):
-    """A JSON instance and a Python row for the request examples."""
+    """A JSON instance and a Python row for the request examples, each
+    value of its input's kind (a PNG, a WAV, a GIF or a CSV series)."""
     json_row, python_row = {}, {}
     for key, info in (inputs or {}).items():
         modality = info.get("modality")
@@ -74,14 +105,13 @@ def _example_values(inputs):
                 json_row[key] = "a red square"
                 python_row[key] = '"a red square"'
             elif len(shape) == 2:        # encoded frames
-                json_row[key] = [{"b64": "iVBORw0..."}, {"b64": "iVBORw0..."}]
+                frame = {"b64": _b64_example("png", info)}
+                json_row[key] = [frame, dict(frame)]
                 python_row[key] = ('[open(p, "rb").read() for p in '
                                    '["f0.png", "f1.png"]]')
             elif modality in ("image", "audio", "video", "sensor"):
-                ext = {"image": "png", "audio": "wav", "video": "gif"}.get(
-                    modality, info.get("source") or "csv")
-                json_row[key] = {"b64": "UklGRi4..." if modality == "audio"
-                                 else "iVBORw0..."}
+                ext = _file_extension(modality, info)
+                json_row[key] = {"b64": _b64_example(ext, info)}
                 python_row[key] = f'open("{key}.{ext}", "rb").read()'
             else:
                 json_row[key] = "blue"

@@ -219,6 +219,55 @@ def malformed_requests(tf, metadata, golden):
             yield f"{name}: oversized value", {**one, name: big}
 
 
+def tensor_requests(tf, fn, metadata):
+    """`serve_tensors`' requests: `(base, cases)`. `base` is one example of
+    zeros (presence 1, masks True), which the signature accepts; each case
+    `(name, request)` must be refused: an empty batch, a wrong rank, dtype
+    or static dimension, a NaN in a float input, an id past the vocabulary
+    of an id input (`metadata["id_bounds"]`), a presence value that is not
+    0 or 1."""
+    specs = fn.structured_input_signature[1]
+    base = {}
+    for name, spec in specs.items():
+        shape = [1] + [1 if d is None else d for d in spec.shape[1:]]
+        if spec.dtype == tf.bool:
+            base[name] = tf.ones(shape, tf.bool)
+        elif name == "presence":
+            base[name] = tf.ones(shape, spec.dtype)
+        else:
+            base[name] = tf.zeros(shape, spec.dtype)
+    cases = [("empty batch", {k: v[:0] for k, v in base.items()})]
+    bounds = metadata.get("id_bounds") or {}
+    for name in sorted(specs):
+        spec, value = specs[name], base[name]
+        cases.append((f"{name}: wrong rank",
+                      {**base, name: tf.expand_dims(value, -1)}))
+        cases.append((f"{name}: wrong dtype",
+                      {**base, name: tf.fill(tf.shape(value), "x")}))
+        static = [i for i, d in enumerate(spec.shape) if i and d is not None]
+        if static:
+            shape = value.shape.as_list()
+            shape[static[0]] += 1
+            cases.append((f"{name}: wrong dimension {static[0]}",
+                          {**base, name: tf.zeros(shape, spec.dtype)}))
+        if spec.dtype.is_floating:
+            flat = tf.reshape(value, [-1])
+            nan = tf.tensor_scatter_nd_update(
+                flat, [[0]], tf.constant([float("nan")], spec.dtype))
+            cases.append((f"{name}: NaN", {**base, name: tf.reshape(
+                nan, tf.shape(value))}))
+        if name in bounds and spec.dtype.is_integer:
+            cases.append((f"{name}: id past the vocabulary", {
+                **base, name: tf.fill(tf.shape(value), tf.constant(
+                    max(bounds[name]) if isinstance(bounds[name], list)
+                    else bounds[name], spec.dtype))}))
+        if name == "presence":
+            cases.append(("presence: a value other than 0 or 1",
+                          {**base, name: tf.fill(tf.shape(value), tf.constant(
+                              0.5, spec.dtype))}))
+    return base, cases
+
+
 def error_summary(error, limit=300):
     """The informative line of a TensorFlow error message."""
     message = (getattr(error, "message", None) or str(error)).strip()
@@ -232,10 +281,12 @@ def error_summary(error, limit=300):
     return (useful or lines or [""])[0][:limit]
 
 
-def _run_malformed(tf, serve, metadata, golden):
+def _run_malformed(tf, serve, requests, signature="serving_default"):
     cases = []
     expected_errors = (tf.errors.InvalidArgumentError, TypeError, ValueError)
-    for case, request in malformed_requests(tf, metadata, golden):
+    for case, request in requests:
+        if signature != "serving_default":
+            case = f"{signature}: {case}"
         _progress(f"malformed request: {case}")
         try:
             serve(**request)
@@ -348,10 +399,23 @@ def _check_golden(tf, loaded, metadata, checks):
                                     "serve_examples: ")
     checks["golden"].update(ok=not problems, problems=problems)
 
-    cases = _run_malformed(tf, serve, metadata, golden["inputs"])
+    cases = _run_malformed(tf, serve, malformed_requests(
+        tf, metadata, golden["inputs"]))
+    refused = []
+    if "serve_tensors" in signatures:
+        tensors = signatures["serve_tensors"]
+        base, requests = tensor_requests(tf, tensors, metadata)
+        _progress("serve_tensors: a request of zeros")
+        try:
+            tensors(**base)
+        except tf.errors.InvalidArgumentError as e:
+            refused.append("serve_tensors refused a valid request of zeros "
+                           f"(presence 1, masks True): {error_summary(e)}")
+        cases += _run_malformed(tf, tensors, requests, "serve_tensors")
     _progress("golden request after the malformed ones")
     again = compare_outputs(tf, serve(**inputs), golden["outputs"], atol,
                             "after malformed requests: ")
+    again += refused
     checks["malformed"] = {"ok": all(c["ok"] for c in cases) and not again,
                            "cases": cases, "problems": again}
 
