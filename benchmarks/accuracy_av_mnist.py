@@ -24,6 +24,22 @@ baseline:
   112x112 spectrograms for 30+ epochs; here it gets the same log-mel input
   and the same epochs as the other models.
 
+Settings: every fusion layer runs at its defaults (only `type` is given;
+FiLM's default target is the largest feature map, the image) and the image
+tower at its default normalization (batch norm, momentum 0.9). What is not
+a default, and why (tuned alternatives, each printed in the header):
+- towers `filters=[8, 16, 32]`, `dim=64`, `dropout=0.1` and the trunk
+  (64 units, dropout 0.2): small towers, so that the 22 models x 3 seeds x
+  2 variants train in about 12 minutes on 2 cores;
+- Adam 5e-3 with cosine decay (`--lr`, `--schedule`) instead of the
+  trainer's default constant Adam 1e-3: a 4-epoch run (500 steps) gains
+  from a higher peak rate that decays. Measured (degraded variant, seed 0,
+  4 epochs, these towers): concat 90.6% and audio-only 78.0% with the
+  constant 1e-3, against 94.1% / 83.6% (3-seed means) with 5e-3 cosine.
+  The trainer keeps 1e-3 constant as its default: it is the safe rate for
+  any model and run length (a peak of 5e-3 is tuned for this short run);
+  `--lr 1e-3 --schedule constant` runs the benchmark with it.
+
 Each model is trained from 3 seeds; the table gives test accuracy mean ±
 std (population std over seeds) and training seconds per epoch (the
 median wall time of an epoch over all epochs and seeds: one-time graph
@@ -65,30 +81,15 @@ IMAGE_TOWER = {"encoder": "cnn", "filters": [8, 16, 32], "dim": 64,
 AUDIO_TOWER = {"encoder": "cnn", "frontend": None, "filters": [8, 16, 32],
                "dim": 64, "dropout": 0.1}
 TRUNK = {"hidden_units": [64], "dropout": 0.2}
-# Fusion keyword arguments, passed where the fusion class takes them
-# (concat keeps its default: the plain concatenation, then the trunk).
-FUSION_OPTIONS = {"units": 64, "num_heads": 4, "num_layers": 1, "rank": 8,
-                  "target": "image"}
-FUSION_DEFAULTS_KEPT = {"concat": ("units",)}
-# Per-type settings. GatedFusion's hidden projections use no activation
-# here: the paper's tanh saturates on the audio tower's output (mean |x|
-# about 2.6 at initialization, image tower about 0.2) and the gated model
-# then stays at image-only accuracy on the degraded variant (64%, vs 95%
-# without the tanh). JointTransformerFusion pools the mean of its tokens
-# (with per-modality position embeddings): with the default [CLS] pooling
-# it stayed at image-only accuracy (64%) on the degraded variant for 2 of
-# 3 seeds; mean pooling gave 92-94% on those seeds.
-FUSION_OVERRIDES = {"gated": {"activation": "linear"},
-                    "joint_transformer": {"pooling": "mean",
-                                          "use_positions": True}}
-# Batch norm momentum of the towers: 0.9 (PyTorch's default) instead of
-# Keras' 0.99, whose moving statistics lag far behind in runs this short.
-BN_MOMENTUM = 0.9
+# The MultiBench reference's batch norms use PyTorch's momentum (0.1 in
+# PyTorch's convention, 0.9 in Keras'), as in its original code.
+BASELINE_BN_MOMENTUM = 0.9
 # The same number of epochs for both variants: each model type's training
 # graph is then traced once for the whole run (see _common.SeedRunner).
 EPOCHS = {"clean": 4, "degraded": 4}
 BATCH_SIZE = 64
 LEARNING_RATE = 5e-3
+SCHEDULES = ("cosine", "constant")
 BASELINE_LR = 0.1
 
 # The smoke run learns enough for floors that mean something (clean fusion
@@ -99,15 +100,7 @@ QUICK = {"limit": 2048, "seeds": [0], "epochs": 3,
 
 def fusion_spec(fusion_type, audio_shape):
     """The `keras_mm.build_model` spec of one fusion model."""
-    from keras_mm.builder.spec import constructor_arguments, load_registries
-    _, fusions, _ = load_registries()
-    fusion = {"type": fusion_type}
-    if fusion_type in fusions:
-        allowed = constructor_arguments(fusions.get(fusion_type))
-        kept = FUSION_DEFAULTS_KEPT.get(fusion_type, ())
-        fusion.update({k: v for k, v in FUSION_OPTIONS.items()
-                       if k in allowed and k not in kept})
-        fusion.update(FUSION_OVERRIDES.get(fusion_type, {}))
+    fusion = {"type": fusion_type}  # every fusion at its defaults
     return {
         "name": f"av_mnist_{fusion_type}",
         "inputs": {
@@ -147,7 +140,7 @@ def _lenet(x, channels, extra_layers, prefix, pool_padding):
         filters = channels * 2 ** i
         x = keras.layers.Conv2D(filters, 5 if i == 0 else 3, padding="same",
                                 use_bias=False, name=f"{prefix}_conv{i}")(x)
-        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM,
+        x = keras.layers.BatchNormalization(momentum=BASELINE_BN_MOMENTUM,
                                             name=f"{prefix}_bn{i}")(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D(2, padding=pool_padding)(x)
@@ -189,9 +182,10 @@ def make_builder(name, audio_shape, steps, args):
             return multibench_baseline(audio_shape), ("image", "audio")
         spec = model_spec(name, audio_shape)
         model = keras_mm.build_model(spec)
-        _common.set_batchnorm_momentum(model, BN_MOMENTUM)
-        lr = keras.optimizers.schedules.CosineDecay(args.lr, steps,
-                                                    alpha=0.02)
+        lr = args.lr
+        if args.schedule == "cosine":
+            lr = keras.optimizers.schedules.CosineDecay(args.lr, steps,
+                                                        alpha=0.02)
         keras_mm.compile_model(model, optimizer=keras.optimizers.Adam(lr),
                                jit_compile=args.jit)
         return model, tuple(spec["inputs"])
@@ -259,7 +253,10 @@ def main(argv=None):
                              f"{EPOCHS['degraded']})")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--lr", type=float, default=LEARNING_RATE,
-                        help="peak Adam learning rate (cosine decay)")
+                        help="(peak) Adam learning rate")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                        help="learning-rate schedule (constant: the "
+                             "trainer's default)")
     parser.add_argument("--fusions", nargs="+", choices=FUSION_TYPES,
                         default=None, help="fusion types (default: all)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS,
@@ -291,12 +288,12 @@ def main(argv=None):
     _common.print_header(
         "AV-MNIST test accuracy (keras_mm)", args,
         [f"seeds {args.seeds}; epochs {epochs}; batch {args.batch_size}; "
-         f"Adam {args.lr:g} with cosine decay; jit_compile={args.jit}",
+         f"Adam {args.lr:g}, schedule {args.schedule}; "
+         f"jit_compile={args.jit}",
          f"{workers} worker process(es) training models in parallel, "
          f"{threads or 'default'} TensorFlow thread(s) each",
          f"towers: image {IMAGE_TOWER}; audio {AUDIO_TOWER}; trunk {TRUNK}; "
-         f"fusion options (where taken) {FUSION_OPTIONS}, per type "
-         f"{FUSION_OVERRIDES}; batch norm momentum {BN_MOMENTUM}",
+         "fusion layers at their defaults",
          f"audio features (AudioPreprocessor): {_common.AV_MNIST_AUDIO}"])
 
     models = list(UNIMODAL) + fusions + ([] if args.no_baseline

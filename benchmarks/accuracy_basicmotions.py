@@ -16,9 +16,17 @@ Published strong time-series classifiers reach about 100% on this set (see
 the UEA multivariate archive's published results); the target here is >= 95%
 for the best fused model.
 
+The pooling study (`--study pooling`) chose `SensorTower(pooling=...)`'s
+default: every encoder of `--encoders` x every pooling, fused by concat, on
+the series as they are and on the same series cut to seeded random lengths
+(`--min-length` to 100 steps, the rest padded and masked: unequal lengths as
+users bring them); the sensor towers otherwise keep their defaults.
+
 Usage:
     python benchmarks/accuracy_basicmotions.py           # full
     python benchmarks/accuracy_basicmotions.py --quick   # smoke run
+    python benchmarks/accuracy_basicmotions.py --study pooling \
+        --encoders gru lstm tcn --seeds 0 1 --epochs 40
 """
 
 import math
@@ -44,6 +52,7 @@ LEARNING_RATE = 3e-3
 LENGTH = 100
 
 QUICK = {"seeds": [0], "epochs": 3, "fusions": ["concat", "attention"]}
+POOLINGS = ("mean", "last", "attention", "max")
 
 
 def load_basicmotions(data_dir, cache_dir):
@@ -86,10 +95,28 @@ def load_basicmotions(data_dir, cache_dir):
     return arrays, class_names
 
 
-def model_spec(name, num_classes):
+def cut_to_random_lengths(arrays, min_length, seed):
+    """The same recordings cut to seeded random lengths in [min_length,
+    LENGTH] (one length per recording, both sensors), padded and masked."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, data in arrays.items():
+        n = len(data["label"])
+        lengths = rng.integers(min_length, LENGTH + 1, size=n)
+        keep = np.arange(LENGTH)[None, :] < lengths[:, None]
+        out[split] = dict(data)
+        for name in INPUTS:
+            out[split][name] = np.where(keep[:, :, None], data[name], 0.0)
+            out[split][f"{name}_mask"] = keep & data[f"{name}_mask"]
+    return out
+
+
+def model_spec(name, num_classes, tower=None):
     from keras_mm.builder.spec import constructor_arguments, load_registries
     inputs = {n: {"modality": "sensor", "shape": [LENGTH, 3],
-                  "tower": dict(SENSOR_TOWER)} for n in INPUTS}
+                  "tower": dict(SENSOR_TOWER if tower is None else tower)}
+              for n in INPUTS}
     spec = {"name": f"basicmotions_{name}", "inputs": inputs,
             "trunk": dict(TRUNK),
             "heads": {"label": {"type": "classification",
@@ -109,20 +136,57 @@ def model_spec(name, num_classes):
     return spec
 
 
-def make_builder(name, num_classes, steps, args):
+def make_builder(name, num_classes, steps, args, tower=None):
     def build():
         import keras
 
         import keras_mm
-        spec = model_spec(name, num_classes)
+        spec = model_spec(name, num_classes, tower)
         model = keras_mm.build_model(spec)
         lr = keras.optimizers.schedules.CosineDecay(args.lr, steps,
                                                     alpha=0.02)
         keras_mm.compile_model(model, optimizer=keras.optimizers.Adam(lr),
                                jit_compile=args.jit)
-        return model, tuple(spec["inputs"])
+        # The series and their step masks (`mask: true` is the default).
+        return model, tuple(t.name for t in model.inputs)
 
     return build
+
+
+def pooling_study(args, arrays, class_names, wall):
+    """Encoders x poolings x (equal, unequal lengths), concat fusion."""
+    variants = {"equal": arrays,
+                f"unequal {args.min_length}-{LENGTH}":
+                    cut_to_random_lengths(arrays, args.min_length, seed=0)}
+    steps = args.epochs * math.ceil(len(arrays["train"]["label"])
+                                    / args.batch_size)
+    rows, results = [], {}
+    for encoder in args.encoders:
+        for pooling in args.poolings:
+            tower = {"encoder": encoder, "pooling": pooling}
+            runner = _common.SeedRunner(make_builder(
+                "concat", len(class_names), steps, args, tower))
+            row = [encoder, pooling]
+            for variant, data in variants.items():
+                accs = []
+                for seed in args.seeds:
+                    acc, _, _ = runner.run(
+                        seed, (variant, steps), data["train"], data["test"],
+                        "label", args.epochs, args.batch_size)
+                    accs.append(acc)
+                    print(f"{encoder} {pooling} {variant} seed {seed}: "
+                          f"{acc:.4f} ({time.perf_counter() - wall:.0f} s)",
+                          file=sys.stderr, flush=True)
+                mean, std = _common.mean_std(accs)
+                results[f"{encoder}/{pooling}/{variant}"] = accs
+                row.append(_common.pct(mean, std))
+            rows.append(row)
+    print(_common.markdown_table(["encoder", "pooling"] + [
+        f"{v} test acc %" for v in variants], rows))
+    _common.emit_json({"study": "pooling", "results": results,
+                       "seeds": list(args.seeds), "epochs": args.epochs,
+                       "wall_seconds": time.perf_counter() - wall})
+    return 0
 
 
 def main(argv=None):
@@ -143,6 +207,15 @@ def main(argv=None):
                              f"{SENSOR_TOWER['encoder']})")
     parser.add_argument("--jit", action="store_true",
                         help="jit_compile=True (XLA)")
+    parser.add_argument("--study", choices=("pooling",),
+                        help="run a study instead of the benchmark")
+    parser.add_argument("--encoders", nargs="+",
+                        default=["gru", "lstm", "tcn"],
+                        help="pooling study: SensorTower encoders")
+    parser.add_argument("--poolings", nargs="+", default=list(POOLINGS),
+                        help="pooling study: SensorTower poolings")
+    parser.add_argument("--min-length", type=int, default=20,
+                        help="pooling study: shortest cut series")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds = args.seeds or QUICK["seeds"]
@@ -167,6 +240,8 @@ def main(argv=None):
          "SensorPreprocessor(channels=3, length=100, source='npy'): "
          "per-channel normalization fitted on the train split only"])
     arrays, class_names = load_basicmotions(args.data, args.cache)
+    if args.study == "pooling":
+        return pooling_study(args, arrays, class_names, wall)
     train, test = arrays["train"], arrays["test"]
     print(f"data ready: {len(train['label'])} train / {len(test['label'])} "
           f"test, classes {class_names}", file=sys.stderr, flush=True)

@@ -36,8 +36,7 @@ import sys
 import time
 
 import _common
-from accuracy_av_mnist import (AUDIO_TOWER, BN_MOMENTUM, IMAGE_TOWER,
-                               fusion_spec)
+from accuracy_av_mnist import AUDIO_TOWER, IMAGE_TOWER, fusion_spec
 
 QUICK = {"limit": 256, "steps": 8, "repeats": 2}
 SETTLE_STEPS = 5
@@ -155,7 +154,6 @@ def build_pair(spec, jit, lr):
     import keras_mm
     _common.set_seed(0)
     toolkit = keras_mm.build_model(spec)
-    _common.set_batchnorm_momentum(toolkit, BN_MOMENTUM)
     plain, pairs = plain_keras_model(toolkit)
     copy_weights(toolkit, plain, pairs)
     keras_mm.compile_model(toolkit, optimizer=keras.optimizers.Adam(lr),

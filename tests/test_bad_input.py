@@ -298,3 +298,25 @@ def test_tfrecords_report_the_same_problems(all_cases, tmp_path):
         assert entry["reason"] == CASES[name][3]
     assert labels["score"].shape == (N - 1, 1)
     assert features["presence"].sum() == 5 * (N - 1) - (len(CASES) - 1)
+
+
+def test_the_same_report_is_logged_once_per_process(tmp_path, caplog):
+    """The scoreboard's single-modality runs check the same splits again:
+    their identical report goes to DEBUG, not to the user a second time."""
+    from keras_mm.data.bad_input import BadInputReport
+
+    source = str(tmp_path / "train.csv")
+    clean = BadInputReport.from_dict({"source": source, "total": 5})
+    bad = BadInputReport.from_dict({
+        "source": source, "policy": "skip", "total": 5, "skipped": 1,
+        "problems": 1, "counts": {"image": {"decode_error": 1}}})
+    with caplog.at_level("DEBUG", logger="keras_mm.data"):
+        for report in (clean, clean, bad, bad):
+            report.log()
+    levels = [(r.levelname, r.getMessage().splitlines()[0])
+              for r in caplog.records]
+    assert levels == [
+        ("INFO", f"bad input in {source}: none in 5 example(s)"),
+        ("DEBUG", f"bad input in {source}: none in 5 example(s)"),
+        ("WARNING", levels[2][1]), ("DEBUG", levels[2][1])]
+    assert "1 skipped" in levels[2][1]

@@ -122,7 +122,53 @@ def test_input_pipeline_quick(shared_data, tmp_path):
         result["pipeline_eps"] / result["train_eps"], rel=1e-3)
 
 
+@pytest.mark.slow
+def test_accuracy_three_modalities_quick(shared_data, tmp_path):
+    result = quick("accuracy_three_modalities.py", shared_data, tmp_path)
+    assert result["quick"] is True
+    flags = []
+    for variant in ("clean", "degraded"):
+        block = result[variant]
+        single = {k: block[k] for k in ("mnist_only", "audio_only",
+                                        "photo_only")}
+        for key, acc in single.items():
+            assert_fraction(acc, f"{variant}.{key}")
+        assert block["fusion"], f"{variant}: no fusion type was run"
+        for fusion, acc in block["fusion"].items():
+            assert_fraction(acc, f"{variant}.fusion.{fusion}")
+        best = max(single, key=single.get)
+        assert block["best_single_model"] == best
+        assert block["best_single"] == pytest.approx(single[best])
+        below = sorted(f for f, a in block["fusion"].items()
+                       if a < single[best] - 0.01)
+        assert block["below_best_single"] == below
+        assert block["all_within_1_point"] is (not below)
+        flags.append(not below)
+    assert result["all_within_1_point"] is all(flags)
+    # 10 classes (chance 0.1); the clean quick run learns (a fusion model
+    # that stops learning fails here).
+    assert max(result["clean"]["fusion"].values()) > 0.3, result["clean"]
+
+
+@pytest.mark.slow
+def test_audio_heldout_speaker_quick(shared_data, tmp_path):
+    result = quick("audio_heldout_speaker.py", shared_data, tmp_path)
+    assert result["quick"] is True and result["heldout_speakers"] == ["theo"]
+    for encoder, settings in result["results"].items():
+        assert sorted(settings) == ["off", "on"], encoder
+        for setting, entry in settings.items():
+            for key in ("heldout", "seen"):
+                assert_fraction(entry[key], f"{encoder}.{setting}.{key}")
+    best = result["best"]
+    assert result["results"][best["encoder"]][best["augmentation"]][
+        "heldout"] == max(e["heldout"] for s in result["results"].values()
+                          for e in s.values())
+    assert set(result["library_defaults"]) == {"encoder", "augmentation"}
+
+
 @pytest.mark.parametrize("name", ["accuracy_av_mnist.py",
+                                  "accuracy_three_modalities.py",
+                                  "audio_heldout_speaker.py",
                                   "accuracy_basicmotions.py",
                                   "train_throughput.py",
                                   "input_pipeline.py"])

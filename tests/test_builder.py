@@ -228,7 +228,12 @@ def test_three_modalities_train(fusion_type):
     x = fake_inputs(model)
     y = {"label": np.arange(BATCH) % 3}
     if fusion_type not in XLA_FUSION_TYPES:
-        losses = eager_losses(model, x, y)
+        # TensorFusion normalizes each input (default): the gradients of its
+        # outer product of unit-scale factors are ~20x larger at
+        # initialization, so plain SGD needs a smaller step (Adam, the
+        # recipes' optimizer, does not care about the scale).
+        rate = 0.002 if fusion_type == "tensor" else 0.05
+        losses = eager_losses(model, x, y, learning_rate=rate)
         assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
         return
     compile_model(model, optimizer=fast_optimizer(0.05), jit_compile=True)
@@ -469,8 +474,6 @@ _DELETE = object()
     ("fusion.target", "audio", "fusion.target",
      "'audio' is an input of modality audio; the target gives the feature "
      "map, so it must be an image or video input: one of image"),
-    ("fusion.target", _DELETE, "fusion.target",
-     "missing required key 'target' (FiLMFusion needs it)"),
     ("fusion.presence_mask", "yes", "fusion.presence_mask",
      "'yes' is not one of true, false"),
     # Strict types: 1 is not true.

@@ -2,6 +2,7 @@
 installed console script)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -87,9 +88,7 @@ def test_data_convert_then_inspect_tfrecords(tmp_path, capsys):
 
 
 def test_console_script_runs():
-    exe = shutil.which("keras-mm")
-    command = [exe] if exe else [sys.executable, "-m", "keras_mm.cli.main"]
-    proc = subprocess.run(command + ["--version"], capture_output=True,
+    proc = subprocess.run(_keras_mm_command() + ["--version"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0
     assert "keras-mm" in proc.stdout
@@ -109,3 +108,85 @@ def test_trainer_lines_are_printed_once_under_the_cli_logging():
     both = proc.stdout + proc.stderr
     assert both.count("exported to saved_models/x/1") == 1, both[-2000:]
 
+
+
+def _keras_mm_command():
+    exe = shutil.which("keras-mm")
+    return [exe] if exe else [sys.executable, "-m", "keras_mm.cli.main"]
+
+
+def test_tensorflow_start_up_noise_is_not_shown(tmp_path):
+    """TensorFlow's C++ start-up lines (absl pre-init notice, oneDNN,
+    "Could not find cuda drivers", cuInit) are printed before
+    TF_CPP_MIN_LOG_LEVEL applies; the CLI keeps them off stderr unless
+    --debug. `data inspect` runs TensorFlow ops (the manifest check)."""
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    out = tmp_path / "d"
+    proc = subprocess.run(_keras_mm_command() + ["data", "demo", "--out",
+                                                 str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        f"demo set written to {out} (600 train, 150 val, 150 test)"]
+    proc = subprocess.run(_keras_mm_command() + [
+        "data", "inspect", str(out / "train.csv")], capture_output=True,
+        text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "import tensorflow" not in proc.stderr
+    assert proc.stderr == "", proc.stderr[-2000:]
+    json.loads(proc.stdout)
+
+
+def test_start_up_noise_filter_keeps_other_lines():
+    from keras_mm.cli.main import _STARTUP_NOISE
+
+    noise = [
+        "WARNING: All log messages before absl::InitializeLog() is called "
+        "are written to STDERR",
+        "I0000 00:00:1796174910.580150   23655 port.cc:153] oneDNN custom "
+        "operations are on.",
+        "E0000 00:00:1796175841.416882    5221 cuda_platform.cc:52] failed "
+        "call to cuInit: INTERNAL: CUDA error",
+        "To enable the following instructions: AVX2 FMA, in other "
+        "operations, rebuild TensorFlow with the appropriate compiler flags."]
+    kept = ["E0000 00:00:1.0 1 op_kernel.cc:1] a real kernel error",
+            "Traceback (most recent call last):", "UserWarning: something"]
+    assert all(_STARTUP_NOISE.match(line) for line in noise)
+    assert not any(_STARTUP_NOISE.match(line) for line in kept)
+
+
+@pytest.mark.slow
+def test_train_demo_prints_each_line_once(tmp_path):
+    """`keras-mm train recipes/demo.yaml` (generating its data, with the
+    four single-modality runs of its scoreboard): no line of stdout and
+    stderr together comes out twice, TensorFlow's start-up noise is not
+    shown, and the run is exported. Keras' own lines ("Epoch 1/2",
+    "19/19 - 3s - loss: ...", EarlyStopping's "Restoring model weights
+    ...") repeat legitimately, once per model."""
+    import collections
+    import re
+
+    recipe = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "recipes", "demo.yaml")
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run(
+        _keras_mm_command() + ["train", recipe, "--runs-dir", "runs",
+                               "--set", "training.epochs=2",
+                               "--set", "export.base_dir=saved_models"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=3000, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    lines = [line.rstrip() for line in
+             (proc.stdout + "\n" + proc.stderr).splitlines() if line.strip()]
+    keras_epoch = re.compile(r"^(Epoch \d+/\d+|\d+/\d+ - .*|Restoring model "
+                             r"weights from the end of the best epoch.*)$")
+    counts = collections.Counter(line for line in lines
+                                 if not keras_epoch.match(line))
+    twice = {line: n for line, n in counts.items() if n > 1}
+    assert twice == {}, twice
+    assert not any("oneDNN" in line or "absl::InitializeLog" in line
+                   for line in lines)
+    assert any(line.startswith("exported: ") for line in lines), lines[-20:]
+    assert any("only" in line for line in lines)        # the scoreboard

@@ -489,7 +489,8 @@ def test_film_gamma_beta_follow_the_generator():
     (lambda: JointTransformerFusion(units=10, num_heads=4), "num_heads"),
     (lambda: JointTransformerFusion(pooling="max"), "pooling"),
     (lambda: CrossAttentionFusion(units=6, num_heads=4), "num_heads"),
-    (lambda: FiLMFusion(target=None), "target"),
+    (lambda: FiLMFusion(target=""), "target"),
+    (lambda: FiLMFusion(target=3), "target"),
 ])
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
@@ -505,6 +506,9 @@ def test_bad_inputs():
         FiLMFusion(target="t")(MAPS)
     with pytest.raises(ValueError, match="conditioning"):
         FiLMFusion(target="img")({"img": MAPS["img"]})
+    with pytest.raises(ValueError, match="target=None and no input is a "
+                                         "feature map"):
+        FiLMFusion()({"t": MAPS["t"], "u": MAPS["u"]})
     with pytest.raises(ValueError, match="tokens"):
         JointTransformerFusion(units=8, num_heads=2)(
             {"a": MAPS["img"], "c": SEQ["c"]})

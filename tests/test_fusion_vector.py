@@ -38,10 +38,12 @@ CASE_IDS = ["concat", "weighted", "gated", "attention", "tensor", "low_rank"]
 # Attention with a self-attention encoder over the modality tokens first.
 ATTENTION_ENCODER = {"units": 8, "num_heads": 2, "num_layers": 1,
                      "intermediate_dim": 8}
-# The masking tests use default initializers: with a zero gate kernel the
-# gate logits are a constant, so a leak of an absent modality into the gate
-# network could not show. The zero gate stays in CASES (gradient check).
-VARIANTS = [(cls, {"units": 8}) if cls is GatedFusion else (cls, kwargs)
+# The masking tests use a random gate kernel: with the default zero gate
+# kernel the gate logits are a constant, so a leak of an absent modality
+# into the gate network could not show. The zero gate stays in CASES
+# (gradient check).
+GATED_RANDOM = {"units": 8, "gate_initializer": "glorot_uniform"}
+VARIANTS = [(cls, GATED_RANDOM) if cls is GatedFusion else (cls, kwargs)
             for cls, kwargs in CASES] + [(AttentionFusion, ATTENTION_ENCODER)]
 VARIANT_IDS = CASE_IDS + ["attention_encoder"]
 
@@ -208,7 +210,9 @@ def test_weighted_softmax_over_present_modalities():
 
 def test_gated_two_modalities_is_the_bimodal_gmu():
     pair = {"audio": VEC["audio"], "image": VEC["image"]}
-    layer = GatedFusion(units=4)
+    # the paper's GMU: no input normalization, a random gate kernel
+    layer = GatedFusion(units=4, normalize=False,
+                        gate_initializer="glorot_uniform")
     out = _np(layer(pair))
     h = [np.tanh(pair[m] @ _np(p.kernel) + _np(p.bias))
          for p, m in zip(layer.hidden_projections, ["audio", "image"])]
@@ -226,20 +230,23 @@ def test_gated_two_modalities_is_the_bimodal_gmu():
 
 
 def test_gated_absent_is_the_gmu_of_the_present_modalities():
-    """Default (random) gate kernel: with "audio" absent the output equals a
+    """Random gate kernel: with "audio" absent the output equals a
     GatedFusion over image and text with the same hidden projections and the
     gate kernel's image/text rows and columns. A leak of the absent input
     into the gate network changes the present gates and fails this."""
     keras.utils.set_random_seed(0)
-    layer = GatedFusion(units=4)
+    layer = GatedFusion(units=4, gate_initializer="glorot_uniform")
     layer(VEC)
     pair_inputs = {"image": VEC["image"], "text": VEC["text"]}
-    pair = GatedFusion(units=4)
+    pair = GatedFusion(units=4, gate_initializer="glorot_uniform")
     pair(pair_inputs)
     pair.hidden_projections[0].set_weights(
         layer.hidden_projections[1].get_weights())
     pair.hidden_projections[1].set_weights(
         layer.hidden_projections[2].get_weights())
+    for j in (0, 1):  # the input normalizations (default normalize=True)
+        pair.input_norms[j].set_weights(
+            layer.input_norms[j + 1].get_weights())
     # gate kernel rows: audio 5, image 8, text 3; columns: 4 per modality
     kernel, bias = layer.gate.get_weights()
     pair.gate.set_weights([kernel[5:, 4:], bias[4:]])
@@ -308,7 +315,7 @@ def _tfn_reference(layer, inputs, presence):
 
 
 def test_tensor_fusion_is_the_outer_product():
-    layer = TensorFusion(units=8, projection_dim=2)
+    layer = TensorFusion(units=8, projection_dim=2, normalize=False)
     out = _np(layer(VEC, presence=PRESENCE))
     expected, tensor = _tfn_reference(layer, VEC, PRESENCE)
     assert tensor.shape == (4, 27)  # (2 + 1) ** 3
@@ -328,7 +335,7 @@ def test_tensor_fusion_is_the_outer_product():
 # -- low rank ------------------------------------------------------------------
 
 def test_low_rank_fusion_matches_the_formula():
-    layer = LowRankFusion(units=4, rank=3)
+    layer = LowRankFusion(units=4, rank=3, normalize=False)
     out = _np(layer(VEC, presence=PRESENCE))
     product = np.ones((4, 12))
     for j, (f, m) in enumerate(zip(layer.factors, NAMES)):

@@ -28,7 +28,7 @@ from keras_mm.data.bad_input import clean_tf_message
 from keras_mm.data.pipeline import Pipeline
 from keras_mm.data.sensor_preprocessor import SensorPreprocessor
 from keras_mm.errors import DataError
-from test_preprocessors import wav_bytes
+from media_files import wav_bytes
 
 RNG = np.random.default_rng(13)
 RATE = 8000

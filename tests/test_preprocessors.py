@@ -13,6 +13,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from media_files import wav_bytes
+
 from keras_mm.data import AudioPreprocessor
 from keras_mm.data import ImagePreprocessor
 from keras_mm.data import SensorPreprocessor
@@ -40,21 +42,6 @@ def image_bytes(array, fmt, **kwargs):
 
 def pil_pixels(data, mode):
     return np.asarray(Image.open(io.BytesIO(data)).convert(mode))
-
-
-def wav_bytes(samples, rate=8000, sampwidth=2):
-    """`samples`: int array [N] or [N, channels], written by `wave`."""
-    samples = np.asarray(samples)
-    if samples.ndim == 1:
-        samples = samples[:, None]
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(samples.shape[1])
-        w.setsampwidth(sampwidth)
-        w.setframerate(rate)
-        dtype = {1: np.uint8, 2: "<i2", 4: "<i4"}[sampwidth]
-        w.writeframes(samples.astype(dtype).tobytes())
-    return buffer.getvalue()
 
 
 def npy_bytes(array):

@@ -64,6 +64,67 @@ def test_resnet_backbone_layout():
     assert len(kernels) == 2 * 16 + 1 + 3
 
 
+@pytest.mark.parametrize("encoder,normalization,fit",
+                         [("cnn", "group", False), ("resnet", "layer", False)])
+def test_image_tower_without_running_statistics(encoder, normalization, fit,
+                                                tmp_path):
+    kwargs = dict(IMAGE_ENCODERS[encoder], dim=8,
+                  normalization=normalization)
+    run_layer_checks(ImageTower, kwargs, IMAGES, tmp_path=tmp_path,
+                     expected_output_shape=image_shape(encoder, "vector"),
+                     fit=fit)
+    tower = ImageTower(**kwargs)
+    # No running statistics: training and inference are one function.
+    np.testing.assert_allclose(tower(IMAGES, training=True),
+                               tower(IMAGES, training=False), atol=1e-6)
+    assert not tower.non_trainable_weights
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in tower._flatten_layers())
+
+
+def _batch_norms(layer):
+    return [sub for sub in layer._flatten_layers()
+            if isinstance(sub, keras.layers.BatchNormalization)]
+
+
+def test_image_tower_norm_momentum():
+    from keras_mm.towers.resnet_backbone import NORM_MOMENTUM
+    assert NORM_MOMENTUM == 0.9
+    for kwargs in (dict(IMAGE_ENCODERS["cnn"]),
+                   dict(IMAGE_ENCODERS["resnet"])):
+        default = ImageTower(**kwargs)
+        default(IMAGES)
+        assert {bn.momentum for bn in _batch_norms(default)} == {0.9}
+        tower = ImageTower(norm_momentum=0.5, **kwargs)
+        tower(IMAGES)
+        assert len(_batch_norms(tower)) == (2 if kwargs["encoder"] == "cnn"
+                                            else 20)
+        assert {bn.momentum for bn in _batch_norms(tower)} == {0.5}
+        config = tower.get_config()
+        assert (config["normalization"], config["norm_momentum"]) == \
+            ("batch", 0.5)
+        assert ImageTower.from_config(config).norm_momentum == 0.5
+    # A config saved before these arguments existed loads with the defaults
+    # and the same weights.
+    old = ImageTower(filters=(4,), dim=8)
+    old(IMAGES)
+    config = old.get_config()
+    del config["normalization"], config["norm_momentum"]
+    restored = ImageTower.from_config(config)
+    restored(IMAGES)
+    restored.set_weights(old.get_weights())
+    np.testing.assert_allclose(restored(IMAGES), old(IMAGES), atol=1e-6)
+    assert restored.norm_momentum == 0.9
+    # The video tower's frames CNN gets the same arguments.
+    video = VideoTower(encoder="frames", filters=(4,), dim=8,
+                       norm_momentum=0.5)
+    video(CLIPS)
+    assert {bn.momentum for bn in _batch_norms(video)} == {0.5}
+    config = video.get_config()
+    assert VideoTower.from_config(config).norm_momentum == 0.5
+    assert VideoTower(encoder="frames").norm_momentum == 0.9
+
+
 # MobileNetV3Small squeeze-excite convs see zero gradients from a random
 # initialisation (their hard-sigmoid gates saturate), so they are exempt.
 # The fit check is skipped: five steps of a BatchNorm net with momentum
@@ -301,6 +362,12 @@ BAD_ARGUMENTS = [
      "'vector', 'sequence', 'feature_map'"),
     (ImageTower, {"encoder": "resnet", "depth": 50}, "depth=50 is not one "
      "of 18, 34"),
+    (ImageTower, {"normalization": "instance"}, "normalization='instance' "
+     "is not one of 'batch', 'group', 'layer'"),
+    (ImageTower, {"norm_momentum": 1.0}, "norm_momentum=1.0 must be a "
+     "number in [0, 1)"),
+    (ResNetBackbone, {"normalization": "none"}, "normalization='none' is "
+     "not one of"),
     (ImageTower, {"encoder": "applications", "backbone": "vgg16"},
      "backbone='vgg16' is not one of None, 'resnet50'"),
     (ImageTower, {"encoder": "cnn", "backbone": "resnet50"},

@@ -221,6 +221,85 @@ def test_sensor_tcn_is_causal():
     assert not np.allclose(a[:, 4:], b[:, 4:], atol=1e-4)
 
 
+POOLINGS = ("mean", "last", "attention", "max")
+# Per-row valid lengths of a right-padded batch (the rest is garbage).
+LENGTHS = (6, 4, 2, 1)
+
+
+def _nonzero_query(tower):
+    """A non-zero attention query (it starts at zeros = a plain mean)."""
+    if tower.pooling == "attention":
+        tower.pool_query.assign(RNG.normal(size=tower.dim).astype("float32"))
+
+
+@pytest.mark.parametrize("encoder, pooling", [
+    (e, p) for e in ("gru", "tcn", "transformer") for p in POOLINGS]
+    + [("lstm", "last")])
+def test_sensor_pooling_padded_with_mask_equals_truncated(encoder, pooling):
+    """Right-padded series + step mask == each series cut to its length."""
+    tower = SensorTower(**sensor_kwargs(encoder, pooling=pooling))
+    mask = np.arange(6)[None, :] < np.array(LENGTHS)[:, None]
+    padded = np.where(mask[:, :, None], SERIES,
+                      2.0 * SERIES[::-1] + 1.0).astype("float32")
+    padded[3, 1:] = np.nan             # padding may be NaN
+    tower.build(padded.shape)
+    _nonzero_query(tower)
+    out = np_out(tower(padded, mask=mask))
+    for i, n in list(enumerate(LENGTHS))[1:]:
+        alone = np_out(tower(SERIES[i:i + 1, :n]))
+        np.testing.assert_allclose(out[i:i + 1], alone, atol=2e-5,
+                                   err_msg=f"row {i}, {n} steps")
+    # Without the mask the padding changes the vector: the test can fail.
+    unmasked = np_out(tower(np.nan_to_num(padded, nan=0.5)))
+    assert not np.allclose(unmasked[1:3], out[1:3], atol=1e-3)
+
+
+def test_sensor_pooling_definitions():
+    """Each pooling against its NumPy definition on the encoder's tokens."""
+    mask = STEP_MASK.copy()                    # gaps in the middle too
+    seq_tower = SensorTower(**sensor_kwargs("gru", output="sequence"))
+    tokens = np_out(seq_tower(SERIES, mask=mask))          # zero where masked
+    for pooling in POOLINGS:
+        tower = SensorTower(**sensor_kwargs("gru", pooling=pooling))
+        tower.build(SERIES.shape)
+        tower.rnns[0].set_weights(seq_tower.rnns[0].get_weights())
+        _nonzero_query(tower)
+        got = np_out(tower(SERIES, mask=mask))
+        for i in range(4):
+            valid = tokens[i][mask[i]]
+            if pooling == "mean":
+                want = valid.mean(0)
+            elif pooling == "last":
+                want = valid[-1]                 # the last VALID step
+            elif pooling == "max":
+                want = valid.max(0)
+            else:
+                q = np_out(tower.pool_query)
+                e = np.exp(valid @ q / np.sqrt(8) - (valid @ q).max()
+                           / np.sqrt(8))
+                want = (e / e.sum()) @ valid
+            np.testing.assert_allclose(got[i], want, atol=2e-5,
+                                       err_msg=f"{pooling}, row {i}")
+    # Row 3's last valid step is 3, not the last step: "last" differs.
+    assert not np.allclose(tokens[3, 5], tokens[3, 3])
+
+
+def test_sensor_attention_pooling_layer_checks(tmp_path):
+    """The one pooling with a weight: config, saving, gradients to it."""
+    kwargs = sensor_kwargs("gru", pooling="attention")
+    run_layer_checks(SensorTower, kwargs, SERIES, tmp_path=tmp_path,
+                     call_kwargs={"mask": STEP_MASK},
+                     expected_output_shape=(4, 8), fit=False)
+    for pooling in POOLINGS:
+        config = SensorTower(pooling=pooling).get_config()
+        assert SensorTower.from_config(config).pooling == pooling
+    assert SensorTower().pooling == "max"
+    # A config saved before the option existed: mean-pooled, as it was.
+    old = SensorTower().get_config()
+    del old["pooling"]
+    assert SensorTower.from_config(old).pooling == "mean"
+
+
 def test_sensor_transformer_needs_fixed_length():
     tower = SensorTower(**sensor_kwargs("transformer"))
     with pytest.raises(ValueError, match="fixed number of steps"):
@@ -331,6 +410,8 @@ def test_tabular_out_of_range_ids_are_oov():
      r"output='feature_map'.*'vector', 'sequence'"),
     (lambda: SensorTower(dropout=1.5), "dropout"),
     (lambda: SensorTower(tcn_dilations=()), "tcn_dilations"),
+    (lambda: SensorTower(pooling="sum"),
+     r"pooling='sum'.*'mean', 'last', 'attention', 'max'"),
     (lambda: TabularTower(), "no columns"),
     (lambda: TabularTower(num_numeric=2, output="grid"),
      r"output='grid'.*'vector', 'sequence'"),
@@ -369,3 +450,26 @@ def test_tabular_adapt_bad_data():
         tower.adapt(np.full((10, 3), np.nan))
     with pytest.raises(ValueError, match="no numeric columns"):
         TabularTower(cardinalities=(3,)).adapt(np.zeros((10, 3)))
+
+
+def test_sequence_inputs_get_their_step_mask_by_default():
+    """`mask` defaults to true for sensor and video inputs; false opts out."""
+    import keras_mm
+
+    def spec(**extra):
+        return {"inputs": {"imu": dict({"modality": "sensor",
+                                        "shape": [6, 3],
+                                        "tower": {"encoder": "gru",
+                                                  "dim": 8}}, **extra)},
+                "heads": {"y": {"type": "classification", "num_classes": 2}}}
+
+    model = keras_mm.build_model(spec())
+    assert sorted(t.name for t in model.inputs) == ["imu", "imu_mask"]
+    mask = np.arange(6)[None, :] < np.array(LENGTHS)[:, None]
+    padded = np.where(mask[:, :, None], SERIES, 7.0).astype("float32")
+    out = np_out(model({"imu": padded, "imu_mask": mask})["y"])
+    again = np_out(model({"imu": np.where(mask[:, :, None], SERIES, -3.0)
+                          .astype("float32"), "imu_mask": mask})["y"])
+    np.testing.assert_allclose(out, again, atol=1e-6)   # padding unseen
+    off = keras_mm.build_model(spec(mask=False))
+    assert [t.name for t in off.inputs] == ["imu"]

@@ -138,6 +138,19 @@ def test_train_end_to_end_writes_the_run_folder(tmp_path, capsys):
     assert run_info["epochs_run"] == 2 and run_info["strategy"] == "default"
     assert run_info["resumed_from_epoch"] == 0
     assert not os.path.exists(os.path.join(run_dir, "backup"))
+    # The whole command's phases (seconds) and the finished mark.
+    assert run_info["finished"] is True
+    assert run_info["export_path"] == result.export_path
+    phases = run_info["phases"]
+    for phase in ("validate", "adapt", "build", "tracing", "fit",
+                  "evaluate", "scoreboard", "export", "verify"):
+        assert phases[phase] > 0, phases
+    assert phases["tracing"] < phases["fit"]
+    assert phases["scoreboard"] + phases["fit"] + phases["export"] + \
+        phases["verify"] < phases["total"]
+    unimodal_info = json.load(open(os.path.join(run_dir, "unimodal", "text",
+                                                "run.json")))
+    assert unimodal_info["phases"]["fit"] > 0
 
     # metrics.json: per split, per head.
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))

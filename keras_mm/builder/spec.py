@@ -8,7 +8,7 @@ inputs:                                      # order = presence-mask columns
   image: {modality: image, shape: [28, 28, 1], tower: {encoder: cnn}}
   audio: {modality: audio, shape: [8000], tower: {encoder: cnn, frontend: log_mel}}
   text:  {modality: text, shape: [16], vocab_size: 1000, tower: {encoder: bag}}
-  clip:  {modality: video, shape: [8, 32, 32, 3], mask: true, tower: {encoder: frames}}
+  clip:  {modality: video, shape: [8, 32, 32, 3], tower: {encoder: frames}}  # + clip_mask
   tab:   {modality: tabular, numeric: 5, categorical: [10, 4]}
 fusion: {type: gated, presence_mask: false, units: 64}
 trunk: {hidden_units: [128], dropout: 0.1, activation: relu}   # optional
@@ -21,8 +21,9 @@ Keys of each section:
 
 - `inputs.<name>`: `modality` (a registered tower type), `shape` (the
   per-example shape without the batch axis; not for tabular), `tower`
-  (keyword arguments of the tower class), `mask` (video/sensor: adds a
-  boolean `<name>_mask` input of shape `[shape[0]]`), `vocab_size` (text),
+  (keyword arguments of the tower class), `mask` (video/sensor, default
+  true: adds a boolean `<name>_mask` input of shape `[shape[0]]`, the step /
+  frame mask of the padding; `mask: false` leaves it out), `vocab_size` (text),
   `numeric` / `categorical` (tabular: number of numeric columns, and the
   cardinality of each categorical column), and two keys the model ignores
   but the data pipeline reads: `source` (manifest column(s)) and
@@ -47,6 +48,8 @@ log-mel in one place, FiLM's target, unique layer names) follow.
 
 import copy
 import inspect
+import logging
+import math
 import re
 
 from keras_mm.builder import schema
@@ -59,6 +62,7 @@ NAME_PATTERN = schema.NAME_PATTERN
 INPUT_RANKS = {"image": (3,), "audio": (1, 2), "text": (1,), "video": (4,),
                "sensor": (2,)}
 FEATURE_MAP_MODALITIES = ("image", "video")
+log = logging.getLogger(__name__)
 HEAD_COMPILE_KEYS = ("loss", "loss_weight", "metrics")
 HEAD_DATA_KEYS = ("source",)
 # Layer arguments set by the builder, never by the spec.
@@ -290,8 +294,10 @@ def _normalize_fusion(section, input_specs, fusions):
                                    extra_allowed=("type", "presence_mask"))
     spec = {"type": section.type, "presence_mask": section.presence_mask}
     spec.update(copy.deepcopy(_plain(kwargs, path)))
-    if "target" in arguments:
-        target = kwargs.get("target")
+    if "target" in arguments and kwargs.get("target") is None:
+        spec["target"] = _default_target(input_specs, path)
+    if "target" in arguments and spec["target"] is not None:
+        target = spec["target"]
         if target not in input_specs:
             raise not_one_of(f"{path}.target", target, list(input_specs))
         modality = input_specs[target]["modality"]
@@ -304,6 +310,37 @@ def _normalize_fusion(section, input_specs, fusions):
                 "gives the feature map, so it must be an image or video "
                 f"input: one of {', '.join(candidates) or '(none declared)'}")
     return spec
+
+
+def _default_target(input_specs, path):
+    """`fusion.target` left out: the image/video input with the largest
+    feature map (H x W, or T x H x W, of its shape; the first on a tie).
+    None (decided again once shapes are known) while a candidate's shape is
+    still to be derived from its preprocessor."""
+    candidates = [n for n, s in input_specs.items()
+                  if s["modality"] in FEATURE_MAP_MODALITIES]
+    if not candidates:
+        raise ConfigError(
+            f"{path}.target",
+            "not set, and no input has a feature map to modulate (inputs: "
+            + ", ".join(f"{n} ({s['modality']})"
+                        for n, s in input_specs.items())
+            + "); add an image or video input and set fusion.target to it, "
+            "or choose another fusion.type")
+    if any("shape" not in input_specs[n] for n in candidates):
+        if len(candidates) > 1:
+            return None
+        sizes = {candidates[0]: "shape to be derived"}
+    else:
+        sizes = {n: math.prod(input_specs[n]["shape"][:-1])
+                 for n in candidates}
+    target = max(candidates, key=lambda n: (sizes[n]
+                                            if isinstance(sizes[n], int)
+                                            else 0))
+    log.info("%s.target not set: using %r, the input with the largest "
+             "feature map (%s)", path, target,
+             ", ".join(f"{n}: {sizes[n]}" for n in candidates))
+    return target
 
 
 def _normalize_head(name, section, heads):
@@ -481,6 +518,9 @@ def _check_constructors(spec, towers, fusions, heads, complete):
                    if d is _REQUIRED and a not in kwargs]
         if missing and not complete:
             continue
+        if not complete and entry["modality"] == "tabular" and not (
+                "numeric" in entry or "categorical" in entry):
+            continue   # column counts come from the fitted preprocessor
         instantiate(cls, kwargs, f"inputs.{name}.tower")
     if spec["fusion"] is not None:
         instantiate(fusions.get(spec["fusion"]["type"]), _fusion_kwargs(spec),

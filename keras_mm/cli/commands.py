@@ -11,12 +11,43 @@ def _print_json(data):
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def init(args):
+    from keras_mm.inference import copy_example, init_recipe
+
+    if args.example is not None:
+        if args.data is not None:
+            raise ValueError("give DATA or --example NAME, not both")
+        path = copy_example(args.example, out=args.out, force=args.force)
+        print(f"recipe written to {path}; train it with: keras-mm train "
+              f"{_shown(path)}")
+        return 0
+    if args.data is None:
+        raise ValueError("give DATA (a manifest or a folder of class "
+                         "subfolders), or --example NAME")
+    result = init_recipe(args.data, out=args.out, name=args.name,
+                         label=args.label, sample=args.sample,
+                         seed=args.seed, force=args.force)
+    print(result["text"], end="")
+    for split, path in result["manifests"].items():
+        print(f"{split} manifest written to {_shown(path)}")
+    print(f"recipe written to {_shown(result['recipe_path'])}; train it "
+          f"with: keras-mm train {_shown(result['recipe_path'])}")
+    return 0
+
+
+def _shown(path):
+    import os
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def train(args):
     from keras_mm.training import train as train_fn
 
     result = train_fn(args.recipe, overrides=args.overrides,
                       export=not args.no_export,
-                      verify=not args.no_verify, runs_dir=args.runs_dir)
+                      verify=not args.no_verify, runs_dir=args.runs_dir,
+                      overwrite=getattr(args, "overwrite", False))
     print(f"run folder: {result.run_dir}")
     if result.export_path:
         print(f"exported: {result.export_path}")
@@ -51,25 +82,29 @@ def verify(args):
 
 
 def _parse_inputs(args):
-    values = {}
+    """`(values by input name, values by modality)` of the predict flags:
+    `--image` ... `--sensor` and `--text(-file)` name a modality (the
+    model's one input of that kind), `--input NAME=VALUE` an input."""
+    modalities = {}
     for name in ("image", "audio", "text", "video", "sensor"):
         value = getattr(args, name)
         if value is not None:
-            values[name] = value
+            modalities[name] = value
     text_file = getattr(args, "text_file", None)
     if text_file is not None:
-        if "text" in values:
+        if "text" in modalities:
             raise ValueError("give --text or --text-file, not both")
-        values["text"] = _read_text_file(text_file)
+        modalities["text"] = _read_text_file(text_file)
+    values = {}
     for item in args.inputs:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ValueError(f"--input {item!r}: write NAME=VALUE, e.g. "
                              "--input caption='a red square'")
         values[name] = value
-    if not values:
+    if not values and not modalities:
         raise ValueError("give at least one input, e.g. --image a.png")
-    return values
+    return values, modalities
 
 
 def _read_text_file(path):
@@ -88,15 +123,17 @@ def _read_text_file(path):
 def predict(args):
     from keras_mm.serving import predict as predict_fn
 
-    _print_json(predict_fn(args.path, _parse_inputs(args)))
+    values, modalities = _parse_inputs(args)
+    _print_json(predict_fn(args.path, values, modalities=modalities))
 
 
 def data_demo(args):
     from keras_mm.datasets import make_demo_dataset
 
-    path = make_demo_dataset(args.out, seed=args.seed,
+    info = make_demo_dataset(args.out, seed=args.seed,
                              overwrite=args.overwrite)
-    print(f"demo set written to {path}")
+    sizes = ", ".join(f"{n} {k}" for k, n in info["sizes"].items())
+    print(f"demo set written to {info['out_dir']} ({sizes})")
 
 
 def data_av_mnist(args):
@@ -110,10 +147,40 @@ def data_av_mnist(args):
 
 def data_basicmotions(args):
     from keras_mm.datasets import build_basicmotions
+    from keras_mm.datasets.ts_dataset import describe
 
-    path = build_basicmotions(args.ts, args.out, file_format=args.format,
+    # The `data ts` converter, with the 6 dimensions split in two inputs.
+    info = build_basicmotions(args.ts, args.out, file_format=args.format,
                               overwrite=args.overwrite)
-    print(f"BasicMotions written to {path}")
+    print(describe(info))
+
+
+def _ts_inputs(specs):
+    from keras_mm.errors import ConfigError
+
+    inputs = {}
+    for spec in specs:
+        name, sep, dims = spec.partition("=")
+        try:
+            inputs[name.strip()] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError("--input", f"{spec!r} is not NAME=DIMS, e.g. "
+                              "acc=0,1,2 (0-based .ts dimensions)")
+    return inputs or None
+
+
+def data_ts(args):
+    from keras_mm.datasets.ts_dataset import build_ts_dataset, describe
+
+    info = build_ts_dataset(
+        args.source, args.out, search_dir=args.search_dir,
+        problem=args.problem, inputs=_ts_inputs(args.inputs),
+        file_format=args.format, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, seed=args.seed,
+        overwrite=args.overwrite)
+    print(describe(info))
 
 
 def data_convert(args):
@@ -134,4 +201,6 @@ def data_convert(args):
 def data_inspect(args):
     from keras_mm.data.inspection import inspect_source
 
-    _print_json(inspect_source(args.path, rows=args.rows))
+    _print_json(inspect_source(args.path, rows=args.rows,
+                               label=getattr(args, "label", None),
+                               sample=getattr(args, "sample", 64)))

@@ -10,9 +10,42 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+import tempfile
 
 from keras_mm.cli import commands
+
+
+def _add_init(sub):
+    from keras_mm.inference import example_names
+
+    names = ", ".join(example_names())
+    p = sub.add_parser(
+        "init", help="write a recipe inferred from a folder or a manifest",
+        description="Infer a recipe from DATA: a CSV/JSONL manifest (each "
+                    "column's modality from its content) or a folder of "
+                    "class subfolders (the manifests are written too, next "
+                    "to the recipe). Prints what was inferred and the "
+                    "recipe; then run `keras-mm train RECIPE`. With "
+                    f"--example NAME, copy a shipped recipe ({names}).")
+    p.add_argument("data", nargs="?", metavar="DATA",
+                   help="manifest file (.csv/.tsv/.jsonl) or folder")
+    p.add_argument("--example", metavar="NAME",
+                   help=f"copy a shipped recipe instead: {names}")
+    p.add_argument("--label", help="the label column (default: the column "
+                                   "named label/labels/target/class/y)")
+    p.add_argument("--out", help="recipe file to write (default "
+                                 "<name>.yaml here)")
+    p.add_argument("--name", help="recipe, run and export name (default "
+                                  "from DATA)")
+    p.add_argument("--sample", type=int, default=64,
+                   help="files read per column to infer sizes (default 64)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the splits made and of training")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing recipe / manifests")
+    p.set_defaults(func=commands.init)
 
 
 def _add_train(sub):
@@ -31,6 +64,9 @@ def _add_train(sub):
                    help="skip the export (and its verification)")
     p.add_argument("--no-verify", action="store_true",
                    help="export without verifying")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again into the folder of a finished run "
+                        "(refused otherwise; or rename it: --set name=...)")
     p.set_defaults(func=commands.train)
 
 
@@ -80,17 +116,22 @@ def _add_predict(sub):
     p = sub.add_parser("predict", help="predict with an exported model",
                        description="Run one example through a SavedModel's "
                                    "serving signature. Give any subset of "
-                                   "its inputs; the others are sent empty.")
+                                   "its inputs; the others are sent empty. "
+                                   "--image/--audio/--text/--video/--sensor "
+                                   "go to the model's one input of that "
+                                   "modality, whatever its name; --input "
+                                   "NAME=VALUE names the input.")
     p.add_argument("path", help="a version folder")
-    p.add_argument("--image", help="image file (input 'image')")
-    p.add_argument("--audio", help="WAV file (input 'audio')")
-    p.add_argument("--text", help="text (input 'text'), sent as given "
-                                  "even where it names a file")
+    p.add_argument("--image", help="image file, for the model's image input")
+    p.add_argument("--audio", help="WAV file, for the model's audio input")
+    p.add_argument("--text", help="text for the model's text input, sent as "
+                                  "given even where it names a file")
     p.add_argument("--text-file", metavar="PATH",
-                   help="UTF-8 file whose contents are the text (input "
-                        "'text')")
-    p.add_argument("--video", nargs="+", help="frame files (input 'video')")
-    p.add_argument("--sensor", help=".csv or .npy file (input 'sensor')")
+                   help="UTF-8 file whose contents are the text")
+    p.add_argument("--video", nargs="+",
+                   help="frame files or a GIF, for the model's video input")
+    p.add_argument("--sensor",
+                   help=".csv or .npy file, for the model's sensor input")
     p.add_argument("--input", dest="inputs", action="append", default=[],
                    metavar="NAME=VALUE",
                    help="any input by name: a file path, or text / a "
@@ -128,6 +169,29 @@ def _add_data(sub):
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(func=commands.data_basicmotions)
 
+    d = data.add_parser(
+        "ts", help="convert any UEA/UCR .ts problem to manifests + arrays")
+    d.add_argument("source", metavar="PATH_OR_PROBLEM",
+                   help="a .ts file, a folder with <Problem>_TRAIN.ts / "
+                        "_TEST.ts, or a problem name (see --search-dir)")
+    d.add_argument("--out", required=True)
+    d.add_argument("--search-dir", help="where a problem name is looked up "
+                                        "(default: the current folder)")
+    d.add_argument("--problem", help="the problem, in a folder of several")
+    d.add_argument("--format", choices=("npy", "csv"), default="npy")
+    d.add_argument("--input", dest="inputs", action="append", default=[],
+                   metavar="NAME=DIMS", help="an input made of some "
+                   "dimensions, e.g. acc=0,1,2 (repeatable; default: one "
+                   "input 'series' with every dimension)")
+    d.add_argument("--val-fraction", type=float, default=0.0,
+                   help="training examples moved to val.csv (seeded, "
+                        "stratified)")
+    d.add_argument("--test-fraction", type=float, default=0.2,
+                   help="test part of a single .ts file without a TEST file")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(func=commands.data_ts)
+
     d = data.add_parser("convert",
                         help="convert a manifest to TFRecord shards")
     d.add_argument("manifest")
@@ -143,10 +207,19 @@ def _add_data(sub):
                         "manifest's folder (refused by default)")
     d.set_defaults(func=commands.data_convert)
 
-    d = data.add_parser("inspect", help="summarise a manifest or TFRecords")
-    d.add_argument("path", help="manifest file, or TFRecord file/folder/glob")
+    d = data.add_parser(
+        "inspect", help="summarise a manifest, a folder or TFRecords",
+        description="Summarise a manifest or TFRecords; for a manifest or a "
+                    "folder of class subfolders also show what `keras-mm "
+                    "init` would infer (column -> modality, shapes, lengths, "
+                    "label), writing nothing. Prints JSON.")
+    d.add_argument("path", help="manifest file, folder of class subfolders, "
+                                "or TFRecord file/folder/glob")
     d.add_argument("--rows", type=int, default=3,
                    help="example rows to show")
+    d.add_argument("--label", help="the label column (as for init)")
+    d.add_argument("--sample", type=int, default=64,
+                   help="files read per column to infer sizes")
     d.set_defaults(func=commands.data_inspect)
 
 
@@ -161,8 +234,8 @@ def build_parser():
                         version=f"keras-mm {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_train, _add_evaluate, _add_export, _add_verify,
-                _add_predict, _add_data):
+    for add in (_add_init, _add_train, _add_evaluate, _add_export,
+                _add_verify, _add_predict, _add_data):
         add(sub)
     return parser
 
@@ -178,10 +251,53 @@ def configure_logging(debug):
                         format="%(message)s")
 
 
+# TensorFlow's start-up lines on stderr, printed by its C++ logging before
+# TF_CPP_MIN_LOG_LEVEL is read (so that variable does not hide them): the
+# absl pre-init notice, the oneDNN notice, "Could not find cuda drivers",
+# the CPU-instructions note, cuInit failures on machines without a GPU.
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\).*"
+    r"|I\d{4} .*"
+    r"|To enable the following instructions:.*rebuild TensorFlow.*"
+    r"|[EW]\d{4} .*(cuInit|cuda_executor|cuda_diagnostics|CUDA_ERROR).*)$")
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow (and starts its device platforms) with the
+    start-up noise kept off stderr.
+
+    File descriptor 2 goes to a temporary file during the import; the
+    lines that are not start-up noise (`_STARTUP_NOISE`) are written back
+    to stderr, so a real warning or error still shows.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+            # The GPU platform's start-up (cuInit) logs on first use.
+            tensorflow.config.list_physical_devices("GPU")
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines()
+    kept = [line for line in lines if not _STARTUP_NOISE.match(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not args.debug:
+        import_tensorflow_quietly()
     configure_logging(args.debug)
     try:
         result = args.func(args)

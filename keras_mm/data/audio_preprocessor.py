@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from keras_mm.data.audio_augmentation import AudioAugmentation
 from keras_mm.data.base_preprocessor import Preprocessor
 from keras_mm.layers.utils import check_choice
 from keras_mm.ops import audio_features
@@ -306,6 +307,26 @@ class AudioPreprocessor(Preprocessor):
             lower_edge_hertz, upper_edge_hertz, log_offset: log-mel
             parameters (see `keras_mm.ops.audio_features`).
         num_mfcc: MFCCs kept with `features="mfcc"`.
+        time_shift, gain_db, noise_snr: waveform augmentation in training
+            (`keras_mm.data.audio_augmentation.AudioAugmentation`): shift
+            by up to `time_shift` x the window (a clip shorter than the
+            window is placed anywhere in it), gain uniform in
+            `[-gain_db, gain_db]` dB, white noise at an SNR uniform in
+            `noise_snr = [low, high]` dB. 0 / None: off. All off by
+            default: in `benchmarks/audio_heldout_speaker.py` (FSDD, a
+            held-out speaker, ~10 epochs; see BENCHMARKS.md) no setting
+            raised held-out-speaker accuracy (shift + gain within noise,
+            noise and masks lower); try them for longer runs or noisier
+            data.
+        time_masks, time_mask_width, freq_masks, freq_mask_width:
+            SpecAugment masks on the features in training (log_mel / mfcc
+            only): that many bands of up to that many frames / bins, set to
+            the frame's mean over the bins.
+
+    Augmentation happens only in `transform(..., training=True)`, after the
+    deterministic part (`parse`: decode, crop/pad), as stateless functions
+    of the batch seed; evaluation and serving (`training=False`) are
+    untouched by it.
 
     Outputs: `<name>` float32 `[B, samples]` or `[B, frames, bins]`,
     `<name>_present` float32 `[B]`.
@@ -325,9 +346,18 @@ class AudioPreprocessor(Preprocessor):
                  random_crop=True, features="waveform", frame_length=256,
                  frame_step=128, fft_length=None, num_mel_bins=40,
                  lower_edge_hertz=20.0, upper_edge_hertz=None,
-                 log_offset=1e-6, num_mfcc=13):
+                 log_offset=1e-6, num_mfcc=13, time_shift=0.0, gain_db=0.0,
+                 noise_snr=None, time_masks=0, time_mask_width=0,
+                 freq_masks=0, freq_mask_width=0):
         super().__init__(name)
         owner = f"AudioPreprocessor({name!r})"
+        self.augmentation = AudioAugmentation(
+            time_shift=time_shift, gain_db=gain_db, noise_snr=noise_snr,
+            time_masks=time_masks, time_mask_width=time_mask_width,
+            freq_masks=freq_masks, freq_mask_width=freq_mask_width,
+            owner=owner)
+        for key, value in self.augmentation.get_config().items():
+            setattr(self, key, value)
         self.sample_rate = int(sample_rate)
         self.duration = float(duration)
         self.crop = check_choice(owner, "crop", crop, ("center", "start"))
@@ -352,6 +382,13 @@ class AudioPreprocessor(Preprocessor):
                 f"{owner}: {self.num_samples} samples are fewer than "
                 f"frame_length={frame_length}; raise duration or lower "
                 "frame_length")
+        if self.features == "waveform" and self.augmentation.changes_features:
+            raise ValueError(
+                f"{owner}: time_masks/freq_masks mask features, but "
+                "features='waveform' (the tower's front end computes them, "
+                "out of the preprocessor's reach); set features='log_mel' "
+                "or 'mfcc' (and the tower's frontend: null), or "
+                "time_masks=0 and freq_masks=0")
         if self.features == "mfcc" and self.num_mfcc > self.num_mel_bins:
             raise ValueError(f"{owner}: num_mfcc={num_mfcc} must be <= "
                              f"num_mel_bins={num_mel_bins}")
@@ -370,7 +407,8 @@ class AudioPreprocessor(Preprocessor):
                       num_mel_bins=self.num_mel_bins,
                       lower_edge_hertz=self.lower_edge_hertz,
                       upper_edge_hertz=self.upper_edge_hertz,
-                      log_offset=self.log_offset, num_mfcc=self.num_mfcc)
+                      log_offset=self.log_offset, num_mfcc=self.num_mfcc,
+                      **self.augmentation.get_config())
         return config
 
     def raw_signature(self):
@@ -451,9 +489,38 @@ class AudioPreprocessor(Preprocessor):
                            raw, training, seeds))
 
     def transform(self, parsed, training=False, seed=None):
-        del training, seed
+        """Features of the parsed waveforms; with `training`, augmented.
+
+        `training=True` runs `augment_waveform` (shift, gain, noise) on the
+        parsed window, then the features, then `augment_features` (masks);
+        `training=False` (evaluation, serving) is `compute_features` of
+        the parsed window, untouched. `seed`: the batch's int `[2]` seed
+        (stateless draws); None draws from the global generator.
+        """
         wave = tf.cast(parsed[self.name], tf.float32)
         present = tf.cast(parsed[self._key("_present")], tf.float32)
+        if training:
+            wave = self.augment_waveform(wave, seed)
+        out = self.compute_features(wave, present)
+        if training:
+            out = self.augment_features(out, seed)
+        return {self.name: out, self._key("_present"): present}
+
+    def augment_waveform(self, wave, seed=None):
+        """The seeded waveform augmentations (time shift, gain, noise) of a
+        parsed `[B, samples]` batch (`AudioAugmentation`)."""
+        return self.augmentation.augment_waveform(wave, seed)
+
+    def augment_features(self, features, seed=None):
+        """The seeded time / frequency masks of `compute_features`'s output
+        (identity for `features="waveform"`)."""
+        if self.features == "waveform":
+            return features
+        return self.augmentation.augment_features(features, seed)
+
+    def compute_features(self, wave, present):
+        """The deterministic features of `[B, samples]` waveforms; an
+        absent clip (`present` 0) gives zeros, not log(offset)."""
         if self.features == "waveform":
             out = wave
         else:
@@ -466,6 +533,4 @@ class AudioPreprocessor(Preprocessor):
                 log_offset=self.log_offset)
             if self.features == "mfcc":
                 out = audio_features.mfcc(out, num_mfcc=self.num_mfcc)
-        # An absent clip gives zeros, not log(offset).
-        out = out * tf.reshape(present, [-1] + [1] * (len(out.shape) - 1))
-        return {self.name: out, self._key("_present"): present}
+        return out * tf.reshape(present, [-1] + [1] * (len(out.shape) - 1))

@@ -19,7 +19,9 @@ rate), `empty` (empty text / empty cell), `all_nan` (a sensor series with no
 value), `unknown_label` (a label outside the known classes),
 `missing_label` and `path_outside` (a file path resolving, symlinks
 followed, outside the manifest's folder while `allow_paths_outside` is
-off: the file is never read).
+off: the file is never read). `truncated` (a series longer than its
+preprocessor's `length`) is reported, never skipped or blanked: the
+preprocessor's own `truncate` policy (`warn | error | allow`) applies.
 """
 
 import collections
@@ -37,7 +39,7 @@ logger = logging.getLogger("keras_mm.data")
 
 POLICIES = ("error", "skip", "missing")
 REASONS = ("missing_file", "decode_error", "sample_rate", "empty", "all_nan",
-           "unknown_label", "missing_label", "path_outside")
+           "unknown_label", "missing_label", "path_outside", "truncated")
 #: Reasons that concern a label rather than a modality.
 LABEL_REASONS = ("unknown_label", "missing_label")
 
@@ -57,6 +59,10 @@ _WHAT = {
                     "trusted manifest, allow it (recipe key "
                     "data.allow_paths_outside: true; Pipeline("
                     "allow_paths_outside=True))",
+    "truncated": "raise the input's preprocess.length to cover the longest "
+                 "series (keras-mm init infers it from the training split), "
+                 "or set preprocess.truncate: warn (keep the first length "
+                 "steps, counted in the report) or allow",
 }
 
 
@@ -196,12 +202,18 @@ class BadInputReport:
         return "\n".join(lines)
 
     def log(self, log=None):
-        """Logs the summary (a warning when there are problems)."""
+        """Logs the summary (a warning when there are problems), once per
+        process: the same report again (the scoreboard's single-modality
+        runs read the same splits) is logged at DEBUG."""
         log = log or logger
-        if self.clean:
-            log.info(self.summary())
+        summary = self.summary()
+        if summary in _LOGGED:
+            log.debug(summary)
+        elif self.clean:
+            log.info(summary)
         else:
-            log.warning(self.summary())
+            log.warning(summary)
+        _LOGGED.add(summary)
 
     def write_json(self, path):
         """Writes `to_dict()` as JSON to `path` (any `tf.io.gfile` path)."""
@@ -222,6 +234,10 @@ class BadInputReport:
         return (f"BadInputReport(source={self.source!r}, "
                 f"policy={self.policy!r}, total={self.total}, "
                 f"problems={self.num_problems}, counts={self.counts})")
+
+
+# The summaries already logged by this process (`BadInputReport.log`).
+_LOGGED = set()
 
 
 def describe(entry):

@@ -9,6 +9,8 @@ from keras_mm.data.base_preprocessor import Preprocessor
 from keras_mm.layers.utils import check_choice
 from keras_mm.registry import PREPROCESSORS
 
+TRUNCATE_POLICIES = ("warn", "error", "allow")
+
 
 @PREPROCESSORS.register("sensor")
 class SensorPreprocessor(Preprocessor):
@@ -28,6 +30,19 @@ class SensorPreprocessor(Preprocessor):
     values are treated like NaN, and so is a finite value that overflows to
     inf when normalized (e.g. 3e38 with a std below 1): its step is masked,
     and a window left without a valid step gives `<name>_present = 0`.
+
+    Series longer than `length`: `parse` keeps `length` steps (a random
+    window in training with `random_crop`, else the `crop` window). The
+    pipeline's bad-input check counts them (`raw_steps`: the steps up to the
+    last one with a finite value) under the `truncate` policy: `"warn"`
+    (default) keeps the example and reports each one (reason `truncated`,
+    the file, row, column and step count) in the bad-input report, logged as
+    a warning and written to the run folder; `"error"` stops with a
+    `DataError` naming the first such row; `"allow"` does not report. The
+    serving signature crops the same way and does not report: the training
+    report says how often that happens on the training data, and `length`
+    (`keras-mm init` infers it from the training split) should cover the
+    longest series.
     CSV bytes may start with a UTF-8 byte order mark; a non-empty CSV
     without a data row (a header or a line of text alone) is refused, as
     are non-numeric fields: `tf.errors.InvalidArgumentError` naming the
@@ -46,6 +61,8 @@ class SensorPreprocessor(Preprocessor):
         random_crop: random window in training.
         normalize: apply the per-channel normalization (needs `adapt`, or
             `mean` and `std`).
+        truncate: `"warn"`, `"error"` or `"allow"`: what the bad-input
+            check does with a series longer than `length` (see above).
         mean, std: per-channel statistics (set by `adapt`).
         csv_header, csv_delimiter: see `sensor_files.decode_csv_bytes`.
 
@@ -65,7 +82,8 @@ class SensorPreprocessor(Preprocessor):
 
     def __init__(self, name, channels, length=128, source="array",
                  crop="start", random_crop=True, normalize=True, mean=None,
-                 std=None, csv_header="auto", csv_delimiter=","):
+                 std=None, csv_header="auto", csv_delimiter=",",
+                 truncate="warn"):
         super().__init__(name)
         owner = f"SensorPreprocessor({name!r})"
         self.channels = int(channels)
@@ -77,6 +95,8 @@ class SensorPreprocessor(Preprocessor):
                                    ("array", "csv", "npy"))
         self.crop = check_choice(owner, "crop", crop, ("start", "center"))
         self.random_crop = bool(random_crop)
+        self.truncate = check_choice(owner, "truncate", truncate,
+                                     TRUNCATE_POLICIES)
         self.normalize = bool(normalize)
         self.csv_header = csv_header
         self.csv_delimiter = csv_delimiter
@@ -94,7 +114,8 @@ class SensorPreprocessor(Preprocessor):
                       random_crop=self.random_crop, normalize=self.normalize,
                       mean=self.mean, std=self.std,
                       csv_header=self.csv_header,
-                      csv_delimiter=self.csv_delimiter)
+                      csv_delimiter=self.csv_delimiter,
+                      truncate=self.truncate)
         return config
 
     @property
@@ -146,6 +167,16 @@ class SensorPreprocessor(Preprocessor):
         with tf.control_dependencies([check]):
             series = tf.identity(series)
         return tf.ensure_shape(series, [None, self.channels])
+
+    def raw_steps(self, raw):
+        """ONE raw example -> int32 scalar: its steps up to the last one
+        holding a finite value (trailing NaN padding does not count). More
+        than `length` means `parse` cuts the series."""
+        series = self.decode(self.select_raw(raw))
+        has_value = tf.reduce_any(tf.math.is_finite(series), axis=-1)
+        steps = tf.where(has_value)[:, 0] + 1
+        return tf.cast(tf.reduce_max(tf.concat(
+            [steps, tf.zeros([1], steps.dtype)], 0)), tf.int32)
 
     def adapt(self, dataset):
         """Per-channel mean / std over all finite training values."""

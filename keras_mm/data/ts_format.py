@@ -21,7 +21,10 @@ After `@data`, each line is one example: its dimensions (channels) separated
 by `:`, each a comma-separated series of values, and, when `@classLabel true`
 (or `@targetLabel true`), the label last. `?` is a missing value (NaN).
 Series of unequal length (`@equalLength false`) are padded with NaN to a
-common length by `TsData.to_numpy`. Timestamped files (`@timeStamps true`)
+common length by `TsData.to_numpy`; `series_lengths` gives each example's
+number of steps (the length distribution a recipe's `length` is chosen
+from). With `@equalLength true`, every row must have the length of the
+first (or `@seriesLength`). Timestamped files (`@timeStamps true`)
 are rejected with a clear error (no archive data set used here has them).
 
 Example:
@@ -82,6 +85,15 @@ class TsData:
         return out
 
 
+def series_lengths(data):
+    """Steps of each example of a `TsData` (or of a list of `[T, C]`
+    arrays): `[T_1, T_2, ...]`, ints. Missing values inside a series do not
+    shorten it; a dimension shorter than the others in the same example is
+    NaN-padded to the longest one."""
+    series = data.series if isinstance(data, TsData) else data
+    return [int(np.shape(s)[0]) for s in series]
+
+
 def _bool(value, tag, path, lineno):
     v = value.strip().lower()
     if v in ("true", "false"):
@@ -131,6 +143,8 @@ def _parse_header_line(line, meta, path, lineno):
 
 def _parse_values(text, path, lineno, row, dim):
     values = []
+    if not text.strip():
+        return values
     for j, token in enumerate(text.split(",")):
         token = token.strip()
         if token == "?" or token.lower() == "nan":
@@ -196,7 +210,18 @@ def parse_ts(text, path="<string>"):
         dims = [_parse_values(p, path, lineno, row, d + 1)
                 for d, p in enumerate(parts)]
         length = max(len(d) for d in dims)
+        if not all(dims):
+            raise DataError(
+                f"line {lineno}: dimension {[len(d) for d in dims].index(0) + 1}"
+                " has no value", file=path, row=row, reason="bad_value")
         expected = meta.get("serieslength")
+        if meta.get("equallength") and expected is None and series and \
+                length != series[0].shape[0]:
+            raise DataError(
+                f"line {lineno}: {length} steps, but the first data row has "
+                f"{series[0].shape[0]} and the header says @equalLength "
+                "true (set @equalLength false for series of unequal "
+                "length)", file=path, row=row, reason="bad_shape")
         if meta.get("equallength", True) and expected is not None and any(
                 len(d) != expected for d in dims):
             raise DataError(
@@ -246,9 +271,14 @@ def read_ts(path):
     """
     path = os.fspath(path)
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, "r", encoding="utf-8-sig") as f:
             text = f.read()
     except FileNotFoundError:
         raise DataError("file not found; check the path", file=path,
                         reason="missing_file") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise DataError(f"line {line}: not UTF-8 text (byte {e.start}); a "
+                        ".ts file is plain text", file=path,
+                        reason="bad_value") from None
     return parse_ts(text, path=path)

@@ -20,6 +20,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from keras_mm.data.bad_input import _WHAT
 from keras_mm.data.bad_input import LABEL_REASONS
 from keras_mm.data.bad_input import BadInputReport
 from keras_mm.data.bad_input import Problem
@@ -103,8 +104,11 @@ def _check_outputs(pipe, raw):
             if t.dtype == tf.string else
             tf.reduce_sum(tf.cast(t, tf.float32))
             for t in tf.nest.flatten(parsed[inp.name])])
+        # The raw series' steps, where the preprocessor can cut it (-1: n/a).
+        steps = (tf.cast(inp.pre.raw_steps(inp.raw(raw)), tf.float32)
+                 if hasattr(inp.pre, "raw_steps") else tf.constant(-1.0))
         out[inp.name] = tf.stack([present, tf.cast(empty, tf.float32),
-                                  checksum])
+                                  checksum, steps])
     return out
 
 
@@ -181,7 +185,15 @@ def _find_problems(pipe):
                 problems.setdefault(key, []).append(
                     Problem(key, lab.head, ", ".join(lab.columns), *bad))
     problems = {k: v for k, v in problems.items() if v}
-    return {"problems": problems, "where": where, "total": len(keys)}
+    truncated = {}
+    for key in sorted(flags):
+        for inp in pipe.inputs:
+            steps = int(flags[key][inp.name][3])
+            if hasattr(inp.pre, "raw_steps") and steps > inp.pre.length:
+                truncated.setdefault(key, []).append(
+                    (inp.name, inp.column_names(), steps))
+    return {"problems": problems, "where": where, "total": len(keys),
+            "truncated": truncated}
 
 
 def _outside_problems(pipe):
@@ -324,6 +336,7 @@ def _apply_policy(pipe, found):
             if first is None:
                 first = dict(info, input=p.input, reason=p.reason,
                              column=p.column, detail=p.detail)
+    cut = _report_truncations(pipe, found, report, set(skip))
     pipe.report = report
     pipe._decisions = {"skip": sorted(skip),
                        "blank": {c: sorted(k) for c, k in blank.items()}}
@@ -332,6 +345,11 @@ def _apply_policy(pipe, found):
         report.write_json(pipe.report_path)
     if first is not None and pipe.policy == "error":
         raise to_error(first)
+    if cut is not None:
+        raise DataError(f"{cut['detail']}; preprocess.truncate is 'error': "
+                        f"{_WHAT['truncated']}", file=cut.get("file"),
+                        row=cut.get("row"), column=cut["column"],
+                        reason="truncated")
     for inp in pipe.inputs:
         n = report.count(inp.name, "decode_error") + \
             report.count(inp.name, "sample_rate")
@@ -346,6 +364,32 @@ def _apply_policy(pipe, found):
     if report.total and report.skipped == report.total:
         raise DataError("every example has bad input and was skipped; "
                         "see the report above", file=pipe.source_name)
+
+
+def _report_truncations(pipe, found, report, skipped):
+    """Adds the series longer than their preprocessor's `length` to the
+    report (`truncate: warn | error`); returns the first entry under
+    `truncate: error`, or None."""
+    first = None
+    policies = {inp.name: inp.pre for inp in pipe.inputs}
+    for key, items in sorted(found.get("truncated", {}).items()):
+        if key in skipped:
+            continue
+        for name, column, steps in items:
+            pre = policies[name]
+            if pre.truncate == "allow":
+                continue
+            info = dict(found["where"].get(key, {}))
+            info.pop("missing_files", None)
+            detail = (f"{steps} steps, longer than length={pre.length}: "
+                      f"{steps - pre.length} step(s) cut (a {pre.crop!r} "
+                      "window in evaluation and serving)")
+            action = "error" if pre.truncate == "error" else "truncated"
+            report.add(input=name, reason="truncated", column=column,
+                       detail=detail, action=action, steps=steps, **info)
+            if first is None and action == "error":
+                first = dict(info, column=column, detail=detail)
+    return first
 
 
 def explain_error(pipe, error):

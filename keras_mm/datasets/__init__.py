@@ -7,6 +7,8 @@ Pure Python / NumPy / Pillow / `wave`, except `read_ts` / `parse_ts` /
 - `make_demo_dataset` / `ensure_demo_dataset`: the small deterministic demo
   set (PNG, WAV, text, sensor CSV; only fusion classifies it well).
 - `build_av_mnist`: MNIST images + FSDD spoken digits, `clean` or `degraded`.
+- `build_three_digits` / `three_digits_recipe`: MNIST image + FSDD spoken
+  digit + generated RGB JPEG photo per example, `clean` or `degraded`.
 - `build_basicmotions`: BasicMotions `.ts` files -> accelerometer and
   gyroscope arrays + manifests.
 - `read_ts` / `parse_ts` / `TsData`: THE `.ts` (sktime/UEA) reader,
@@ -20,6 +22,8 @@ import importlib
 _EXPORTS = {
     "build_av_mnist": "av_mnist",
     "build_basicmotions": "basicmotions",
+    "build_three_digits": "three_digits",
+    "three_digits_recipe": "three_digits",
     "ensure_demo_dataset": "demo",
     "make_demo_dataset": "demo",
     "load_mnist": "idx",

@@ -40,32 +40,22 @@ Example:
 """
 
 import argparse
-import os
 import sys
 
-import numpy as np
-
-from keras_mm.datasets import _io
-from keras_mm.data.ts_format import read_ts
-from keras_mm.errors import DataError, KerasMMError
+from keras_mm.datasets.ts_dataset import FILE_FORMATS, build_ts_dataset
+from keras_mm.errors import KerasMMError
 
 INPUTS = (("accelerometer", (0, 1, 2)), ("gyroscope", (3, 4, 5)))
-FILE_FORMATS = ("npy", "csv")
 COLUMNS = ("accelerometer", "gyroscope", "label", "ts_row")
-
-
-def _write_array(path, array, file_format):
-    array = np.ascontiguousarray(array, dtype="<f4")
-    if file_format == "npy":
-        with open(path, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-    else:
-        np.savetxt(path, array, fmt="%.6f", delimiter=",", newline="\n")
 
 
 def build_basicmotions(ts_dir, out_dir, file_format="npy", overwrite=False,
                        problem="BasicMotions"):
     """Builds the BasicMotions manifests and sensor arrays.
+
+    A thin case of `keras_mm.datasets.ts_dataset.build_ts_dataset` (the
+    `keras-mm data ts` converter): 6 dimensions required, split into the
+    `accelerometer` and `gyroscope` inputs.
 
     Args:
         ts_dir: folder with `{problem}_TRAIN.ts` and `{problem}_TEST.ts`.
@@ -78,56 +68,11 @@ def build_basicmotions(ts_dir, out_dir, file_format="npy", overwrite=False,
     Returns:
         The dict written to `basicmotions.json`, plus `"out_dir"`.
     """
-    if file_format not in FILE_FORMATS:
-        raise ValueError(f"file_format={file_format!r} is not one of "
-                         f"{', '.join(FILE_FORMATS)}")
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    _io.check_output_dir(out_dir, overwrite)
-    data = {}
-    for split in ("train", "test"):
-        path = os.path.join(os.fspath(ts_dir), f"{problem}_{split.upper()}.ts")
-        ts = read_ts(path)
-        if ts.num_channels != 6:
-            raise DataError(f"expected 6 dimensions (3 accelerometer + 3 "
-                            f"gyroscope), got {ts.num_channels}", file=path,
-                            reason="bad_shape")
-        if ts.labels is None:
-            raise DataError("the file has no class labels (@classLabel "
-                            "false)", file=path, reason="bad_label")
-        data[split] = ts
-    class_names = data["train"].class_labels
-    info = {"name": "basicmotions", "problem": problem,
-            "sizes": {}, "class_names": list(class_names),
-            "num_classes": len(class_names),
-            "inputs": {name: {"dimensions": list(dims), "channels": 3}
-                       for name, dims in INPUTS},
-            "file_format": file_format,
-            "dtype": "float32 little-endian" if file_format == "npy"
-            else "CSV %.6f, no header",
-            "columns": list(COLUMNS),
-            "source": os.path.abspath(os.fspath(ts_dir))}
-    with _io.staging_dir(out_dir, overwrite=overwrite) as tmp:
-        for split, ts in data.items():
-            x = ts.to_numpy(np.float32)
-            info.setdefault("series_length", int(x.shape[1]))
-            width = max(3, len(str(len(ts) - 1)))
-            rows = []
-            for name, _ in INPUTS:
-                os.makedirs(os.path.join(tmp, split, name))
-            for i in range(len(ts)):
-                row = {"label": ts.labels[i], "ts_row": i + 1}
-                for name, dims in INPUTS:
-                    rel = f"{split}/{name}/{i:0{width}d}.{file_format}"
-                    _write_array(os.path.join(tmp, rel), x[i][:, list(dims)],
-                                 file_format)
-                    row[name] = rel
-                rows.append(row)
-            _io.write_manifest(os.path.join(tmp, f"{split}.csv"), COLUMNS,
-                               rows)
-            info["sizes"][split] = len(rows)
-        _io.write_json(os.path.join(tmp, "basicmotions.json"), info)
-    info["out_dir"] = out_dir
-    return info
+    return build_ts_dataset(
+        ts_dir, out_dir, problem=problem,
+        inputs={name: list(dims) for name, dims in INPUTS},
+        file_format=file_format, overwrite=overwrite,
+        info_file="basicmotions.json", name="basicmotions", channels=6)
 
 
 def main(argv=None):

@@ -21,8 +21,16 @@ class JointTransformerFusion(BaseFusion):
     learned position embedding of their own modality). A learned `[CLS]`
     token is prepended, all tokens are concatenated, and one pre-norm
     `TransformerEncoder` runs over the joint sequence. The output is the
-    `[CLS]` vector (or, with `pooling="mean"`, the mean of the valid
-    tokens).
+    mean of the valid tokens (`pooling="mean"`, the default) or the
+    `[CLS]` vector (`pooling="cls"`).
+
+    Default pooling: with `[CLS]` pooling the output is one token that has
+    to learn to attend to the useful modality; on degraded AV-MNIST with a
+    high learning rate (Adam 5e-3, cosine, 4 epochs) 2 of 3 seeds stayed
+    at the image-only accuracy (64%) with it, and reached 92-94% with mean
+    pooling, which gives every modality's tokens a direct path to the
+    output. At Adam 1e-3 both poolings trained (93.8% / 93.5%, seed 0):
+    mean pooling is the one that does not depend on the rate.
 
     Args:
         units: width of the joint sequence and of the output.
@@ -34,8 +42,8 @@ class JointTransformerFusion(BaseFusion):
         use_positions: add a learned position embedding per modality.
         max_length: size of each position table; `None` uses each
             modality's token count (which must then be known when building).
-        pooling: `"cls"` (output the `[CLS]` vector) or `"mean"` (masked
-            mean of the `[CLS]` and every valid token).
+        pooling: `"mean"` (default: masked mean of the `[CLS]` and every
+            valid token) or `"cls"` (output the `[CLS]` vector).
         kernel_initializer: initializer of the projections and the encoder.
         embeddings_initializer: initializer of the type/`[CLS]` embeddings.
         modalities: modality names in presence-mask column order
@@ -67,7 +75,7 @@ class JointTransformerFusion(BaseFusion):
 
     def __init__(self, units=64, num_layers=2, num_heads=4,
                  intermediate_dim=None, dropout=0.1, activation="gelu",
-                 use_positions=False, max_length=None, pooling="cls",
+                 use_positions=False, max_length=None, pooling="mean",
                  kernel_initializer="glorot_uniform",
                  embeddings_initializer="truncated_normal",
                  modalities=None, **kwargs):

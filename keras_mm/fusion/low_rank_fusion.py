@@ -2,7 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import check_positive_int, clone_initializer
+from keras_mm.layers.utils import (check_bool, check_positive_int,
+                                   clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -31,6 +32,11 @@ class LowRankFusion(BaseFusion):
         units: output width.
         rank: number of rank-one terms.
         activation: output activation (default: none).
+        normalize: layer-normalize each modality's input before its
+            projection (default True: a product of projections multiplies
+            the towers' output scales, which differ ~10x between an audio
+            and an image tower; a config saved without this key loads with
+            False, the layer it was saved from).
         kernel_initializer: initializer of the factor kernels.
         factor_bias_initializer: initializer of the factors' "1" rows.
         rank_weights_initializer: initializer of `lambda` (`[rank]`).
@@ -62,7 +68,7 @@ class LowRankFusion(BaseFusion):
 
     input_kind = "vector"
 
-    def __init__(self, units=64, rank=4, activation=None,
+    def __init__(self, units=64, rank=4, activation=None, normalize=True,
                  kernel_initializer="glorot_uniform",
                  factor_bias_initializer="ones",
                  rank_weights_initializer="glorot_uniform", modalities=None,
@@ -75,6 +81,7 @@ class LowRankFusion(BaseFusion):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.factor_bias_initializer = keras.initializers.get(
             factor_bias_initializer)
+        self.normalize = check_bool(owner, "normalize", normalize)
         self.rank_weights_initializer = keras.initializers.get(
             rank_weights_initializer)
 
@@ -82,7 +89,7 @@ class LowRankFusion(BaseFusion):
         shapes = self.resolve_modalities(input_shape)
         widths = self.vector_widths(shapes)
         batch = shapes[0][0]
-        self.factors = []
+        self.factors, self.input_norms = [], []
         for name, width in zip(self.modalities, widths):
             factor = keras.layers.Dense(
                 self.rank * self.units,
@@ -92,6 +99,11 @@ class LowRankFusion(BaseFusion):
                 dtype=self.dtype_policy, name=f"{name}_factor")
             factor.build((batch, width))
             self.factors.append(factor)
+            if self.normalize:
+                norm = keras.layers.LayerNormalization(
+                    dtype=self.dtype_policy, name=f"{name}_norm")
+                norm.build((batch, width))
+                self.input_norms.append(norm)
         self.rank_weights = self.add_weight(
             name="rank_weights", shape=(self.rank, 1),
             initializer=clone_initializer(self.rank_weights_initializer))
@@ -105,8 +117,12 @@ class LowRankFusion(BaseFusion):
         flags = self.presence_flags(present)
         dtype = self.compute_dtype
         product = None
-        for factor, x, f in zip(self.factors, features, flags):
-            out = factor(self.zero_absent(ops.cast(x, dtype), f))
+        for j, (factor, x, f) in enumerate(zip(self.factors, features,
+                                               flags)):
+            x = ops.cast(x, dtype)
+            if self.normalize:
+                x = self.input_norms[j](x)
+            out = factor(self.zero_absent(x, f))
             out = self.zero_absent(out, f, fill=1)  # identity when absent
             product = out if product is None else product * out
         product = ops.reshape(product, (-1, self.rank, self.units))
@@ -126,9 +142,17 @@ class LowRankFusion(BaseFusion):
             "activation": keras.activations.serialize(self.activation),
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),
+            "normalize": self.normalize,
             "factor_bias_initializer": keras.initializers.serialize(
                 self.factor_bias_initializer),
             "rank_weights_initializer": keras.initializers.serialize(
                 self.rank_weights_initializer),
         })
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Saved before `normalize` existed: those layers had none.
+        config = dict(config)
+        config.setdefault("normalize", False)
+        return super().from_config(config)

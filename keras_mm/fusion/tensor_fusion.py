@@ -2,8 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import (check_fraction, check_positive_int,
-                                   clone_initializer)
+from keras_mm.layers.utils import (check_bool, check_fraction,
+                                   check_positive_int, clone_initializer)
 from keras_mm.registry import FUSIONS
 
 # Largest flattened fusion tensor (per example) TensorFusion accepts.
@@ -35,6 +35,11 @@ class TensorFusion(BaseFusion):
         projection_activation: activation of the projections (default: none).
         activation: activation of the output layer (default: none).
         dropout: dropout rate on the flattened tensor.
+        normalize: layer-normalize each modality's input before its
+            projection (default True: a product of projections multiplies
+            the towers' output scales, which differ ~10x between an audio
+            and an image tower; a config saved without this key loads with
+            False, the layer it was saved from).
         kernel_initializer: initializer of the projections and output layer.
         modalities: modality names in presence-mask column order
             (default: sorted input keys).
@@ -64,7 +69,7 @@ class TensorFusion(BaseFusion):
     input_kind = "vector"
 
     def __init__(self, units=64, projection_dim=8, projection_activation=None,
-                 activation=None, dropout=0.0,
+                 activation=None, dropout=0.0, normalize=True,
                  kernel_initializer="glorot_uniform", modalities=None,
                  **kwargs):
         super().__init__(modalities=modalities, **kwargs)
@@ -76,6 +81,7 @@ class TensorFusion(BaseFusion):
             projection_activation)
         self.activation = keras.activations.get(activation)
         self.dropout = check_fraction(owner, "dropout", dropout)
+        self.normalize = check_bool(owner, "normalize", normalize)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
@@ -90,8 +96,13 @@ class TensorFusion(BaseFusion):
                 f"{self.tensor_size} entries per example, over the limit "
                 f"{MAX_TENSOR_SIZE}; lower projection_dim or use "
                 "LowRankFusion (type 'low_rank')")
-        self.projections = []
+        self.projections, self.input_norms = [], []
         for name, width in zip(self.modalities, widths):
+            if self.normalize:
+                norm = keras.layers.LayerNormalization(
+                    dtype=self.dtype_policy, name=f"{name}_norm")
+                norm.build((batch, width))
+                self.input_norms.append(norm)
             proj = keras.layers.Dense(
                 self.projection_dim, activation=self.projection_activation,
                 kernel_initializer=clone_initializer(self.kernel_initializer),
@@ -113,8 +124,12 @@ class TensorFusion(BaseFusion):
         flags = self.presence_flags(present)
         dtype = self.compute_dtype
         tensor = None
-        for proj, x, f in zip(self.projections, features, flags):
-            z = proj(self.zero_absent(ops.cast(x, dtype), f))
+        for j, (proj, x, f) in enumerate(zip(self.projections, features,
+                                             flags)):
+            x = ops.cast(x, dtype)
+            if self.normalize:
+                x = self.input_norms[j](x)
+            z = proj(self.zero_absent(x, f))
             z = self.zero_absent(z, f)
             factor = ops.concatenate([ops.ones_like(z[:, :1]), z], axis=-1)
             if tensor is None:
@@ -140,7 +155,15 @@ class TensorFusion(BaseFusion):
                 self.projection_activation),
             "activation": keras.activations.serialize(self.activation),
             "dropout": self.dropout,
+            "normalize": self.normalize,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),
         })
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Saved before `normalize` existed: those layers had none.
+        config = dict(config)
+        config.setdefault("normalize", False)
+        return super().from_config(config)

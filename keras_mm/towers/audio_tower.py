@@ -60,7 +60,11 @@ class AudioTower(keras.layers.Layer):
     their mean `[batch, dim]`.
 
     Args:
-        encoder: `"cnn"`, `"crnn"` or `"transformer"`.
+        encoder: `"crnn"` (default), `"cnn"` or `"transformer"`. The
+            default is the encoder with the best held-out-speaker accuracy
+            in `benchmarks/audio_heldout_speaker.py` (FSDD, train on 5
+            speakers, test on the 6th: see BENCHMARKS.md); `"cnn"` trains
+            2-3x faster and generalizes less to new voices.
         output: `"vector"` or `"sequence"` (kept as the attribute
             `output_mode`: `output` is a Keras Layer property).
         dim: output width.
@@ -102,7 +106,7 @@ class AudioTower(keras.layers.Layer):
 
     input_dtype = "float32"
 
-    def __init__(self, encoder="cnn", output="vector", dim=64, dropout=0.0,
+    def __init__(self, encoder="crnn", output="vector", dim=64, dropout=0.0,
                  frontend="log_mel", sample_rate=8000, frame_length=256,
                  frame_step=128, fft_length=None, num_mel_bins=40,
                  lower_edge_hertz=20.0, upper_edge_hertz=None,

@@ -11,7 +11,8 @@ from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_positive_int, check_positive_ints,
                                    clone_initializer)
 from keras_mm.registry import TOWERS
-from keras_mm.towers.resnet_backbone import ResNetBackbone
+from keras_mm.towers.resnet_backbone import (NORM_MOMENTUM, NORMALIZATIONS,
+                                             ResNetBackbone, make_norm)
 
 ENCODERS = ("cnn", "resnet", "vit", "applications")
 OUTPUTS = ("vector", "sequence", "feature_map")
@@ -42,8 +43,8 @@ class ImageTower(keras.layers.Layer):
     Encoders:
 
     - `"cnn"`: a small conv stack, one block per entry of `filters`
-      (3x3 convolution, batch norm, ReLU, 2x2 max pool). `filters=(6, 16)`
-      on 28x28 digits is LeNet-sized.
+      (3x3 convolution, normalization, ReLU, 2x2 max pool).
+      `filters=(6, 16)` on 28x28 digits is LeNet-sized.
     - `"resnet"`: a ResNet-18/34 built here (`depth`, `base_filters`; see
       `ResNetBackbone`).
     - `"applications"`: the `keras.applications` model named by
@@ -83,7 +84,10 @@ class ImageTower(keras.layers.Layer):
             attribute `output_mode`: `output` is a Keras Layer property).
         dim: output width.
         dropout: dropout rate on the output (and inside the transformer).
-        filters: `cnn` channels per conv block.
+        filters: `cnn` channels per conv block. The default three blocks
+            see a whole 28x28 digit before the mean over positions (two
+            blocks, the old default, reached 76% instead of 96% on 3,000
+            MNIST digits in 8 epochs: issue 12).
         kernel_size: `cnn` convolution size.
         depth: `resnet` depth: `18` or `34`.
         base_filters: width of the first ResNet-18/34 stage.
@@ -96,6 +100,14 @@ class ImageTower(keras.layers.Layer):
         num_layers, num_heads, intermediate_dim: `vit` transformer sizes.
         kernel_initializer: initializer of the `cnn` and `resnet`
             convolution kernels.
+        normalization: the `cnn` and `resnet` blocks' normalization:
+            `"batch"` (batch norm), `"group"` (group norm, 8 groups or
+            fewer) or `"layer"` (one group).
+        norm_momentum: momentum of the batch-norm moving statistics
+            (`cnn`, `resnet`, and the batch norms of an `applications`
+            backbone). The default 0.9 (Keras: 0.99) lets the statistics
+            follow the weights in a run of a few hundred steps; with 0.99
+            such a run evaluates and exports with stale statistics.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -135,10 +147,12 @@ class ImageTower(keras.layers.Layer):
     input_dtype = "float32"
 
     def __init__(self, encoder="cnn", output="vector", dim=64, dropout=0.0,
-                 filters=(32, 64), kernel_size=3, depth=18, base_filters=64,
+                 filters=(32, 64, 128), kernel_size=3, depth=18,
+                 base_filters=64,
                  backbone=None, weights=None, patch_size=4, num_layers=2,
                  num_heads=4, intermediate_dim=None,
-                 kernel_initializer="he_normal", **kwargs):
+                 kernel_initializer="he_normal", normalization="batch",
+                 norm_momentum=NORM_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         name = "ImageTower"
         if encoder == "resnet" and backbone is not None:
@@ -157,7 +171,7 @@ class ImageTower(keras.layers.Layer):
         self.filters = check_positive_ints(name, "filters", filters)
         if not self.filters:
             raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64)")
+                             "conv block width, e.g. filters=(32, 64, 128)")
         self.kernel_size = check_positive_int(name, "kernel_size",
                                               kernel_size)
         self.depth = check_choice(name, "depth", depth, (18, 34))
@@ -197,6 +211,10 @@ class ImageTower(keras.layers.Layer):
         self.intermediate_dim = check_positive_int(
             name, "intermediate_dim", intermediate_dim, allow_none=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.normalization = check_choice(name, "normalization",
+                                          normalization, NORMALIZATIONS)
+        self.norm_momentum = check_fraction(name, "norm_momentum",
+                                            norm_momentum)
         self._restoring = False
 
     # -- building -----------------------------------------------------------
@@ -239,8 +257,8 @@ class ImageTower(keras.layers.Layer):
                     kernel_initializer=clone_initializer(
                         self.kernel_initializer),
                     dtype=policy, name=f"conv{i}")
-                norm = keras.layers.BatchNormalization(dtype=policy,
-                                                       name=f"norm{i}")
+                norm = make_norm(self.normalization, self.norm_momentum, f,
+                                 policy, f"norm{i}")
                 pool = keras.layers.MaxPooling2D(2, padding="same",
                                                  dtype=policy,
                                                  name=f"pool{i}")
@@ -256,6 +274,8 @@ class ImageTower(keras.layers.Layer):
                 depth=self.depth, base_filters=self.base_filters,
                 kernel_initializer=clone_initializer(
                     self.kernel_initializer),
+                normalization=self.normalization,
+                norm_momentum=self.norm_momentum,
                 dtype=policy, name="resnet")
             self.resnet.build(shape)
             shape = self.resnet.compute_output_shape(shape)
@@ -325,6 +345,9 @@ class ImageTower(keras.layers.Layer):
                                              weights)
         finally:
             keras.config.set_dtype_policy(previous)
+        for layer in self.application._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = self.norm_momentum
 
     # -- calling ------------------------------------------------------------
 
@@ -404,5 +427,7 @@ class ImageTower(keras.layers.Layer):
             "intermediate_dim": self.intermediate_dim,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),
+            "normalization": self.normalization,
+            "norm_momentum": self.norm_momentum,
         })
         return config

@@ -2,10 +2,35 @@ import math
 
 import keras
 
-from keras_mm.layers.utils import (check_choice, check_positive_int,
-                                   clone_initializer)
+from keras_mm.layers.utils import (check_choice, check_fraction,
+                                   check_positive_int, clone_initializer)
 
 _STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+NORMALIZATIONS = ("batch", "group", "layer")
+# Batch-norm momentum of the towers. Keras' 0.99 averages the statistics of
+# ~100 steps and leaves 0.99**steps of the initial ones: a run of a few
+# hundred steps evaluates with statistics its weights no longer match
+# (issue 12). 0.9 follows the weights within ~10 steps.
+NORM_MOMENTUM = 0.9
+GROUPS = 8
+
+
+def make_norm(normalization, momentum, channels, dtype, name):
+    """The normalization layer of a conv block.
+
+    `"batch"`: `BatchNormalization(momentum=momentum)`; `"group"`:
+    `GroupNormalization` with `gcd(channels, GROUPS)` groups; `"layer"`:
+    one group (normalizes each example over height, width and channels).
+    The last two keep no running statistics, so training and inference
+    compute the same function.
+    """
+    if normalization == "batch":
+        return keras.layers.BatchNormalization(momentum=momentum,
+                                               dtype=dtype, name=name)
+    groups = math.gcd(int(channels), GROUPS) if normalization == "group" \
+        else 1
+    return keras.layers.GroupNormalization(groups=groups, dtype=dtype,
+                                           name=name)
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -23,6 +48,8 @@ class ResNetBackbone(keras.layers.Layer):
         depth: `18` (blocks 2-2-2-2) or `34` (blocks 3-4-6-3).
         base_filters: width of the first stage (64 in the paper).
         kernel_initializer: initializer of every convolution kernel.
+        normalization: `"batch"`, `"group"` or `"layer"` (`make_norm`).
+        norm_momentum: batch-norm momentum (`NORM_MOMENTUM`).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -41,13 +68,18 @@ class ResNetBackbone(keras.layers.Layer):
     """
 
     def __init__(self, depth=18, base_filters=64,
-                 kernel_initializer="he_normal", **kwargs):
+                 kernel_initializer="he_normal", normalization="batch",
+                 norm_momentum=NORM_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         self.depth = check_choice("ResNetBackbone", "depth", depth,
                                   tuple(_STAGE_BLOCKS))
         self.base_filters = check_positive_int("ResNetBackbone",
                                                "base_filters", base_filters)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.normalization = check_choice("ResNetBackbone", "normalization",
+                                          normalization, NORMALIZATIONS)
+        self.norm_momentum = check_fraction("ResNetBackbone",
+                                            "norm_momentum", norm_momentum)
 
     def _conv(self, filters, kernel_size, strides, name):
         return keras.layers.Conv2D(
@@ -56,9 +88,9 @@ class ResNetBackbone(keras.layers.Layer):
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=self.dtype_policy, name=name)
 
-    def _norm(self, name):
-        return keras.layers.BatchNormalization(dtype=self.dtype_policy,
-                                               name=name)
+    def _norm(self, channels, name):
+        return make_norm(self.normalization, self.norm_momentum, channels,
+                         self.dtype_policy, name)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -67,7 +99,7 @@ class ResNetBackbone(keras.layers.Layer):
                 "ResNetBackbone needs a known channel count; got input "
                 f"shape {shape}")
         self.stem_conv = self._conv(self.base_filters, 7, 2, "stem_conv")
-        self.stem_norm = self._norm("stem_norm")
+        self.stem_norm = self._norm(self.base_filters, "stem_norm")
         self.stem_pool = keras.layers.MaxPooling2D(
             3, strides=2, padding="same", dtype=self.dtype_policy,
             name="stem_pool")
@@ -84,9 +116,9 @@ class ResNetBackbone(keras.layers.Layer):
                 strides = 2 if (stage > 0 and block == 0) else 1
                 prefix = f"stage{stage + 1}_block{block + 1}"
                 conv1 = self._conv(filters, 3, strides, f"{prefix}_conv1")
-                norm1 = self._norm(f"{prefix}_norm1")
+                norm1 = self._norm(filters, f"{prefix}_norm1")
                 conv2 = self._conv(filters, 3, 1, f"{prefix}_conv2")
-                norm2 = self._norm(f"{prefix}_norm2")
+                norm2 = self._norm(filters, f"{prefix}_norm2")
                 conv1.build(shape)
                 out_shape = conv1.compute_output_shape(shape)
                 norm1.build(out_shape)
@@ -95,7 +127,8 @@ class ResNetBackbone(keras.layers.Layer):
                 if strides != 1 or shape[-1] != filters:
                     sc_conv = self._conv(filters, 1, strides,
                                          f"{prefix}_shortcut_conv")
-                    sc_norm = self._norm(f"{prefix}_shortcut_norm")
+                    sc_norm = self._norm(filters,
+                                             f"{prefix}_shortcut_norm")
                     sc_conv.build(shape)
                     sc_norm.build(out_shape)
                 else:
@@ -141,5 +174,7 @@ class ResNetBackbone(keras.layers.Layer):
             "base_filters": self.base_filters,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),
+            "normalization": self.normalization,
+            "norm_momentum": self.norm_momentum,
         })
         return config

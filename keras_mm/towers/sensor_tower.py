@@ -11,6 +11,7 @@ from keras_mm.registry import TOWERS
 
 ENCODERS = ("lstm", "gru", "tcn", "transformer")
 OUTPUTS = ("vector", "sequence")
+POOLINGS = ("mean", "last", "attention", "max")
 CUDNN_CHOICES = (False, True, "auto")
 
 
@@ -31,8 +32,14 @@ class SensorTower(keras.layers.Layer):
       embeddings (one per step of the input length) and `num_layers`
       pre-norm transformer layers whose attention ignores missing steps.
 
-    - `output="vector"`: `[batch, dim]`, the mean of the tokens over the
-      valid steps;
+    - `output="vector"`: `[batch, dim]`, the tokens pooled over the valid
+      steps by `pooling`: `"mean"`; `"last"`, the token of the last VALID
+      step (the final state of a recurrent encoder that skipped the padding;
+      with the causal TCN, the step that has seen the whole series);
+      `"attention"`, a softmax-weighted mean whose weights come from a
+      learned query (`pool_query`, `[dim]`) scored against each token,
+      missing steps excluded from the softmax; `"max"`, the per-feature
+      maximum over the valid steps;
     - `output="sequence"`: `[batch, steps, dim]`, missing steps zeroed;
       `compute_mask` passes the step mask through (None without one).
 
@@ -41,8 +48,10 @@ class SensorTower(keras.layers.Layer):
     values at missing steps never change the output (they may even be NaN):
     they are replaced by zeros before the encoder (which is what the TCN
     sees, as for its causal padding), skipped by the recurrent layers,
-    excluded from attention and from the mean, and zeroed in the sequence
-    output. A row without any valid step gives zeros.
+    excluded from attention and from the pooling, and zeroed in the
+    sequence output. A row without any valid step gives zeros. Right-padded
+    series with their mask give the same vector as the unpadded series, for
+    every pooling, with the lstm, gru and tcn encoders.
 
     Args:
         encoder: `"lstm"`, `"gru"`, `"tcn"` or `"transformer"`.
@@ -55,6 +64,14 @@ class SensorTower(keras.layers.Layer):
         intermediate_dim: transformer MLP width; `None` means 4x `dim`.
         kernel_size: TCN convolution width.
         tcn_dilations: one TCN block per dilation rate.
+        pooling: `"max"` (default), `"mean"`, `"last"` or `"attention"`:
+            how `output="vector"` pools the tokens. `"max"` was chosen by
+            measurement: on BasicMotions, as it is and cut to random
+            lengths of 20-100 steps, it was the best or within one test
+            example of the best pooling for each of the gru, lstm and tcn
+            encoders, while `"last"` lost 6-16 points
+            (`benchmarks/accuracy_basicmotions.py --study pooling`; figures
+            in BENCHMARKS.md).
         use_cudnn: passed to the LSTM / GRU layers. The default `False` uses
             the portable implementation, which compiles with XLA and accepts
             masks with gaps; `"auto"` uses cuDNN on a GPU (faster, but Keras
@@ -82,8 +99,9 @@ class SensorTower(keras.layers.Layer):
 
     def __init__(self, encoder="gru", output="vector", dim=64, dropout=0.0,
                  num_layers=1, num_heads=4, intermediate_dim=None,
-                 kernel_size=3, tcn_dilations=(1, 2, 4, 8), use_cudnn=False,
-                 kernel_initializer="glorot_uniform", **kwargs):
+                 kernel_size=3, tcn_dilations=(1, 2, 4, 8), pooling="max",
+                 use_cudnn=False, kernel_initializer="glorot_uniform",
+                 **kwargs):
         super().__init__(**kwargs)
         name = "SensorTower"
         self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
@@ -102,6 +120,7 @@ class SensorTower(keras.layers.Layer):
         if not self.tcn_dilations:
             raise ValueError(f"{name}: tcn_dilations must list at least one "
                              "dilation rate, e.g. tcn_dilations=(1, 2, 4)")
+        self.pooling = check_choice(name, "pooling", pooling, POOLINGS)
         self.use_cudnn = check_choice(name, "use_cudnn", use_cudnn,
                                       CUDNN_CHOICES)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -157,6 +176,10 @@ class SensorTower(keras.layers.Layer):
                 kernel_initializer=clone_initializer(self.kernel_initializer),
                 dtype=policy, name="transformer")
             self.transformer.build(seq_shape)
+        if self.output_mode == "vector" and self.pooling == "attention":
+            self.pool_query = self.add_weight(
+                name="pool_query", shape=(self.dim,),
+                initializer="zeros", trainable=True)
         self.output_dropout = keras.layers.Dropout(self.dropout,
                                                    dtype=policy)
         self.built = True
@@ -185,11 +208,50 @@ class SensorTower(keras.layers.Layer):
         x = self.output_dropout(x, training=training)
         if self.output_mode == "sequence":
             return x
-        if weights is None:
-            return ops.mean(x, axis=1)
-        total = ops.sum(x, axis=1)
-        count = ops.maximum(ops.sum(weights, axis=1), ops.cast(1.0, x.dtype))
-        return total / count
+        return self._pool(x, mask, weights)
+
+    def _pool(self, x, mask, weights):
+        """`[batch, steps, dim]` -> `[batch, dim]` over the valid steps
+        (`x` is already zero at missing steps)."""
+        if self.pooling == "mean":
+            if weights is None:
+                return ops.mean(x, axis=1)
+            total = ops.sum(x, axis=1)
+            count = ops.maximum(ops.sum(weights, axis=1),
+                                ops.cast(1.0, x.dtype))
+            return total / count
+        if self.pooling == "last":
+            if mask is None:
+                return x[:, -1]
+            steps = ops.shape(x)[1]
+            # Index of the last True step: the largest (i + 1) * mask, - 1.
+            positions = ops.arange(1, steps + 1, dtype="int32")[None, :]
+            last = ops.max(positions * ops.cast(mask, "int32"), axis=1) - 1
+            picked = ops.take_along_axis(
+                x, ops.maximum(last, 0)[:, None, None], axis=1)[:, 0]
+            # A row without a valid step: zeros (x is zero there anyway).
+            return picked * ops.cast(last >= 0, x.dtype)[:, None]
+        if self.pooling == "max":
+            if mask is None:
+                return ops.max(x, axis=1)
+            valid = ops.cast(mask, "bool")[:, :, None]
+            best = ops.max(ops.where(valid, x, ops.full_like(
+                x, float("-inf"))), axis=1)
+            any_valid = ops.any(valid, axis=1)
+            return ops.where(any_valid, best, ops.zeros_like(best))
+        # attention: softmax over the valid steps of <token, query> / sqrt(d).
+        query = ops.cast(self.pool_query, x.dtype)
+        scores = ops.sum(x * query, axis=-1) / ops.cast(
+            self.dim ** 0.5, x.dtype)
+        scores = ops.cast(scores, "float32")
+        valid = (ops.ones_like(scores, dtype="bool") if mask is None
+                 else ops.cast(mask, "bool"))
+        scores = ops.where(valid, scores, ops.full_like(scores, -1e9))
+        # Masked softmax over the steps (a row without a valid step: zeros).
+        exp = ops.exp(scores - ops.max(scores, axis=1, keepdims=True))
+        exp = exp * ops.cast(valid, exp.dtype)
+        attn = exp / ops.maximum(ops.sum(exp, axis=1, keepdims=True), 1e-30)
+        return ops.sum(x * ops.cast(attn, x.dtype)[:, :, None], axis=1)
 
     def compute_mask(self, inputs, mask=None):
         if mask is None or self.output_mode != "sequence":
@@ -200,6 +262,13 @@ class SensorTower(keras.layers.Layer):
         if self.output_mode == "vector":
             return (input_shape[0], self.dim)
         return (input_shape[0], input_shape[1], self.dim)
+
+    @classmethod
+    def from_config(cls, config):
+        # Saved before `pooling` existed: those towers were mean-pooled.
+        config = dict(config)
+        config.setdefault("pooling", "mean")
+        return super().from_config(config)
 
     def get_config(self):
         config = super().get_config()
@@ -213,6 +282,7 @@ class SensorTower(keras.layers.Layer):
             "intermediate_dim": self.intermediate_dim,
             "kernel_size": self.kernel_size,
             "tcn_dilations": list(self.tcn_dilations),
+            "pooling": self.pooling,
             "use_cudnn": self.use_cudnn,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),

@@ -11,6 +11,7 @@ from keras_mm.layers.utils import (check_choice, check_fraction,
                                    clone_initializer)
 from keras_mm.registry import TOWERS
 from keras_mm.towers.image_tower import ImageTower
+from keras_mm.towers.resnet_backbone import NORM_MOMENTUM, NORMALIZATIONS
 
 ENCODERS = ("conv3d", "frames")
 OUTPUTS = ("vector", "sequence", "feature_map")
@@ -72,6 +73,9 @@ class VideoTower(keras.layers.Layer):
         tcn_dilations: one TCN block per dilation (`temporal="tcn"`).
         num_layers, num_heads, intermediate_dim: `temporal="transformer"`.
         kernel_initializer: initializer of the conv kernels.
+        normalization: the `frames` CNN's normalization: `"batch"`,
+            `"group"` or `"layer"` (see `ImageTower`).
+        norm_momentum: its batch-norm momentum (see `ImageTower`).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -98,6 +102,7 @@ class VideoTower(keras.layers.Layer):
                  dim=64, dropout=0.0, filters=(32, 64), kernel_size=3,
                  tcn_dilations=(1, 2, 4), num_layers=2, num_heads=4,
                  intermediate_dim=None, kernel_initializer="he_normal",
+                 normalization="batch", norm_momentum=NORM_MOMENTUM,
                  **kwargs):
         super().__init__(**kwargs)
         name = "VideoTower"
@@ -123,6 +128,10 @@ class VideoTower(keras.layers.Layer):
         self.intermediate_dim = check_positive_int(
             name, "intermediate_dim", intermediate_dim, allow_none=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.normalization = check_choice(name, "normalization",
+                                          normalization, NORMALIZATIONS)
+        self.norm_momentum = check_fraction(name, "norm_momentum",
+                                            norm_momentum)
         self.supports_masking = True
 
     # -- shapes -------------------------------------------------------------
@@ -173,6 +182,8 @@ class VideoTower(keras.layers.Layer):
                 filters=self.filters, kernel_size=self.kernel_size,
                 kernel_initializer=clone_initializer(
                     self.kernel_initializer),
+                normalization=self.normalization,
+                norm_momentum=self.norm_momentum,
                 dtype=policy, name="frame_encoder")
             self.frame_encoder.build((None,) + shape[2:])
         steps = self._grid(tuple(input_shape))[0]
@@ -308,5 +319,7 @@ class VideoTower(keras.layers.Layer):
             "intermediate_dim": self.intermediate_dim,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),
+            "normalization": self.normalization,
+            "norm_momentum": self.norm_momentum,
         })
         return config

@@ -10,7 +10,9 @@
 - `epoch_dataset(...)`: the training batches of epochs `initial_epoch..`,
   where epoch `k`'s shuffle order and augmentation draws depend only on
   `(seed, k)` - so a run resumed from a backup at epoch `k` sees the
-  batches an uninterrupted run sees;
+  batches an uninterrupted run sees; with `cache="memory"` the examples
+  are read and parsed once (`cached_parse`) and only the seeded draws are
+  redone each epoch, with the same batches;
 - `golden_examples(pipeline, n)`: raw request values of `n` examples, for
   the export.
 
@@ -20,6 +22,7 @@ directory (the repository root for `keras-mm train recipes/demo.yaml`);
 works from anywhere.
 """
 
+import contextlib
 import copy
 import importlib
 import json
@@ -36,6 +39,8 @@ log = logging.getLogger("keras_mm")
 PREPROCESSORS_FILE = "preprocessors.json"
 # Large prime multiplier: per-epoch shuffle seeds of nearby base seeds differ.
 _EPOCH_SEED_STRIDE = 1000003
+# Log lines already given once in this process (`epoch_dataset`).
+_SAID = set()
 
 
 def _is_remote(path):
@@ -205,7 +210,7 @@ def _parses_unfitted(preprocessor):
     return True
 
 
-def adapt_preprocessors(preprocessors, recipe):
+def adapt_preprocessors(preprocessors, recipe, clock=None):
     """Fits each preprocessor on the raw TRAIN examples of its input that
     pass the bad-input check.
 
@@ -217,9 +222,14 @@ def adapt_preprocessors(preprocessors, recipe):
     missing (they read as empty). When every input took part, the check's
     result is kept for the train split's pipeline (`parse` of an input
     that traces unfitted does not use the fitted state), so the data is
-    not decoded twice.
+    not decoded twice. `clock` (a `PhaseClock`) gets the seconds of the
+    check (`validate`) and of the fitting (`adapt`).
     """
     from keras_mm.data import validation
+
+    def phase(name):
+        return contextlib.nullcontext() if clock is None else \
+            clock.phase(name)
 
     todo = [n for n, p in preprocessors.items() if _needs_adapt(p)]
     if not todo:
@@ -234,15 +244,17 @@ def adapt_preprocessors(preprocessors, recipe):
         pipe = make_pipeline(recipe, "train", checked, {})
         log.info("data: bad-input check of the train split before adapt "
                  "(inputs %s)", ", ".join(checked))
-        pipe.validate()         # raises under data.bad_records: error
+        with phase("validate"):
+            pipe.validate()     # raises under data.bad_records: error
         decisions = pipe._decisions
         key = validation.fingerprint(pipe)
     for name in todo:
         pre = preprocessors[name]
         log.info("data: adapting the %s preprocessor of %r on the train "
                  "split", pre.modality, name)
-        pre.adapt(raw_examples(source, name, pre, columns.get(name),
-                               decisions, outside))
+        with phase("adapt"):
+            pre.adapt(raw_examples(source, name, pre, columns.get(name),
+                                   decisions, outside))
     if pipe is not None and len(checked) == len(preprocessors):
         validation.carry_over(key, pipe)
     return preprocessors
@@ -316,6 +328,35 @@ def make_pipeline(recipe, split, preprocessors, spec, input_names=None,
         allow_paths_outside=bool(data.get("allow_paths_outside", False)))
 
 
+def share_check(pipe, checked):
+    """Gives `pipe` the bad-input check of `checked`, a pipeline of the
+    same split read by more inputs (the fused run's, for a single-input run
+    of the scoreboard): its problems restricted to `pipe`'s inputs and
+    labels - what `pipe`'s own check finds - without a second pass over
+    the files. `pipe.validate()` then applies the policy (report, errors)
+    as usual."""
+    from keras_mm.data import validation
+
+    checked.validate()
+    found = validation._VALIDATION_CACHE.get(validation.fingerprint(checked))
+    if found is None:
+        return
+    names = {inp.name for inp in pipe.inputs} | {
+        lab.head for lab in pipe.labels}
+    problems = {}
+    for key, items in found["problems"].items():
+        kept = [p for p in items if p.input in names]
+        if kept:
+            problems[key] = kept
+    truncated = {}
+    for key, items in found.get("truncated", {}).items():
+        kept = [t for t in items if t[0] in names]
+        if kept:
+            truncated[key] = kept
+    validation._VALIDATION_CACHE[validation.fingerprint(pipe)] = dict(
+        found, problems=problems, truncated=truncated)
+
+
 def count_batches(dataset, pipeline=None, batch_size=None,
                   drop_remainder=False):
     """Number of batches of one pass: the dataset's cardinality when
@@ -370,7 +411,7 @@ def _one_epoch(pipeline, batch_size, seed, steps, options):
 
 def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
                   shuffle_buffer=1024, drop_remainder=False, cache=None,
-                  deterministic=True):
+                  deterministic=True, cached=None):
     """Training batches of epochs `initial_epoch .. epochs - 1`, in order.
 
     Epoch `k` is its own pass of `pipeline.dataset(..., training=True,
@@ -385,7 +426,15 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
     state of the augmentations from epoch to epoch.) Give the returned
     `steps_per_epoch` to `fit`.
 
-    A `"memory"` cache is not used here (each epoch is a separate pass).
+    With `cache="memory"` the examples are read and parsed once
+    (`cached_parse`: decode, resize, crop or pad - kept in memory after the
+    first epoch's pass) and each epoch only shuffles them, redoes the
+    seeded parses of the inputs whose `parse` draws random numbers
+    (random crops of audio / series) from the cached raw values, and runs
+    `transform` (normalization, features such as log-mel, augmentation).
+    The batches are those of the uncached pass, value for value. A file
+    `cache` path is the Pipeline's own (parsed once, crops frozen).
+    `cached` is a `cached_parse(...)` to reuse (else one is made).
 
     Returns:
         `(dataset, steps_per_epoch)`.
@@ -395,25 +444,76 @@ def epoch_dataset(pipeline, batch_size, *, seed, epochs, initial_epoch=0,
                    deterministic=deterministic,
                    cache=None if cache in (None, False, "memory") else cache)
     pipeline.validate()
-    steps = count_batches(pipeline.dataset(batch_size, seed=seed, **options),
-                          pipeline, batch_size, drop_remainder)
+    total = pipeline.num_examples() if pipeline.manifest is not None \
+        else None
+    if cache == "memory" and total is not None:
+        # The manifest's row count: no uncached dataset built (or traced)
+        # to ask for its cardinality.
+        total -= len(pipeline._decisions["skip"])
+        steps = total // batch_size if drop_remainder else \
+            -(-total // batch_size)
+    else:
+        steps = count_batches(pipeline.dataset(batch_size, seed=seed,
+                                               **options),
+                              pipeline, batch_size, drop_remainder)
     if steps == 0:
         raise DataError(
             f"the train split gives no batch of {batch_size} examples "
             f"(drop_remainder={drop_remainder}); lower training.batch_size",
             file=pipeline.source_name)
+    if cache == "memory" and cached is None:
+        cached = cached_parse(pipeline, batch_size, deterministic)
+        redone = cached.drawn_inputs
+        message = ("data.cache: memory: the train split is read and parsed "
+                   "once" + (f"; parsed again each epoch (random crops in "
+                             f"parse): {', '.join(redone)}" if redone else ""))
+        # Once per process: the scoreboard's single-input runs say the same.
+        log.log(logging.DEBUG if message in _SAID else logging.INFO, message)
+        _SAID.add(message)
     parts = []
     for epoch in range(int(initial_epoch), int(epochs)):
         tf.random.set_seed(epoch_seed(seed, epoch))
+        if cache == "memory":
+            parts.append(cached.epoch(batch_size, epoch_seed(seed, epoch),
+                                      steps, options))
+            continue
         parts.append(_one_epoch(pipeline, batch_size, epoch_seed(seed, epoch),
                                 steps, options))
     tf.random.set_seed(seed)
     if not parts:            # nothing left to train: an empty pass
-        parts = [pipeline.dataset(batch_size, **options).take(0)]
+        parts = [cached.epoch(batch_size, seed, 0, options)
+                 if cache == "memory" else
+                 pipeline.dataset(batch_size, **options).take(0)]
     dataset = _concatenate(parts).prefetch(tf.data.AUTOTUNE)
     dataset_options = tf.data.Options()
     dataset_options.deterministic = bool(deterministic)
     return dataset.with_options(dataset_options), steps
+
+
+def parse_draws(preprocessor):
+    """Whether `preprocessor.parse` draws random numbers in training: its
+    graph (traced with a seed; nested functions included) holds a random
+    op. Such parses are redone every epoch under `data.cache: memory`."""
+    try:
+        function = tf.function(
+            lambda raw, seed: preprocessor.parse(raw, training=True,
+                                                 seed=seed))
+        graph = function.get_concrete_function(
+            preprocessor.example_signature(),
+            tf.TensorSpec([2], tf.int32)).graph.as_graph_def()
+    except (ValueError, TypeError, NotImplementedError):
+        return True                     # unknown: never cache its parse
+    ops = [n.op for n in graph.node] + [
+        n.op for f in graph.library.function for n in f.node_def]
+    return any("Random" in op for op in ops)
+
+
+def cached_parse(pipeline, batch_size, deterministic=True):
+    """The train split read and parsed once, in memory (`data.cache:
+    memory`; see `epoch_dataset` and `keras_mm.training.cached_parse`)."""
+    from keras_mm.training.cached_parse import CachedParse
+
+    return CachedParse(pipeline, batch_size, deterministic)
 
 
 def eval_dataset(pipeline, batch_size, drop_remainder=False):

@@ -2,16 +2,23 @@
 
 - the file names of the folder (the list is in `keras_mm.training.trainer`);
 - `load_recipe(recipe, overrides)`: a recipe path or dict, validated, with
-  absolute data paths (what `recipe.yaml` holds);
+  absolute data paths (what `recipe.yaml` holds); `--set name=X` renames
+  the export too, unless the recipe names its export otherwise;
 - `work_dir(run_dir, is_chief)`: where a worker writes (the run folder on
   the chief, a private `.<type>-<index>` folder on other workers);
 - starting over (`clear_run`) or resuming (`backup_epoch`,
   `check_resumable`, `history_rows`), and `remove_backups` once the whole
   command has succeeded;
+- `finished_run(run_dir)`: the `run.json` of a run that completed (a
+  re-run is refused unless `overwrite`: `refuse_finished`);
 - `find_run_dir`: the run folder of a run folder or recipe path.
 """
 
+import copy
 import csv
+import datetime
+import glob
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +39,7 @@ BACKUP_DIR = "backup"
 TENSORBOARD_DIR = "tensorboard"
 UNIMODAL_DIR = "unimodal"
 EARLY_STOPPING_FILE = "early_stopping_best.npz"
+UNIMODAL_KEY_FILE = "unimodal_key.json"
 
 # Recipe keys whose change makes a backup unusable.
 RESUME_KEYS = ("data", "inputs", "fusion", "trunk", "heads",
@@ -40,15 +48,44 @@ RESUME_KEYS = ("data", "inputs", "fusion", "trunk", "heads",
                "training.epochs")
 
 
+def _export_follows_name(raw, stem, overrides):
+    """`overrides` plus `export.name=<new name>` when they rename the run
+    (`name=X`) and the recipe's export name is unset or just repeats its
+    run name: one name renames the run and its export."""
+    from keras_mm.recipes import parse_override
+
+    keys = {}
+    for text in overrides or ():
+        parts, value = parse_override(text)
+        keys[".".join(parts)] = value
+    if "name" not in keys or "export.name" in keys or "export" in keys:
+        return list(overrides or ())
+    raw = raw if isinstance(raw, dict) else {}
+    old_name = raw.get("name") or stem
+    export = raw.get("export") if isinstance(raw.get("export"), dict) \
+        else {}
+    if export.get("name") not in (None, old_name):
+        return list(overrides)          # an export name of its own
+    return list(overrides) + [f"export.name={keys['name']}"]
+
+
 def load_recipe(recipe, overrides):
     """A recipe path or dict with `overrides` applied, normalized, with
-    absolute data paths."""
+    absolute data paths.
+
+    `--set name=X` renames the run folder and the export (`export.name`)
+    unless the recipe gives its export a name other than its run name or
+    `--set export.name=...` is given too.
+    """
     from keras_mm.recipes import apply_overrides, load_recipe as load, \
-        normalize_recipe
+        normalize_recipe, read_yaml
 
     if isinstance(recipe, (str, os.PathLike)):
+        stem = os.path.splitext(os.path.basename(os.fspath(recipe)))[0]
+        overrides = _export_follows_name(read_yaml(recipe), stem, overrides)
         loaded = load(recipe, overrides=overrides)
     elif isinstance(recipe, dict):
+        overrides = _export_follows_name(recipe, "recipe", overrides)
         raw, _ = apply_overrides(recipe, overrides)
         loaded = normalize_recipe(raw)
     else:
@@ -146,9 +183,10 @@ def remove(path):
 
 def clear_run(path):
     """Removes the outputs of a previous, finished run from the folder
-    `path` (fresh start)."""
+    `path` (fresh start). Its `unimodal/` runs stay: the scoreboard reuses
+    those whose key still matches (`find_unimodal`)."""
     for name in (HISTORY_FILE, METRICS_FILE, RUN_FILE, CURVES_FILE,
-                 BEST_FILE, FINAL_FILE, TENSORBOARD_DIR, UNIMODAL_DIR,
+                 BEST_FILE, FINAL_FILE, TENSORBOARD_DIR,
                  run_data.PREPROCESSORS_FILE):
         remove(os.path.join(path, name))
     for name in os.listdir(path):
@@ -170,6 +208,145 @@ def remove_backups(run_dir, is_chief):
             remove(os.path.join(folder, BACKUP_DIR))
         else:
             remove(os.path.join(folder, f".{kind}-{index}"))
+
+
+def mark_finished(run_dir, phases, export_path=None):
+    """Adds `finished`, `finished_at`, `phases` (seconds per phase of the
+    whole command) and `export_path` to the run's `run.json`."""
+    from keras_mm.serving.atomic import atomic_write_text
+
+    path = os.path.join(os.fspath(run_dir), RUN_FILE)
+    info = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    info.update(finished=True, phases=phases, export_path=export_path,
+                finished_at=datetime.datetime.now(datetime.timezone.utc)
+                .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True)
+                      + "\n")
+
+
+# -- single-input runs of the scoreboard, reused while unchanged ---------------
+
+
+def unimodal_recipe(recipe, input_name):
+    """The recipe of the `input_name`-only model of the scoreboard."""
+    from keras_mm.builder import unimodal_spec
+    from keras_mm.recipes import recipe_model_spec
+
+    single = unimodal_spec(recipe_model_spec(recipe), input_name)
+    sub = copy.deepcopy(recipe)
+    sub["name"] = f"{recipe['name']}_{input_name}_only"
+    sub["inputs"] = single["inputs"]
+    sub["fusion"] = None
+    sub["evaluation"] = dict(sub["evaluation"], compare_unimodal=False)
+    return sub
+
+
+def unimodal_key(sub_recipe, name, preprocessor):
+    """A content hash of one single-input run: its recipe (less its name,
+    export and output settings), the fitted preprocessor's config, the
+    identity of every data file it reads (paths, sizes, mtimes, manifest
+    contents: the pipelines' fingerprints) and the seed (in the recipe)."""
+    from keras_mm.data import validation
+    from keras_mm.version import __version__
+
+    keyed = copy.deepcopy(sub_recipe)
+    for key in ("name", "export"):
+        keyed.pop(key, None)
+    for key in ("runs_dir", "verbose", "tensorboard"):
+        keyed["training"].pop(key, None)
+    h = hashlib.sha256()
+    h.update(json.dumps([__version__, keyed], sort_keys=True,
+                        default=str).encode())
+    for split in sorted(keyed["data"]["splits"]):
+        pipe = run_data.make_pipeline(sub_recipe, split,
+                                      {name: preprocessor}, {})
+        h.update(f"{split}:{validation.fingerprint(pipe)}".encode())
+    return h.hexdigest()
+
+
+def _key_of(folder):
+    path = os.path.join(folder, UNIMODAL_KEY_FILE)
+    if not os.path.exists(path) or os.path.exists(
+            os.path.join(folder, BACKUP_DIR)) or not os.path.exists(
+            os.path.join(folder, METRICS_FILE)):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("key")
+    except (OSError, ValueError):
+        return None
+
+
+def find_unimodal(runs_dir, run_dir, name, key):
+    """A completed `unimodal/<name>` folder with `key`: this run's own,
+    else another run's in `runs_dir`; None when there is none."""
+    own = os.path.join(run_dir, UNIMODAL_DIR, name)
+    others = sorted(glob.glob(os.path.join(glob.escape(runs_dir), "*",
+                                           UNIMODAL_DIR, name)))
+    for folder in [own] + [f for f in others
+                           if os.path.abspath(f) != os.path.abspath(own)]:
+        if _key_of(folder) == key:
+            return folder
+    return None
+
+
+def reuse_unimodal(found, sub_dir, is_chief, splits):
+    """Copies a reused single-input run into `sub_dir` (unless it is
+    there); returns its metrics, in the order of `splits`."""
+    if is_chief and os.path.abspath(found) != os.path.abspath(sub_dir):
+        remove(sub_dir)
+        shutil.copytree(found, sub_dir)
+    with open(os.path.join(found, METRICS_FILE), encoding="utf-8") as f:
+        metrics = json.load(f)
+    return {split: metrics[split] for split in splits if split in metrics}
+
+
+def forget_unimodal(sub_dir):
+    """Removes the key of a single-input run about to be (re)trained."""
+    remove(os.path.join(sub_dir, UNIMODAL_KEY_FILE))
+
+
+def remember_unimodal(sub_dir, key):
+    """Writes the key of a completed single-input run."""
+    from keras_mm.serving.atomic import atomic_write_text
+
+    atomic_write_text(os.path.join(sub_dir, UNIMODAL_KEY_FILE),
+                      json.dumps({"key": key}) + "\n")
+
+
+def finished_run(run_dir):
+    """`run.json` of the completed run in `run_dir` (the whole command
+    succeeded: `"finished": true`), or None (no run, or one still to be
+    resumed or finished)."""
+    path = os.path.join(os.fspath(run_dir), RUN_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("finished") else None
+
+
+def refuse_finished(run_dir, name):
+    """Raises `ConfigError` when `run_dir` holds a completed run: training
+    again would overwrite it (and publish another export version)."""
+    info = finished_run(run_dir)
+    if info is None:
+        return
+    when = f" on {info['finished_at']}" if info.get("finished_at") else ""
+    export = f", exported to {info['export_path']}" if info.get(
+        "export_path") else ""
+    raise ConfigError(
+        "name", f"{run_dir} already holds the finished run {name!r}"
+        f"{when}{export}; training again would overwrite it. Give the new "
+        f"run another name (--set name={name}-2; the export follows the "
+        "name), or pass --overwrite (train(..., overwrite=True)) to "
+        "replace it")
 
 
 def find_run_dir(run_dir_or_recipe):

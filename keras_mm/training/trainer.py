@@ -38,7 +38,9 @@ The run folder `runs/<name>/`:
 ```
 recipe.yaml            the resolved recipe (overrides applied, absolute paths)
 preprocessors.json     fitted preprocessors (keras_mm.data serialization)
-run.json               strategy, precision, epochs run, resumed_from_epoch
+run.json               strategy, precision, epochs run, resumed_from_epoch,
+                       phases (seconds per phase), finished (a re-run of a
+                       finished run is refused unless `overwrite`)
 metrics.json           {split: {loss, num_examples, heads: {head: {metric}}}}
 history.csv            one row per epoch (keras.callbacks.CSVLogger)
 learning_curves.png    loss and metrics per epoch, train and validation
@@ -68,7 +70,6 @@ identical.)
 """
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import os
@@ -87,6 +88,7 @@ from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
                                             load_model, model_input_names)
 from keras_mm.training.optimizers import build_optimizer
+from keras_mm.training.phase_clock import PhaseClock
 from keras_mm.training.run_callbacks import make_callbacks
 from keras_mm.training.run_folder import (BACKUP_DIR, BEST_FILE, CURVES_FILE,
                                           FINAL_FILE, HISTORY_FILE,
@@ -138,17 +140,7 @@ def _global_state(precision, deterministic):
             tf_config.disable_op_determinism()
 
 
-def _unimodal_recipe(recipe, input_name):
-    from keras_mm.builder import unimodal_spec
-    from keras_mm.recipes import recipe_model_spec
-
-    single = unimodal_spec(recipe_model_spec(recipe), input_name)
-    sub = copy.deepcopy(recipe)
-    sub["name"] = f"{recipe['name']}_{input_name}_only"
-    sub["inputs"] = single["inputs"]
-    sub["fusion"] = None
-    sub["evaluation"] = dict(sub["evaluation"], compare_unimodal=False)
-    return sub
+_unimodal_recipe = run_folder.unimodal_recipe
 
 
 # -- the steps of one training run --------------------------------------------
@@ -180,6 +172,8 @@ class _Run:
     notes: list = dataclasses.field(default_factory=list)
     history: dict = dataclasses.field(default_factory=dict)
     checkpoint: str = None              # the .keras file evaluated
+    clock: typing.Any = None            # PhaseClock: run.json "phases"
+    checked: dict = None                # the fused run's pipelines
 
     @property
     def training(self):
@@ -189,13 +183,15 @@ class _Run:
         return os.path.join(self.work_dir, name)
 
 
-def _prepare(recipe, plan, run_dir, verbose, preprocessors=None):
+def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
+             clock=None, checked=None):
     """Step 1: the work folder, fresh start or resume, the data set and
     the fitted preprocessors, the completed model spec."""
     from keras_mm.builder.spec import complete_spec
     from keras_mm.recipes import recipe_model_spec, save_recipe
 
-    run = _Run(recipe=recipe, plan=plan, run_dir=run_dir, verbose=verbose)
+    run = _Run(recipe=recipe, plan=plan, run_dir=run_dir, verbose=verbose,
+               clock=clock or PhaseClock(), checked=checked)
     training = run.training
     run.work_dir = run_folder.work_dir(run_dir, plan.is_chief)
     backup_dir = run.path(BACKUP_DIR)
@@ -218,7 +214,8 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None):
     save_recipe(recipe, recipe_path)
 
     keras.utils.set_random_seed(training["seed"])
-    run_data.generate_data(recipe)
+    with run.clock.phase("generate"):
+        run_data.generate_data(recipe)
     if preprocessors is not None:       # the fused run's, for a unimodal one
         preprocessors = {n: preprocessors[n] for n in recipe["inputs"]}
     elif run.resumed and os.path.exists(pre_path):
@@ -226,7 +223,7 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None):
             pre_path, order=list(recipe["inputs"]))
     else:
         preprocessors = run_data.adapt_preprocessors(
-            run_data.make_preprocessors(recipe), recipe)
+            run_data.make_preprocessors(recipe), recipe, clock=run.clock)
     run_data.save_preprocessors(preprocessors, pre_path)
     run.preprocessors = preprocessors
     run.spec = complete_spec(recipe_model_spec(recipe), preprocessors)
@@ -240,13 +237,21 @@ def _build(run):
 
     recipe, plan, training = run.recipe, run.plan, run.training
     seed, batch_size = training["seed"], training["batch_size"]
-    with plan.strategy.scope():
+    clock = run.clock
+    with plan.strategy.scope(), clock.phase("build"):
         keras.utils.set_random_seed(seed)
         run.model = build_model(run.spec)
     input_names = model_input_names(run.model)
     run.pipelines = {split: run_data.make_pipeline(
         recipe, split, run.preprocessors, run.spec, input_names=input_names,
         report_dir=run.work_dir) for split in recipe["data"]["splits"]}
+    with clock.phase("validate"):       # the bad-input check (once each)
+        for split, pipe in run.pipelines.items():
+            if run.checked and split in run.checked:
+                run_data.share_check(pipe, run.checked[split])
+        for split in ("train", "val"):
+            if split in run.pipelines:
+                run.pipelines[split].validate()
     deterministic = bool(recipe["data"]["deterministic"] or
                          training["deterministic"])
     keras.utils.set_random_seed(seed)
@@ -259,7 +264,7 @@ def _build(run):
     run.val_ds = run_data.eval_dataset(
         run.pipelines["val"], batch_size, plan.drop_remainder) \
         if "val" in run.pipelines else None
-    with plan.strategy.scope():
+    with plan.strategy.scope(), clock.phase("build"):
         optimizer = build_optimizer(training, run.steps)
         compile_model(run.model, run.spec, optimizer=optimizer,
                       jit_compile=training["jit_compile"],
@@ -297,7 +302,8 @@ def _fit(run, extra_callbacks=()):
         run.training, run.work_dir, run.initial_epoch,
         has_val=run.val_ds is not None, verbose=run.verbose,
         say=lambda message: _say(run.verbose, message),
-        extra_callbacks=extra_callbacks)
+        extra_callbacks=tuple(extra_callbacks or ())
+        + (run.clock.callback(),))
     model, plan = run.model, run.plan
     epochs = run.training["epochs"]
     if stopper is not None and stopper.replay().stopped:
@@ -313,16 +319,18 @@ def _fit(run, extra_callbacks=()):
         finished.on_train_begin()
         finished.on_train_end()
     elif run.custom_loop:
-        fit_distributed(model, run.train_ds, epochs=epochs,
-                        validation_data=run.val_ds, callbacks=callbacks,
-                        strategy=plan.strategy,
-                        initial_epoch=run.initial_epoch,
-                        steps_per_epoch=run.steps, verbose=fit_verbose)
+        with run.clock.phase("fit"):
+            fit_distributed(model, run.train_ds, epochs=epochs,
+                            validation_data=run.val_ds, callbacks=callbacks,
+                            strategy=plan.strategy,
+                            initial_epoch=run.initial_epoch,
+                            steps_per_epoch=run.steps, verbose=fit_verbose)
     else:
-        model.fit(run.train_ds, epochs=epochs, steps_per_epoch=run.steps,
-                  validation_data=run.val_ds, callbacks=callbacks,
-                  initial_epoch=run.initial_epoch, verbose=fit_verbose,
-                  shuffle=False)
+        with run.clock.phase("fit"):
+            model.fit(run.train_ds, epochs=epochs, steps_per_epoch=run.steps,
+                      validation_data=run.val_ds, callbacks=callbacks,
+                      initial_epoch=run.initial_epoch, verbose=fit_verbose,
+                      shuffle=False)
 
     history_path = run.path(HISTORY_FILE)
     run.history = run_artifacts.read_history_csv(history_path) \
@@ -349,16 +357,25 @@ def _evaluate(run, result):
         The evaluated one-device model (the one exported).
     """
     recipe, plan, training = run.recipe, run.plan, run.training
-    eval_model = load_model(run.checkpoint, run.spec)
-    result.metrics = evaluate_splits(
-        eval_model, recipe, run.spec, run.preprocessors,
-        recipe["evaluation"]["splits"], training["batch_size"],
-        plot_dir=run.run_dir, pipelines=run.pipelines)
+    with run.clock.phase("evaluate"):
+        eval_model = load_model(run.checkpoint, run.spec)
+        from keras_mm.training import mode_check    # batch-norm lag (H1)
+        run.notes.extend(mode_check.run_recalibration(
+            eval_model, run.pipelines, training["batch_size"], run.checkpoint))
+        result.metrics = evaluate_splits(
+            eval_model, recipe, run.spec, run.preprocessors,
+            recipe["evaluation"]["splits"], training["batch_size"],
+            plot_dir=run.run_dir, pipelines=run.pipelines)
+    with run.clock.phase("mode_check"):
+        run.notes.extend(mode_check.run_mode_check(
+            eval_model, run.pipelines, run.spec, training["batch_size"],
+            recipe["name"]))
     run_artifacts.write_json(os.path.join(run.run_dir, METRICS_FILE),
                              result.metrics)
     if run.history:
-        run_artifacts.plot_learning_curves(
-            run.history, os.path.join(run.run_dir, CURVES_FILE))
+        with run.clock.phase("plots"):
+            run_artifacts.plot_learning_curves(
+                run.history, os.path.join(run.run_dir, CURVES_FILE))
     run_artifacts.write_json(os.path.join(run.run_dir, RUN_FILE), {
         "name": recipe["name"], "strategy": plan.kind,
         "num_replicas": plan.num_replicas, "precision": plan.precision,
@@ -367,18 +384,20 @@ def _evaluate(run, result):
         "steps_per_epoch": run.steps, "epochs": training["epochs"],
         "epochs_run": result.epochs_run,
         "resumed_from_epoch": run.initial_epoch,
-        "checkpoint": os.path.basename(run.checkpoint)})
+        "checkpoint": os.path.basename(run.checkpoint),
+        "phases": run.clock.as_dict()})
     return eval_model
 
 
 def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
-         preprocessors=None):
+         preprocessors=None, clock=None, checked=None):
     """Trains one model of `recipe` into `run_dir`; evaluates on the chief.
 
     Returns:
         `(TrainResult, _Run, evaluated model or None)`.
     """
-    run = _prepare(recipe, plan, run_dir, verbose, preprocessors)
+    run = _prepare(recipe, plan, run_dir, verbose, preprocessors, clock,
+                   checked)
     _build(run)
     result = _fit(run, extra_callbacks)
     eval_model = _evaluate(run, result) if plan.is_chief else None
@@ -388,20 +407,43 @@ def _run(recipe, plan, run_dir, verbose, extra_callbacks=(),
 # -- the steps of `train` after the fused run ---------------------------------
 
 
-def _compare_unimodal(recipe, plan, run_dir, verbose, preprocessors, result):
+def _compare_unimodal(recipe, plan, run_dir, verbose, preprocessors, result,
+                      checked=None):
     """Trains the recipe on each single input (with the fused run's
     preprocessors) into `unimodal/<input>/`; adds their metrics and
-    scoreboard rows to `result` on the chief."""
+    scoreboard rows to `result` on the chief.
+
+    A single-input model whose recipe, fitted preprocessor, data files
+    (paths, sizes, mtimes) and seed are those of a completed one (in this
+    run folder or another of `training.runs_dir`:
+    `run_folder.unimodal_key`) is reused, not trained again; the log says
+    so. `checked`: the fused run's pipelines, whose bad-input checks the
+    single-input runs share (`run_data.share_check`)."""
+    runs_dir = recipe["training"]["runs_dir"]
     for name in recipe["inputs"]:
         sub = _unimodal_recipe(recipe, name)
         sub_dir = os.path.join(run_dir, UNIMODAL_DIR, name)
-        _say(verbose, f"training the {name}-only model of the scoreboard")
-        sub_result, _, _ = _run(sub, plan, sub_dir, verbose,
-                                preprocessors=preprocessors)
+        key = run_folder.unimodal_key(sub, name, preprocessors[name])
+        found = run_folder.find_unimodal(runs_dir, run_dir, name, key)
+        if found is not None:
+            metrics = run_folder.reuse_unimodal(
+                found, sub_dir, plan.is_chief, sub["evaluation"]["splits"])
+            _say(verbose, f"reusing the {name}-only model of the scoreboard"
+                 f" from {found}: its recipe, data and seed are unchanged")
+        else:
+            _say(verbose, f"training the {name}-only model of the "
+                 "scoreboard")
+            run_folder.forget_unimodal(sub_dir)
+            sub_result, _, _ = _run(sub, plan, sub_dir, verbose,
+                                    preprocessors=preprocessors,
+                                    checked=checked)
+            metrics = sub_result.metrics
+            if plan.is_chief:
+                run_folder.remember_unimodal(sub_dir, key)
         if plan.is_chief:
-            result.unimodal[name] = sub_result.metrics
+            result.unimodal[name] = metrics
             result.scoreboard.extend(run_artifacts.scoreboard_rows(
-                sub_result.metrics, f"{name} only"))
+                metrics, f"{name} only"))
 
 
 def _publish_scoreboard(result, run_dir, verbose):
@@ -419,10 +461,15 @@ def _export(run, eval_model, result, verify):
     """Exports the evaluated model (and verifies it when asked); sets
     `result.export_path` and `result.verify_report`."""
     recipe = run.recipe
-    result.export_path, result.verify_report = export_model(
-        eval_model, run.preprocessors, recipe, run.spec,
-        verify=verify and recipe["export"]["verify"],
-        report_dir=run.run_dir)
+    with run.clock.phase("export"):
+        result.export_path, result.verify_report = export_model(
+            eval_model, run.preprocessors, recipe, run.spec,
+            verify=verify and recipe["export"]["verify"],
+            report_dir=run.run_dir)
+    seconds = (result.verify_report or {}).get("seconds")
+    if seconds is not None:             # the verifier's share of export
+        run.clock.add("export", -float(seconds))
+        run.clock.add("verify", float(seconds))
     _say(run.verbose, f"exported to {result.export_path}")
 
 
@@ -452,11 +499,14 @@ def _check_trained(run, result, export):
 
 
 def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
-          verbose=None, callbacks=None):
+          verbose=None, callbacks=None, overwrite=False):
     """Trains, evaluates and exports the model of a recipe.
 
     Running the same command again after the process was killed resumes
-    the run from its last backup (`runs/<name>/backup`).
+    the run from its last backup (`runs/<name>/backup`). Running it again
+    after it finished is refused (it would overwrite `runs/<name>/` and
+    publish another export version): rename the run (`--set name=...`,
+    the export follows) or pass `overwrite=True`.
 
     Args:
         recipe: a YAML recipe path, or a recipe dict (plain data).
@@ -468,11 +518,15 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
         verbose: 0 silent, 1 progress bar, 2 one line per epoch; default
             `training.verbose` (`auto`: 1 on a terminal, 2 otherwise).
         callbacks: extra `keras.callbacks.Callback`s for the main run.
+        overwrite: train again into the folder of a finished run (its
+            single-input models are still reused where unchanged).
 
     Returns:
         A `TrainResult`.
 
     Raises:
+        ConfigError: `runs/<name>/` holds a finished run and not
+            `overwrite`.
         ExportError: with `export`, when the model looks untrained (its
             loss went non-finite, or a classification head never beat the
             trivial baseline) and `export.allow_untrained` is false; the
@@ -498,24 +552,27 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
     if not plan.is_chief:
         verbose = 0
     run_dir = os.path.join(training["runs_dir"], recipe["name"])
+    if not overwrite:
+        run_folder.refuse_finished(run_dir, recipe["name"])
     os.makedirs(run_dir, exist_ok=True)
+    clock = PhaseClock()
 
     for note in plan.notes:
         _say(verbose, note)
-    if recipe["data"]["cache"] == "memory":
-        log.info("data.cache: memory is not used for training: each epoch "
-                 "is its own seeded pass (see run_data.epoch_dataset)")
 
     with _global_state(plan.precision, training["deterministic"]):
         result, run, eval_model = _run(recipe, plan, run_dir, verbose,
-                                       callbacks)
+                                       callbacks, clock=clock)
         if plan.is_chief:
             result.scoreboard = run_artifacts.scoreboard_rows(
                 result.metrics, "fused")
         if recipe["evaluation"]["compare_unimodal"] and \
                 len(recipe["inputs"]) > 1:
-            _compare_unimodal(recipe, plan, run_dir, verbose,
-                              run.preprocessors, result)
+            with clock.phase("scoreboard"):
+                _compare_unimodal(recipe, plan, run_dir, verbose,
+                                  run.preprocessors, result, run.pipelines)
+        elif plan.is_chief:             # no stale single-input rows
+            run_folder.remove(os.path.join(run_dir, UNIMODAL_DIR))
         refused = None
         if plan.is_chief:
             _publish_scoreboard(result, run_dir, verbose)
@@ -526,6 +583,9 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
             # Refused: the backup stays, so the same command with
             # export.allow_untrained exports without training again.
             run_folder.remove_backups(run_dir, plan.is_chief)
+            if plan.is_chief:
+                run_folder.mark_finished(run_dir, clock.as_dict(),
+                                         result.export_path)
     if refused is not None:
         error = ExportError(refused)
         error.result = result
