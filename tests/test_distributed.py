@@ -132,14 +132,15 @@ def mirrored_runs(tmp_path_factory):
     without and with a boolean input; `(folder, recipe path)`."""
     tmp_path = tmp_path_factory.mktemp("mirrored")
     recipe_path = _recipe(tmp_path)
-    # With a boolean input (the sensor's step mask) `model.fit` fails under
-    # MirroredStrategy in Keras 3.15; the trainer then takes the
-    # distributed loop.
+    # With a boolean input (the sensor's step mask, on by default)
+    # `model.fit` fails under MirroredStrategy in Keras 3.15; the trainer
+    # then takes the distributed loop. Without it, model.fit.
     mask = ["inputs.sensor.mask=true"]
-    runs = [{"overrides": ["training.strategy=mirrored", "name=mirrored"],
-             "out": os.fspath(tmp_path / "mirrored.npz")},
-            {"overrides": ["training.strategy=default", "name=single"],
-             "out": os.fspath(tmp_path / "single.npz")},
+    no_mask = ["inputs.sensor.mask=false"]
+    runs = [{"overrides": ["training.strategy=mirrored", "name=mirrored"]
+             + no_mask, "out": os.fspath(tmp_path / "mirrored.npz")},
+            {"overrides": ["training.strategy=default", "name=single"]
+             + no_mask, "out": os.fspath(tmp_path / "single.npz")},
             {"overrides": ["training.strategy=mirrored", "name=mirrored_mask"]
              + mask, "out": os.fspath(tmp_path / "mirrored_mask.npz")},
             {"overrides": ["training.strategy=default", "name=single_mask"]

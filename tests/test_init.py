@@ -328,8 +328,8 @@ def _train_export_verify(recipe_path, tmp_path, capsys):
     assert main(["train", recipe_path, "--runs-dir",
                  str(tmp_path / "runs")]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    exported = [line.split("exported: ", 1)[1] for line in out.splitlines()
-                if line.startswith("exported: ")]
+    exported = [line.split("exported to ", 1)[1] for line in out.splitlines()
+                if line.startswith("exported to ")]
     assert len(exported) == 1, out
     assert main(["verify", exported[0]]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -48,9 +48,8 @@ def train(args):
                       export=not args.no_export,
                       verify=not args.no_verify, runs_dir=args.runs_dir,
                       overwrite=getattr(args, "overwrite", False))
+    # The trainer has said "exported to <path>" (printed once).
     print(f"run folder: {result.run_dir}")
-    if result.export_path:
-        print(f"exported: {result.export_path}")
     if result.verify_report is not None and not result.verify_report["ok"]:
         _print_json(result.verify_report)
         return 1

@@ -246,9 +246,16 @@ def _version():
 
 
 def configure_logging(debug):
-    """keras_mm's log records on stderr: INFO, or DEBUG with --debug."""
+    """keras_mm's log records on stderr: INFO, or DEBUG with --debug.
+
+    TensorFlow's Python log shows WARNING and above only (its INFO records,
+    e.g. "Assets written to: <temporary folder>", came out twice: through
+    its own handler and through this one), everything with --debug.
+    """
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(message)s")
+    logging.getLogger("tensorflow").setLevel(
+        logging.DEBUG if debug else logging.WARNING)
 
 
 # TensorFlow's start-up lines on stderr, printed by its C++ logging before
@@ -295,8 +302,11 @@ def import_tensorflow_quietly():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not args.debug:
+        # TensorFlow's C++ log off (errors still reach the user as Python
+        # exceptions): its runtime notices ("oneDNN supports DT_BOOL only
+        # on platforms with AVX-512", at ERROR level) are not for users.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import_tensorflow_quietly()
     configure_logging(args.debug)
     try:
