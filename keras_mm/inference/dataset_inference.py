@@ -29,8 +29,8 @@ from keras_mm.errors import DataError
 from keras_mm.inference.column_kinds import (DEFAULT_SAMPLE, SPLIT_COLUMN,
                                              find_label, infer_columns,
                                              is_empty)
-from keras_mm.inference.folder_layout import (SPLIT_FOLDERS, TEST_FRACTION,
-                                              VAL_FRACTION, folder_examples)
+from keras_mm.inference.folder_layout import (SPLIT_FOLDERS, folder_examples,
+                                              split_group)
 from keras_mm.inference.recipe_writer import (recipe_from_inference,
                                               recipe_text, summary_lines)
 
@@ -78,14 +78,8 @@ def _seeded_split(rows, label, seed):
     if numeric_label:                      # regression: one group
         groups = {"": list(range(len(rows)))}
     for key in sorted(groups):
-        items = groups[key]
-        rng.shuffle(items)
-        n = len(items)
-        n_test = max(1, round(n * TEST_FRACTION)) if n >= 3 else 0
-        n_val = max(1, round(n * VAL_FRACTION)) if n >= 3 else 0
-        out["test"] += items[:n_test]
-        out["val"] += items[n_test:n_test + n_val]
-        out["train"] += items[n_test + n_val:]
+        for split, part in split_group(groups[key], rng).items():
+            out[split] += part
     return {s: sorted(v) for s, v in out.items() if v}
 
 

@@ -59,15 +59,21 @@ def _stratified(examples, seed):
     splits = {"train": [], "val": [], "test": []}
     rng = random.Random(seed)
     for label in sorted(by_class):
-        items = by_class[label]
-        rng.shuffle(items)
-        n = len(items)
-        n_test = max(1, round(n * TEST_FRACTION)) if n >= 3 else 0
-        n_val = max(1, round(n * VAL_FRACTION)) if n >= 3 else 0
-        splits["test"].extend(items[:n_test])
-        splits["val"].extend(items[n_test:n_test + n_val])
-        splits["train"].extend(items[n_test + n_val:])
+        for split, part in split_group(by_class[label], rng).items():
+            splits[split].extend(part)
     return splits
+
+
+def split_group(items, rng):
+    """`{"train", "val", "test": items}` of one class (shuffled in place by
+    `rng`): TEST_FRACTION and VAL_FRACTION of them, at least one each once
+    there are 3 or more, the rest for training."""
+    rng.shuffle(items)
+    n = len(items)
+    n_test = max(1, round(n * TEST_FRACTION)) if n >= 3 else 0
+    n_val = max(1, round(n * VAL_FRACTION)) if n >= 3 else 0
+    return {"test": items[:n_test], "val": items[n_test:n_test + n_val],
+            "train": items[n_test + n_val:]}
 
 
 def folder_examples(folder, seed=0):
