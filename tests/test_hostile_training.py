@@ -13,6 +13,7 @@ import time
 import warnings
 import zipfile
 
+import numpy as np
 import pytest
 
 from test_training import tiny_recipe
@@ -287,3 +288,96 @@ def test_exploding_learning_rate_is_not_exported(tmp_path):
     assert again.untrained and again.resumed_from_epoch == 1
     assert os.path.exists(os.path.join(again.export_path, "saved_model.pb"))
     assert not os.path.isdir(os.path.join(result.run_dir, "backup"))
+
+
+def test_label_baseline_is_the_best_constant_prediction():
+    from keras_mm.training.run_artifacts import label_baseline
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(3.0, 2.0, size=(50, 2))
+    # Predicting the split's mean scores exactly the baseline...
+    stats = label_baseline("regression", y, np.broadcast_to(y.mean(0),
+                                                            y.shape))
+    assert stats["mse"] == pytest.approx(stats["baseline_mse"], rel=1e-12)
+    assert stats["baseline_mse"] == pytest.approx(y.var(0).mean())
+    assert stats["num_examples"] == 50
+    # ... and any other constant does worse.
+    other = label_baseline("regression", y, np.full_like(y, 2.5))
+    assert other["mse"] > other["baseline_mse"]
+
+    tags = (rng.random((40, 3)) < [0.2, 0.5, 0.9]).astype(float)
+    freq = tags.mean(0)
+    stats = label_baseline("multilabel", tags,
+                           np.broadcast_to(freq, tags.shape))
+    assert stats["bce"] == pytest.approx(stats["prior_bce"], rel=1e-9)
+    entropy = -(freq * np.log(freq) + (1 - freq) * np.log(1 - freq))
+    assert stats["prior_bce"] == pytest.approx(entropy.mean())
+    assert stats["majority_accuracy"] == pytest.approx(
+        np.maximum(freq, 1 - freq).mean())
+    perfect = label_baseline("multilabel", tags, tags * 0.98 + 0.01)
+    assert perfect["accuracy"] == 1.0 and perfect["bce"] < stats["prior_bce"]
+
+
+def test_untrained_reason_regression_and_multilabel_heads():
+    from keras_mm.training.baseline_check import untrained_reason
+
+    spec = {"heads": {"level": {"type": "regression"},
+                      "tags": {"type": "multilabel"}}}
+
+    def metrics(mse, bce, accuracy):
+        return {"test": {"loss": 1.0, "heads": {
+            "level": {"loss": mse, "baseline": {
+                "mse": mse, "baseline_mse": 2.0, "num_examples": 10}},
+            "tags": {"loss": bce, "baseline": {
+                "bce": bce, "prior_bce": 0.5, "accuracy": accuracy,
+                "majority_accuracy": 0.8, "num_examples": 10}}}}}
+
+    history = {"loss": [1.0, 0.9]}
+    assert untrained_reason(history, metrics(1.0, 0.3, 0.9), spec) is None
+    reason = untrained_reason(history, metrics(2.5, 0.3, 0.9), spec)
+    assert reason == ("head 'level' never beats the trivial baseline (test: "
+                      "mean squared error 2.5 vs 2 for predicting the mean)")
+    reason = untrained_reason(history, metrics(1.0, 0.7, 0.8), spec)
+    assert reason.startswith("head 'tags' never beats the trivial baseline "
+                             "(test: per-label accuracy 0.800 vs 0.800")
+    # Better accuracy alone, or a lower cross-entropy alone, is learning.
+    assert untrained_reason(history, metrics(1.0, 0.7, 0.9), spec) is None
+    assert untrained_reason(history, metrics(1.0, 0.4, 0.8), spec) is None
+    # Constant labels leave nothing to beat (and no claim either way).
+    flat = metrics(2.5, 0.7, 0.8)
+    flat["test"]["heads"]["level"]["baseline"]["baseline_mse"] = 0.0
+    flat["test"]["heads"]["tags"]["baseline"]["prior_bce"] = 0.0
+    assert untrained_reason(history, flat, spec) is None
+
+
+def test_untrained_regression_run_and_its_export_are_refused(tmp_path):
+    from keras_mm.training import export_run, train
+
+    recipe = tiny_recipe(tmp_path / "demo", name="flat", epochs=1,
+                         sizes=(16, 8, 8), regression=True,
+                         optimizer={"type": "sgd", "learning_rate": 1e-12})
+    del recipe["heads"]["label"]                    # regression only
+    saved = tmp_path / "saved"
+    recipe["export"] = {"base_dir": os.fspath(saved), "verify": False,
+                        "golden_examples": 1, "allow_untrained": True}
+    with pytest.warns(RuntimeWarning, match="looks untrained"):
+        result = train(recipe, runs_dir=tmp_path / "runs", verbose=0)
+    assert "head 'level' never beats the trivial baseline" in \
+        result.untrained
+    with open(os.path.join(result.run_dir, "metrics.json")) as f:
+        stats = json.load(f)["test"]["heads"]["level"]["baseline"]
+    assert stats["num_examples"] == 8 and stats["mse"] > \
+        stats["baseline_mse"] > 0
+
+    # `keras-mm export` of the finished run checks it too, whatever the
+    # recipe said at training time, unless told.
+    with pytest.raises(ExportError) as info:
+        export_run(result.run_dir, base_dir=saved, allow_untrained=False)
+    message = str(info.value)
+    assert "the model looks untrained: head 'level' never beats" in message
+    assert "--allow-untrained" in message
+    versions = sorted(v for v in os.listdir(saved / "flat") if v.isdigit())
+    assert versions == ["1"]                         # nothing new published
+    with pytest.warns(RuntimeWarning, match="looks untrained"):
+        path = export_run(result.run_dir, base_dir=saved, verify=False)
+    assert os.path.basename(path) == "2"

@@ -68,7 +68,8 @@ def export(args):
     from keras_mm.training import export_run
 
     path = export_run(args.run_dir, name=args.name, base_dir=args.base_dir,
-                      version=args.version, verify=not args.no_verify)
+                      version=args.version, verify=not args.no_verify,
+                      allow_untrained=args.allow_untrained or None)
     print(f"exported: {path}")
 
 

@@ -95,6 +95,11 @@ def _add_export(sub):
     p.add_argument("--version", type=int,
                    help="integer version (default: the next free one)")
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="export a run that never beat the trivial baseline "
+                        "or whose loss went non-finite (refused by "
+                        "default, unless the recipe sets "
+                        "export.allow_untrained)")
     p.set_defaults(func=commands.export)
 
 

@@ -11,7 +11,14 @@ rows of its confusion matrix in `metrics.json`): the majority-class
 accuracy, and the cross-entropy of always predicting the label
 distribution (the prior). A head beats it on a split when its accuracy is
 above the majority-class accuracy, or its loss below the prior's loss.
-Regression and multilabel heads are only checked for finite losses.
+
+Regression and multilabel heads are compared with the best constant
+prediction, from the split's label statistics (`metrics.json`'s
+`baseline` entry of the head, `run_artifacts.label_baseline`): a
+regression head beats it when its mean squared error is below the split's
+label variance (predicting the split's own mean); a multilabel head when
+its mean binary cross-entropy is below that of predicting each label's
+frequency, or its per-label accuracy above each label's majority value.
 """
 
 import math
@@ -21,6 +28,8 @@ import numpy as np
 # Margins so that rounding never counts as learning.
 ACCURACY_MARGIN = 1e-6
 LOSS_MARGIN = 1e-3
+# A regression head must be this much below the label variance.
+MSE_MARGIN = 1e-3
 
 
 def _non_finite(values):
@@ -47,13 +56,58 @@ def head_baseline(matrix):
             float(np.trace(matrix) / total))
 
 
+def _versus_majority(values):
+    matrix = values.get("confusion_matrix")
+    if not matrix or not np.asarray(matrix).sum():
+        return None
+    majority, prior, accuracy = head_baseline(matrix)
+    loss = float(values.get("loss", float("nan")))
+    return (f"accuracy {accuracy:.3f} vs {majority:.3f} for the majority "
+            f"class, loss {loss:.4g} vs {prior:.4g} for the prior",
+            accuracy > majority + ACCURACY_MARGIN or (
+                math.isfinite(loss) and loss < prior - LOSS_MARGIN))
+
+
+def _versus_mean(values):
+    stats = values.get("baseline")
+    if not stats or not stats.get("num_examples") or \
+            not stats["baseline_mse"] > 0:
+        return None                 # constant labels: nothing to beat
+    mse, base = stats["mse"], stats["baseline_mse"]
+    return (f"mean squared error {mse:.4g} vs {base:.4g} for predicting "
+            "the mean",
+            math.isfinite(mse) and mse < base * (1 - MSE_MARGIN))
+
+
+def _versus_prior(values):
+    stats = values.get("baseline")
+    if not stats or not stats.get("num_examples") or \
+            not stats["prior_bce"] > 0:
+        return None                 # every label constant
+    bce, prior = stats["bce"], stats["prior_bce"]
+    accuracy, majority = stats["accuracy"], stats["majority_accuracy"]
+    return (f"per-label accuracy {accuracy:.3f} vs {majority:.3f} for each "
+            f"label's majority value, cross-entropy {bce:.4g} vs "
+            f"{prior:.4g} for the label frequencies",
+            accuracy > majority + ACCURACY_MARGIN or (
+                math.isfinite(bce) and bce < prior - LOSS_MARGIN))
+
+
+# head type -> values of one split -> None (nothing to compare) or
+# (what was compared, beaten?)
+_COMPARISONS = {"classification": _versus_majority,
+                "binary": _versus_majority,
+                "regression": _versus_mean,
+                "multilabel": _versus_prior}
+
+
 def untrained_reason(history, metrics, spec):
     """Why the run looks untrained (a sentence), or None when it learned.
 
     Args:
         history: `{column: [value per epoch]}` (`history.csv`).
         metrics: `{split: {"loss", "heads": {head: {...,
-            "confusion_matrix"}}}}` (`metrics.json`).
+            "confusion_matrix" or "baseline"}}}}` (`metrics.json`).
         spec: the model spec (head types).
     """
     for column in ("loss", "val_loss"):
@@ -66,22 +120,18 @@ def untrained_reason(history, metrics, spec):
             return f"the {split} loss is {entry['loss']}"
     problems = []
     for head, head_spec in spec["heads"].items():
-        if head_spec["type"] not in ("classification", "binary"):
+        kind = head_spec["type"]
+        compare = _COMPARISONS.get(kind)
+        if compare is None:
             continue
         seen, beaten = [], False
         for split, entry in metrics.items():
-            values = entry["heads"].get(head, {})
-            matrix = values.get("confusion_matrix")
-            if not matrix or not np.asarray(matrix).sum():
+            result = compare(entry["heads"].get(head, {}))
+            if result is None:
                 continue
-            majority, prior, accuracy = head_baseline(matrix)
-            loss = float(values.get("loss", float("nan")))
-            seen.append(f"{split}: accuracy {accuracy:.3f} vs "
-                        f"{majority:.3f} for the majority class, loss "
-                        f"{loss:.4g} vs {prior:.4g} for the prior")
-            if accuracy > majority + ACCURACY_MARGIN or (
-                    math.isfinite(loss) and loss < prior - LOSS_MARGIN):
-                beaten = True
+            text, won = result
+            seen.append(f"{split}: {text}")
+            beaten = beaten or won
         if seen and not beaten:
             problems.append(f"head {head!r} never beats the trivial "
                             f"baseline ({'; '.join(seen)})")

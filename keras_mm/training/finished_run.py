@@ -18,8 +18,9 @@ import tensorflow as tf
 
 from keras_mm.errors import ConfigError, DataError
 from keras_mm.training import run_artifacts, run_data
-from keras_mm.training.run_folder import (BEST_FILE, FINAL_FILE, RECIPE_FILE,
-                                          find_run_dir)
+from keras_mm.training.run_folder import (BEST_FILE, FINAL_FILE,
+                                          HISTORY_FILE, METRICS_FILE,
+                                          RECIPE_FILE, find_run_dir)
 
 
 def model_input_names(model):
@@ -74,8 +75,12 @@ def evaluate_splits(model, recipe, spec, preprocessors, splits, batch_size,
         dataset = run_data.eval_dataset(pipe, batch_size)
         results = model.evaluate(dataset, return_dict=True, verbose=0)
         entry = run_artifacts.split_metrics(results, heads)
-        confusions = run_artifacts.confusions(model, dataset, spec)
+        confusions, baselines = run_artifacts.head_outputs(model, dataset,
+                                                           spec)
         count = None
+        for head, baseline in baselines.items():
+            count = baseline["num_examples"]
+            entry["heads"][head]["baseline"] = baseline
         for head, (matrix, names) in confusions.items():
             count = int(matrix.sum())
             if plot_dir is not None:
@@ -182,8 +187,28 @@ def evaluate(run_dir_or_recipe, splits=("test",), checkpoint=None):
                            list(splits), recipe["training"]["batch_size"])
 
 
+def untrained_check(run_dir, recipe, model, preprocessors, spec):
+    """Why a finished run's model looks untrained (`baseline_check`), or
+    None: from its `history.csv` and `metrics.json`, or, where the run
+    has no metrics, from evaluating the model on the recipe's splits."""
+    from keras_mm.training.baseline_check import untrained_reason
+
+    history_path = os.path.join(run_dir, HISTORY_FILE)
+    history = run_artifacts.read_history_csv(history_path) \
+        if os.path.exists(history_path) else {}
+    metrics_path = os.path.join(run_dir, METRICS_FILE)
+    if os.path.exists(metrics_path):
+        with open(metrics_path, encoding="utf-8") as f:
+            metrics = json.load(f)
+    else:
+        metrics = evaluate_splits(model, recipe, spec, preprocessors,
+                                  list(recipe["data"]["splits"]),
+                                  recipe["training"]["batch_size"])
+    return untrained_reason(history, metrics, spec)
+
+
 def export_run(run_dir, name=None, base_dir=None, version=None,
-               verify=True):
+               verify=True, allow_untrained=None):
     """Exports a finished run's best model with its fitted preprocessors.
 
     Args:
@@ -192,15 +217,38 @@ def export_run(run_dir, name=None, base_dir=None, version=None,
         base_dir: default `export.base_dir`.
         version: default the next free version.
         verify: verify before publishing.
+        allow_untrained: export a model that looks untrained (its loss
+            went non-finite, or a head never beat the trivial baseline);
+            default the recipe's `export.allow_untrained`.
 
     Returns:
         The published version folder.
+
+    Raises:
+        ExportError: the model looks untrained and not `allow_untrained`;
+            nothing is published.
     """
+    import warnings
+
     from keras_mm.builder import model_spec
+    from keras_mm.errors import ExportError
 
     run_dir = find_run_dir(run_dir)
     recipe, model, preprocessors = load_run(run_dir)
-    path, _ = export_model(model, preprocessors, recipe, model_spec(model),
+    spec = model_spec(model)
+    if allow_untrained is None:
+        allow_untrained = recipe["export"]["allow_untrained"]
+    reason = untrained_check(run_dir, recipe, model, preprocessors, spec)
+    if reason is not None:
+        message = f"{run_dir}: the model looks untrained: {reason}"
+        if not allow_untrained:
+            raise ExportError(
+                f"{message}. Not exported; check training.optimizer."
+                "learning_rate and the data and train again, or pass "
+                "--allow-untrained (allow_untrained=True) to export it "
+                "anyway")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    path, _ = export_model(model, preprocessors, recipe, spec,
                            name=name, base_dir=base_dir, version=version,
                            verify=verify)
     return path

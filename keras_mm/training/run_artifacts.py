@@ -102,34 +102,97 @@ def confusion_heads(spec):
     return out
 
 
-def confusions(model, dataset, spec):
-    """`{head: (matrix, class names)}` of `model` on `dataset` (batches of
-    `(features, labels)`) for the classification and binary heads."""
+def baseline_heads(spec):
+    """`{head: kind}` of the regression and multilabel heads, whose trivial
+    baselines come from label statistics (`head_outputs`)."""
+    return {head: entry["type"] for head, entry in spec["heads"].items()
+            if entry["type"] in ("regression", "multilabel")}
+
+
+def _binary_entropy(p):
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
+def label_baseline(kind, labels, predictions):
+    """The model against the best constant prediction on one split.
+
+    Args:
+        kind: "regression" or "multilabel".
+        labels, predictions: `[examples, units]` arrays.
+
+    Returns:
+        regression: `{"mse", "baseline_mse", "num_examples"}`: the model's
+        mean squared error and the split's label variance (the MSE of
+        predicting the split's own mean, the best a constant can do);
+        multilabel: `{"bce", "prior_bce", "accuracy", "majority_accuracy",
+        "num_examples"}`: the model's mean binary cross-entropy and
+        per-label accuracy, against predicting each label's frequency (the
+        prior) and each label's majority value.
+    """
+    y = np.asarray(labels, np.float64).reshape(len(labels), -1)
+    p = np.asarray(predictions, np.float64).reshape(len(predictions), -1)
+    out = {"num_examples": int(len(y))}
+    if kind == "regression":
+        out["mse"] = float(np.mean((p - y) ** 2))
+        out["baseline_mse"] = float(np.mean(y.var(axis=0)))
+        return out
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    freq = y.mean(axis=0)
+    out["bce"] = float(np.mean(-(y * np.log(q) + (1 - y) * np.log(1 - q))))
+    out["prior_bce"] = float(np.mean(_binary_entropy(freq)))
+    out["accuracy"] = float(np.mean((p > 0.5) == (y > 0.5)))
+    out["majority_accuracy"] = float(np.mean(np.maximum(freq, 1 - freq)))
+    return out
+
+
+def head_outputs(model, dataset, spec):
+    """One pass of `model` over `dataset` (batches of `(features,
+    labels)`): `(confusions, baselines)`.
+
+    `confusions` is `{head: (matrix, class names)}` for the
+    classification and binary heads; `baselines` is `{head:
+    label_baseline(...)}` for the regression and multilabel heads.
+    """
     heads = confusion_heads(spec)
-    if not heads:
-        return {}
-    truth = {h: [] for h in heads}
-    guess = {h: [] for h in heads}
+    others = baseline_heads(spec)
+    if not heads and not others:
+        return {}, {}
+    truth = {h: [] for h in list(heads) + list(others)}
+    guess = {h: [] for h in truth}
     for features, labels in dataset:
         outputs = model(features, training=False)
-        for head, (kind, _) in heads.items():
+        for head in truth:
             y = np.asarray(labels[head])
             p = np.asarray(keras.ops.convert_to_numpy(outputs[head]),
                            np.float32)
+            kind = heads[head][0] if head in heads else others[head]
             if kind == "classification":
                 truth[head].append(y.reshape(-1).astype(int))
                 guess[head].append(p.argmax(axis=-1).reshape(-1))
-            else:
+            elif kind == "binary":
                 truth[head].append((y.reshape(-1) > 0.5).astype(int))
                 guess[head].append((p.reshape(-1) > 0.5).astype(int))
-    out = {}
-    for head, (_, names) in heads.items():
+            else:
+                truth[head].append(y.reshape(len(y), -1))
+                guess[head].append(p.reshape(len(p), -1))
+    matrices, baselines = {}, {}
+    for head in truth:
         if not truth[head]:
             continue
-        out[head] = (confusion_matrix(
-            np.concatenate(truth[head]), np.concatenate(guess[head]),
-            len(names)), names)
-    return out
+        y, p = np.concatenate(truth[head]), np.concatenate(guess[head])
+        if head in heads:
+            names = heads[head][1]
+            matrices[head] = (confusion_matrix(y, p, len(names)), names)
+        else:
+            baselines[head] = label_baseline(others[head], y, p)
+    return matrices, baselines
+
+
+def confusions(model, dataset, spec):
+    """`{head: (matrix, class names)}` of `model` on `dataset` (batches of
+    `(features, labels)`) for the classification and binary heads."""
+    return head_outputs(model, dataset, spec)[0]
 
 
 def plot_confusion_matrix(matrix, class_names, path, title=""):
@@ -197,7 +260,7 @@ def scoreboard_rows(metrics, label="fused"):
         row = {"model": label, "split": split, "loss": entry["loss"]}
         for head, values in entry["heads"].items():
             for name, value in values.items():
-                if name in ("loss", "confusion_matrix"):
+                if name in ("loss", "confusion_matrix", "baseline"):
                     continue
                 row[f"{head}_{name}"] = value
         rows.append(row)
