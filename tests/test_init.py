@@ -173,6 +173,13 @@ def test_bad_files_in_a_column_are_named(tmp_path):
     with pytest.raises(DataError, match=r"different sample rates: 8000 Hz "
                        r"\(row 1.*16000 Hz \(row 2.*resample"):
         infer_columns(rows, root=str(tmp_path))
+    gen.write_npy(str(tmp_path / "s2.npy"), channels=2)
+    gen.write_npy(str(tmp_path / "s3.npy"), channels=3)
+    series_rows = [{"s": "s2.npy", "label": "0"},
+                   {"s": "s3.npy", "label": "1"}]
+    with pytest.raises(DataError, match=r"different channel counts: 2 \(row "
+                       r"1, .*s2\.npy\), 3 \(row 2, .*s3\.npy\); every file"):
+        infer_columns(series_rows, root=str(tmp_path))
     rows[1]["a"] = "c.png"
     with pytest.raises(DataError, match="mixes kinds: row 1 is audio"):
         infer_columns(rows, root=str(tmp_path))

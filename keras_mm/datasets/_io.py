@@ -139,3 +139,35 @@ def staging_dir(out_dir, overwrite=False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def mnist_fsdd_arguments(description, variants):
+    """The argparse parser of the MNIST + FSDD builders' `main` (`--mnist`,
+    `--fsdd`, `--out`, `--variant`, `--seed`, `--limit`, `--overwrite`)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--mnist", required=True, help="MNIST IDX folder")
+    p.add_argument("--fsdd", required=True, help="FSDD folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--variant", choices=variants, default="clean")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def run_builder(build, say):
+    """`main`'s exit code: 0 after `say(build())` is printed, 1 with the
+    error on stderr."""
+    import sys
+
+    from keras_mm.errors import KerasMMError
+
+    try:
+        result = build()
+    except (KerasMMError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(say(result))
+    return 0

@@ -66,17 +66,15 @@ Example:
 4
 """
 
-import argparse
 import os
 import re
-import sys
 import time
 
 import numpy as np
 
 from keras_mm.datasets import _io
 from keras_mm.datasets.idx import load_mnist
-from keras_mm.errors import DataError, KerasMMError
+from keras_mm.errors import DataError
 
 VARIANTS = ("clean", "degraded")
 NUM_TRAIN = 8000
@@ -331,28 +329,19 @@ def build_av_mnist(mnist_dir, fsdd_dir, out_dir, variant="clean", seed=0,
 
 def main(argv=None):
     """`python -m keras_mm.datasets.av_mnist --mnist DIR --fsdd DIR --out DIR`."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--mnist", required=True, help="MNIST IDX folder")
-    p.add_argument("--fsdd", required=True, help="FSDD folder")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--variant", choices=VARIANTS, default="clean")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None)
+    p = _io.mnist_fsdd_arguments(__doc__.split("\n")[0], VARIANTS)
     p.add_argument("--audio-paths", choices=("absolute", "relative"),
                    default="absolute")
-    p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
-    try:
-        info = build_av_mnist(a.mnist, a.fsdd, a.out, variant=a.variant,
-                              seed=a.seed, limit=a.limit,
-                              audio_paths=a.audio_paths, overwrite=a.overwrite)
-    except (KerasMMError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"AV-MNIST ({info['variant']}, seed {info['seed']}): "
-          f"{info['sizes']['train']} train / {info['sizes']['test']} test "
-          f"rows in {info['out_dir']} ({info['seconds']:.1f} s)")
-    return 0
+    return _io.run_builder(
+        lambda: build_av_mnist(a.mnist, a.fsdd, a.out, variant=a.variant,
+                               seed=a.seed, limit=a.limit,
+                               audio_paths=a.audio_paths,
+                               overwrite=a.overwrite),
+        lambda info: f"AV-MNIST ({info['variant']}, seed {info['seed']}): "
+                     f"{info['sizes']['train']} train / "
+                     f"{info['sizes']['test']} test rows in "
+                     f"{info['out_dir']} ({info['seconds']:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -59,9 +59,7 @@ Example:
 >>> recipe = three_digits_recipe(out)                         # doctest: +SKIP
 """
 
-import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -73,7 +71,7 @@ from keras_mm.datasets.av_mnist import (SAMPLE_RATE, TEST_TAKES, TRAIN_TAKES,
                                         fsdd_recordings_dir, list_fsdd,
                                         pair_recordings)
 from keras_mm.datasets.idx import load_mnist
-from keras_mm.errors import DataError, KerasMMError
+from keras_mm.errors import DataError
 
 VARIANTS = ("clean", "degraded")
 SPLITS = ("train", "val", "test")
@@ -311,26 +309,15 @@ def three_digits_recipe(data_dir, *, name="three_digits", fusion="concat",
 
 def main(argv=None):
     """`python -m keras_mm.datasets.three_digits --mnist D --fsdd D --out D`."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--mnist", required=True, help="MNIST IDX folder")
-    p.add_argument("--fsdd", required=True, help="FSDD folder")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--variant", choices=VARIANTS, default="clean")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
+    a = _io.mnist_fsdd_arguments(__doc__.split("\n")[0],
+                                 VARIANTS).parse_args(argv)
     start = time.perf_counter()
-    try:
-        out = build_three_digits(a.mnist, a.fsdd, a.out, variant=a.variant,
-                                 seed=a.seed, limit=a.limit,
-                                 overwrite=a.overwrite)
-    except (KerasMMError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"three-digits ({a.variant}, seed {a.seed}) in {out} "
-          f"({time.perf_counter() - start:.1f} s)")
-    return 0
+    return _io.run_builder(
+        lambda: build_three_digits(a.mnist, a.fsdd, a.out, variant=a.variant,
+                                   seed=a.seed, limit=a.limit,
+                                   overwrite=a.overwrite),
+        lambda out: f"three-digits ({a.variant}, seed {a.seed}) in {out} "
+                    f"({time.perf_counter() - start:.1f} s)")
 
 
 if __name__ == "__main__":

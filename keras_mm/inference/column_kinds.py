@@ -231,15 +231,10 @@ def _summarise_files(column, infos, frames):
                                 MAX_IMAGE_SIDE),
                    sampled_sizes=_size_range(heights, widths))
     elif first.kind == "audio":
-        rates = {}
-        for row, i in infos:
-            rates.setdefault(i.sample_rate, (row, i.path))
-        if len(rates) > 1:
-            described = ", ".join(f"{rate} Hz (row {r}, {p})"
-                                  for rate, (r, p) in sorted(rates.items()))
-            raise DataError(f"the WAV files have different sample rates: "
-                            f"{described}; keras_mm does not resample: "
-                            "resample them to one rate", column=column)
+        _check_all_equal(infos, lambda i: i.sample_rate, "{} Hz", column,
+                         "the WAV files have different sample rates",
+                         "keras_mm does not resample: resample them to one "
+                         "rate")
         rate = first.sample_rate
         seconds = [i.shape[0] / rate for _, i in infos]
         duration = min(MAX_AUDIO_SECONDS,
@@ -249,15 +244,9 @@ def _summarise_files(column, infos, frames):
                    seconds=length_summary([round(s, 3) for s in seconds],
                                           duration))
     else:  # sensor
-        channels = {}
-        for row, i in infos:
-            channels.setdefault(i.shape[1], (row, i.path))
-        if len(channels) > 1:
-            described = ", ".join(f"{c} (row {r}, {p})"
-                                  for c, (r, p) in sorted(channels.items()))
-            raise DataError(f"the series have different channel counts: "
-                            f"{described}; every file needs the same "
-                            "channels", column=column)
+        _check_all_equal(infos, lambda i: i.shape[1], "{}", column,
+                         "the series have different channel counts",
+                         "every file needs the same channels")
         steps = [i.shape[0] for _, i in infos]
         length = max(1, min(MAX_SERIES_LENGTH, percentile(steps)))
         out.update(modality="sensor", source="npy" if first.format == "NPY"
@@ -265,6 +254,18 @@ def _summarise_files(column, infos, frames):
                    shape=f"[T, {first.shape[1]}]",
                    length=length_summary(steps, length))
     return out
+
+
+def _check_all_equal(infos, value_of, label, column, what, fix):
+    """Raises a `DataError` naming one file (row and path) per distinct
+    `value_of(info)` when the sampled files disagree."""
+    seen = {}
+    for row, info in infos:
+        seen.setdefault(value_of(info), (row, info.path))
+    if len(seen) > 1:
+        described = ", ".join(f"{label.format(v)} (row {r}, {p})"
+                              for v, (r, p) in sorted(seen.items()))
+        raise DataError(f"{what}: {described}; {fix}", column=column)
 
 
 def _size_range(heights, widths):
