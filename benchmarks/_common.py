@@ -215,6 +215,26 @@ def _round(value, digits=4):
     return value
 
 
+def percentile(values, q):
+    """The `q`-th percentile (0-100) of `values`, linearly interpolated."""
+    values = sorted(values)
+    k = (len(values) - 1) * q / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def time_calls(fn, items, warmup):
+    """Milliseconds of `fn(item)` for each item, after `warmup` calls."""
+    for item in items[:warmup]:
+        fn(item)
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
 def emit_json(result):
     """Prints `result` as ONE JSON line (the script's last line)."""
     print(json.dumps(_round(result), sort_keys=False), flush=True)
@@ -298,6 +318,26 @@ class SeedRunner:
                                    batch_size=500, verbose=0)["label"]
         accuracy = float(np.mean(np.argmax(probs, -1) == test[label]))
         return accuracy, list(timer.times), count_params(self.model)
+
+    def run_seeds(self, seeds, key, train, test, label, epochs, batch_size,
+                  describe):
+        """`run` for each seed; `{"mean", "std", "runs", "seconds_per_epoch"
+        (median), "params"}`. `describe(seed, accuracy, epoch_times)` is the
+        progress line printed to stderr after each seed."""
+        import statistics
+        import sys
+        accs, times, params = [], [], None
+        for seed in seeds:
+            acc, epoch_times, params = self.run(seed, key, train, test,
+                                                label, epochs, batch_size)
+            accs.append(acc)
+            times += epoch_times
+            print(describe(seed, acc, epoch_times), file=sys.stderr,
+                  flush=True)
+        mean, std = mean_std(accs)
+        return {"mean": mean, "std": std, "runs": accs,
+                "seconds_per_epoch": statistics.median(times),
+                "params": params}
 
 
 # -- AV-MNIST -----------------------------------------------------------------

@@ -58,7 +58,6 @@ Usage:
 """
 
 import math
-import statistics
 import sys
 import time
 
@@ -225,21 +224,13 @@ def train_model(name):
         steps = epochs[variant] * math.ceil(len(arrays["train"]["label"])
                                             / args.batch_size)
         runner.build = make_builder(name, audio_shape, steps, args)
-        accs, times = [], []
-        for seed in args.seeds:
-            acc, epoch_times, params = runner.run(
-                seed, (tuple(audio_shape), steps), arrays["train"],
-                arrays["test"], "label", epochs[variant], args.batch_size)
-            accs.append(acc)
-            times += epoch_times
-            print(f"[{variant}] {name} seed {seed}: accuracy {acc:.4f}, "
-                  f"epochs {' '.join(f'{t:.1f}' for t in epoch_times)} s "
-                  f"(elapsed {time.time() - _WORKER['start']:.0f} s)",
-                  file=sys.stderr, flush=True)
-        mean, std = _common.mean_std(accs)
-        out[variant] = {"mean": mean, "std": std, "runs": accs,
-                        "seconds_per_epoch": statistics.median(times),
-                        "params": params}
+        out[variant] = runner.run_seeds(
+            args.seeds, (tuple(audio_shape), steps), arrays["train"],
+            arrays["test"], "label", epochs[variant], args.batch_size,
+            lambda seed, acc, epoch_times: f"[{variant}] {name} seed {seed}: "
+            f"accuracy {acc:.4f}, epochs "
+            f"{' '.join(f'{t:.1f}' for t in epoch_times)} s (elapsed "
+            f"{time.time() - _WORKER['start']:.0f} s)")
     return name, out
 
 

@@ -35,7 +35,6 @@ Usage:
     python benchmarks/accuracy_three_modalities.py --quick  # smoke run
 """
 
-import statistics
 import sys
 import time
 
@@ -111,20 +110,11 @@ def train_model(name):
         arrays = _arrays(variant)
         audio_shape = tuple(arrays["train"]["audio"].shape[1:])
         runner.build = make_builder(name, audio_shape, args)
-        accs, times = [], []
-        for seed in args.seeds:
-            acc, epoch_times, params = runner.run(
-                seed, audio_shape, arrays["train"], arrays["test"], "label",
-                args.epochs, args.batch_size)
-            accs.append(acc)
-            times += epoch_times
-            print(f"[{variant}] {name} seed {seed}: accuracy {acc:.4f} "
-                  f"(elapsed {time.time() - _WORKER['start']:.0f} s)",
-                  file=sys.stderr, flush=True)
-        mean, std = _common.mean_std(accs)
-        out[variant] = {"mean": mean, "std": std, "runs": accs,
-                        "seconds_per_epoch": statistics.median(times),
-                        "params": params}
+        out[variant] = runner.run_seeds(
+            args.seeds, audio_shape, arrays["train"], arrays["test"],
+            "label", args.epochs, args.batch_size,
+            lambda seed, acc, _: f"[{variant}] {name} seed {seed}: accuracy "
+            f"{acc:.4f} (elapsed {time.time() - _WORKER['start']:.0f} s)")
     return name, out
 
 

@@ -113,24 +113,6 @@ def python_batch(images, audios):
 
 # -- measurements -------------------------------------------------------------
 
-def percentile(values, q):
-    values = sorted(values)
-    k = (len(values) - 1) * q / 100.0
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def time_calls(fn, items, warmup):
-    for item in items[:warmup]:
-        fn(item)
-    times = []
-    for item in items:
-        start = time.perf_counter()
-        fn(item)
-        times.append(1000.0 * (time.perf_counter() - start))
-    return times
-
-
 def main():
     args = parse_args()
     quick = args.quick
@@ -226,9 +208,9 @@ def main():
         # Latency, batch 1.
         singles = list(zip(images[:requests], audios[:requests]))
         warm = min(10, requests)
-        sm_ms = time_calls(lambda r: savedmodel([r[0]], [r[1]]), singles,
+        sm_ms = _common.time_calls(lambda r: savedmodel([r[0]], [r[1]]), singles,
                            warm)
-        keras_ms = time_calls(lambda r: keras_call([r[0]], [r[1]]), singles,
+        keras_ms = _common.time_calls(lambda r: keras_call([r[0]], [r[1]]), singles,
                               warm)
 
         # Throughput, batch 64.
@@ -250,8 +232,8 @@ def main():
     result = {
         "savedmodel_p50_ms": statistics.median(sm_ms),
         "keras_p50_ms": statistics.median(keras_ms),
-        "savedmodel_p99_ms": percentile(sm_ms, 99),
-        "keras_p99_ms": percentile(keras_ms, 99),
+        "savedmodel_p99_ms": _common.percentile(sm_ms, 99),
+        "keras_p99_ms": _common.percentile(keras_ms, 99),
         "savedmodel_eps_b64": sm_eps,
         "keras_eps_b64": predict_eps,
         "keras_call_eps_b64": call_eps,
