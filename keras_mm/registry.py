@@ -72,14 +72,54 @@ TOWERS = Registry("tower")  # modality -> tower class
 FUSIONS = Registry("fusion")  # fusion type -> fusion class
 HEADS = Registry("head")  # head type -> head class
 PREPROCESSORS = Registry("preprocessor")  # modality -> preprocessor class
+# Pretrained towers, keyed "<modality>_<source>" (source: "preset" for a
+# keras-hub preset, "hub" for a TF-Hub / SavedModel module). An input that
+# names a `preset` or `hub` gets its tower here and its preprocessor under
+# the same key in PREPROCESSORS (e.g. "text_preset").
+PRETRAINED_TOWERS = Registry("pretrained tower")
 
 
 # Modules whose import registers classes (Keras serializables and the four
 # registries above). The builder's MultimodalModel is the model class of
 # every `.keras` file the trainer writes.
-REGISTERING_MODULES = ("keras_mm.layers", "keras_mm.towers", "keras_mm.fusion",
+REGISTERING_MODULES = ("keras_mm.layers", "keras_mm.towers",
+                       "keras_mm.pretrained", "keras_mm.fusion",
                        "keras_mm.heads", "keras_mm.builder.multimodal_model",
+                       "keras_mm.training.optimizers",
                        "keras_mm.data")
+
+
+def preprocessor_class(name, entry):
+    """The preprocessor class of input `name` (a recipe input `entry`) and
+    the arguments its `preset` / `hub` key sets: `<modality>_preset` with
+    `preset=...`, `<modality>_hub` with `handle=<hub.preprocessor>` where
+    the hub entry names one, else the modality's own preprocessor.
+
+    Raises:
+        ConfigError: a TF-Hub text encoder without its preprocessing
+            module, or a modality without a pretrained preprocessor.
+    """
+    import keras_mm.data  # noqa: F401  (fills PREPROCESSORS)
+    import keras_mm.pretrained  # noqa: F401
+    from keras_mm.errors import ConfigError
+
+    preset, hub = entry.get("preset"), entry.get("hub")
+    if isinstance(hub, str):
+        hub = {"encoder": hub}
+    modality = entry["modality"]
+    if preset is not None:
+        return PREPROCESSORS.get(f"{modality}_preset",
+                                 key_path=f"inputs.{name}.preset"), \
+            {"preset": preset}
+    if hub is not None and hub.get("preprocessor") is not None:
+        return PREPROCESSORS.get(f"{modality}_hub",
+                                 key_path=f"inputs.{name}.hub"), \
+            {"handle": hub["preprocessor"]}
+    if hub is not None and modality == "text":
+        raise ConfigError(f"inputs.{name}.hub.preprocessor",
+                          "a TF-Hub text encoder needs its preprocessing "
+                          "module: hub: {encoder: ..., preprocessor: ...}")
+    return PREPROCESSORS.get(modality, key_path=f"inputs.{name}.modality"), {}
 
 
 def register_all():

@@ -357,6 +357,9 @@ def test_shape_must_match_preprocessor(recipe_path):
 
 RECIPES_DIR = os.path.join(os.path.dirname(__file__), "..", "recipes")
 SHIPPED = sorted(f for f in os.listdir(RECIPES_DIR) if f.endswith(".yaml"))
+# Recipes whose towers come from pretrained presets (downloads): built,
+# trained and exported on tiny local presets by tests/test_pretrained_recipe.py.
+PRETRAINED = ("pretrained_text_image.yaml",)
 
 
 def test_recipes_are_shipped():
@@ -380,7 +383,7 @@ def stated_preprocessors(recipe):
     return preprocessors
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in PRETRAINED])
 def test_shipped_recipes_validate_and_build(name):
     """Each shipped recipe validates and builds its model, with the input
     shapes its preprocessors produce; the model runs on an example of those

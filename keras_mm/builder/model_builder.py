@@ -8,7 +8,7 @@ from keras_mm.builder.multimodal_model import MultimodalModel
 from keras_mm.builder.spec import (_fusion_kwargs, _head_kwargs,
                                    _tower_kwargs, instantiate,
                                    load_registries, normalize_spec,
-                                   unimodal_spec)
+                                   tower_class, unimodal_spec)
 from keras_mm.errors import ConfigError
 
 
@@ -39,7 +39,7 @@ def _call(layer, key_path, *args, **kwargs):
 def _build_tower(spec, name, towers, model_inputs):
     entry = spec["inputs"][name]
     modality = entry["modality"]
-    cls = towers.get(modality)
+    cls = tower_class(entry, name)
     tower = instantiate(cls, _tower_kwargs(spec, name),
                         f"inputs.{name}.tower", name=f"{name}_tower")
     if modality == "tabular":

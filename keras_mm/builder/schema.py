@@ -228,11 +228,50 @@ class TabularInput(InputSection):
     categorical: Optional[PositiveInts] = None
 
 
+def _handle(value):
+    if not isinstance(value, str) or not value.strip():
+        raise fail(f"{value!r} is not a preset name, handle or folder")
+    return value
+
+
+Handle = Annotated[Any, AfterValidator(_handle)]
+
+
+class HubSection(Section):
+    """`inputs.<name>.hub` as a mapping: the encoder module and, for text,
+    its preprocessing module (TF-Hub's pair)."""
+
+    encoder: Handle
+    preprocessor: Optional[Handle] = None
+
+
+def _hub(value):
+    return {"encoder": value} if isinstance(value, str) else value
+
+
+class PretrainedInput(ShapedInput):
+    """An input whose tower and preprocessor come from a pretrained model:
+    `preset` (a keras-hub preset name, kaggle:// / hf:// handle or local
+    preset folder) or `hub` (a TF-Hub handle or SavedModel folder: a string,
+    or `{encoder, preprocessor}`). `mask` (default true for text, false
+    otherwise) adds the `<name>_mask` input (the tokenizer's padding mask)."""
+
+    preset: Optional[Handle] = None
+    hub: Optional[Annotated[HubSection, BeforeValidator(_hub)]] = None
+    mask: Optional[bool] = None
+    vocab_size: Optional[Annotated[int, Field(ge=2)]] = None
+
+
+PRETRAINED_KEYS = ("preset", "hub")
+
 _INPUT_TAGS = {"text": "text", "video": "masked", "sensor": "masked",
                "tabular": "tabular"}
 
 
 def _input_tag(value):
+    if isinstance(value, dict) and any(value.get(k) is not None
+                                       for k in PRETRAINED_KEYS):
+        return "pretrained"
     modality = value.get("modality") if isinstance(value, dict) else None
     return _INPUT_TAGS.get(modality, "shaped") if isinstance(
         modality, str) else "shaped"
@@ -241,7 +280,8 @@ def _input_tag(value):
 AnyInput = Annotated[Union[Annotated[ShapedInput, Tag("shaped")],
                            Annotated[TextInput, Tag("text")],
                            Annotated[MaskedInput, Tag("masked")],
-                           Annotated[TabularInput, Tag("tabular")]],
+                           Annotated[TabularInput, Tag("tabular")],
+                           Annotated[PretrainedInput, Tag("pretrained")]],
                      Discriminator(_input_tag)]
 
 

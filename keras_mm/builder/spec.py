@@ -91,6 +91,46 @@ def load_registries():
     return TOWERS, FUSIONS, HEADS
 
 
+def pretrained_kind(entry):
+    """`"preset"`, `"hub"` or None: where an input's tower comes from
+    (`entry`: a normalized input spec dict)."""
+    for kind in schema.PRETRAINED_KEYS:
+        if entry.get(kind) is not None:
+            return kind
+    return None
+
+
+def tower_class(entry, name):
+    """The tower class of input `name`: its modality's tower, or for an
+    input with a `preset` / `hub` the pretrained tower registered as
+    `<modality>_<preset|hub>` (`keras_mm.registry.PRETRAINED_TOWERS`)."""
+    kind = pretrained_kind(entry)
+    if kind is None:
+        return load_registries()[0].get(entry["modality"],
+                                        key_path=f"inputs.{name}.modality")
+    import keras_mm.pretrained  # noqa: F401  (fills PRETRAINED_TOWERS)
+    from keras_mm.registry import PRETRAINED_TOWERS
+    key = f"{entry['modality']}_{kind}"
+    if key not in PRETRAINED_TOWERS:
+        sources = sorted({n.rsplit("_", 1)[0] for n in PRETRAINED_TOWERS
+                          if n.endswith(f"_{kind}")})
+        raise ConfigError(
+            f"inputs.{name}.{kind}",
+            f"no pretrained {entry['modality']} tower takes a {kind}; "
+            f"modalities with one: {', '.join(sources) or 'none'}")
+    return PRETRAINED_TOWERS.get(key)
+
+
+def pretrained_tower_kwargs(entry):
+    """The tower arguments an input's `preset` / `hub` key sets."""
+    kind = pretrained_kind(entry)
+    if kind == "preset":
+        return {"preset": entry["preset"]}
+    if kind == "hub":
+        return {"handle": entry["hub"]["encoder"]}
+    return {}
+
+
 def constructor_arguments(cls):
     """`{argument: default}` of `cls.__init__` (and of the parents it
     forwards `**kwargs` to, up to the Keras base classes). Required
@@ -194,6 +234,9 @@ def _normalize_input(name, section, towers, complete):
     spec = {k: copy.deepcopy(v) for k, v in section.model_dump().items()
             if v is not None}
     tower = spec.pop("tower")
+    kind = pretrained_kind(spec)
+    if kind is not None:
+        return _normalize_pretrained(name, spec, tower)
     if modality == "tabular":
         if complete:
             spec.setdefault("numeric", 0)
@@ -241,6 +284,41 @@ def _normalize_input(name, section, towers, complete):
     tower = copy.deepcopy(_plain(tower, f"{path}.tower"))
     _check_audio_features(path, modality, spec, tower, arguments)
     spec["tower"] = tower
+    return spec
+
+
+def _normalize_pretrained(name, spec, tower):
+    """An input with a `preset` or `hub`: its tower class comes from
+    PRETRAINED_TOWERS; the pretrained model sets the tower's own sizes."""
+    path = f"inputs.{name}"
+    if all(spec.get(k) is not None for k in schema.PRETRAINED_KEYS):
+        raise ConfigError(path, "give either preset (keras-hub) or hub "
+                          "(TF-Hub / SavedModel), not both")
+    kind = pretrained_kind(spec)
+    modality = spec["modality"]
+    if spec.get("hub") is not None:
+        spec["hub"] = {k: v for k, v in spec["hub"].items()
+                       if v is not None}
+    if "shape" in spec:
+        ranks = INPUT_RANKS.get(modality)
+        shape = spec["shape"]
+        if ranks and len(shape) not in ranks:
+            raise ConfigError(
+                f"{path}.shape", f"{shape} has {len(shape)} axes; a "
+                f"{modality} input has "
+                f"{' or '.join(str(r) for r in ranks)} (without the batch "
+                "axis)")
+        check_input_size(shape, f"{path}.shape")
+    spec.pop("vocab_size", None)        # the pretrained model has its own
+    spec.setdefault("mask", modality == "text")
+    tower_cls = tower_class(spec, name)
+    check_class_kwargs(tower, tower_cls, f"{path}.tower",
+                       extra_allowed=("trainable",),
+                       builder_set=list(pretrained_tower_kwargs(spec)) +
+                       ["backbone"],
+                       derived={k: f"{path}.{kind}"
+                                for k in pretrained_tower_kwargs(spec)})
+    spec["tower"] = copy.deepcopy(_plain(tower, f"{path}.tower"))
     return spec
 
 
@@ -481,6 +559,11 @@ def _tower_kwargs(spec, input_name, with_output=True):
     kwargs = dict(entry["tower"])
     if with_output:
         kwargs["output"] = tower_output_kind(spec, input_name)
+    if pretrained_kind(entry) is not None:
+        kwargs.update(pretrained_tower_kwargs(entry))
+        arguments = constructor_arguments(tower_class(entry, input_name))
+        return {k: v for k, v in kwargs.items()
+                if k in arguments or k == "trainable"}
     if modality == "text":
         if "vocab_size" in entry:
             kwargs["vocab_size"] = entry["vocab_size"]
@@ -512,6 +595,8 @@ def _head_kwargs(spec, head_name):
 def _check_constructors(spec, towers, fusions, heads, complete):
     """Constructs each layer once (cheap: no weights) to check values."""
     for name, entry in spec["inputs"].items():
+        if pretrained_kind(entry) is not None:
+            continue    # constructing it loads the pretrained weights
         cls = towers.get(entry["modality"])
         kwargs = _tower_kwargs(spec, name)
         missing = [a for a, d in constructor_arguments(cls).items()

@@ -54,6 +54,9 @@ class Preprocessor:
     """
 
     modality = None
+    # The PREPROCESSORS name (default `modality`; "text_preset" for the
+    # keras-hub text preprocessor): what `serialize_preprocessor` records.
+    registered_name = None
     # True when `parse_batch` decodes a whole batch at once (see there).
     batched_parse = False
 
@@ -234,10 +237,15 @@ def serialize_preprocessor(preprocessor):
     """`{"modality": ..., "config": ...}` (JSON-serializable)."""
     config = preprocessor.get_config()
     json.dumps(config)  # fails loudly here rather than at export time
-    return {"modality": preprocessor.modality, "config": config}
+    out = {"modality": preprocessor.modality, "config": config}
+    kind = preprocessor.registered_name
+    if kind and kind != preprocessor.modality:
+        out["type"] = kind
+    return out
 
 
 def deserialize_preprocessor(data):
     """Inverse of `serialize_preprocessor` (looks up PREPROCESSORS)."""
-    cls = PREPROCESSORS.get(data["modality"], key_path="preprocessor.modality")
+    kind = data.get("type", data["modality"])
+    cls = PREPROCESSORS.get(kind, key_path="preprocessor.type")
     return cls.from_config(data["config"])

@@ -46,6 +46,10 @@ training:
   backup: {save_freq: epoch}   # BackupAndRestore; an int = every N steps; false = off
   tensorboard: true
   runs_dir: runs
+  fine_tuning:                 # optional (keras_mm.training.fine_tuning)
+    frozen_epochs: 0           # freeze `towers` for the first N epochs
+    towers: null               # inputs to freeze; null: those with preset/hub
+    learning_rate_multipliers: {}   # {input: m}: its tower uses lr x m
 evaluation:
   splits: [val, test]
   compare_unimodal: false      # scoreboard: fused vs each single modality
@@ -307,22 +311,18 @@ def _check_preprocess(spec):
         `{input name: per-example shape}` of the preprocessors constructed.
     """
     shapes = {}
-    try:
-        import keras_mm.data  # noqa: F401  (fills PREPROCESSORS)
-        from keras_mm.registry import PREPROCESSORS
-    except ImportError:  # pragma: no cover - data package not importable
-        return shapes
+    from keras_mm.registry import preprocessor_class
+
     for name, entry in spec["inputs"].items():
-        modality = entry["modality"]
         kwargs = entry.get("preprocess") or {}
         path = f"inputs.{name}.preprocess"
-        if modality not in PREPROCESSORS:
-            continue
-        cls = PREPROCESSORS.get(modality)
+        cls, set_by_input = preprocessor_class(name, entry)
         arguments = _signature_arguments(cls)
         _check_kwargs(kwargs, arguments, path, cls.__name__,
-                      skip=("self", "name"))
+                      skip=("self", "name") + tuple(set_by_input))
         check_argument_values(kwargs, arguments, path)
+        if set_by_input:
+            continue        # constructing it loads the pretrained model
         required = [a for a, d in arguments.items()
                     if d is inspect.Parameter.empty and a != "name"]
         if any(a not in kwargs for a in required) or any(

@@ -13,11 +13,12 @@ values).
 import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from keras_mm.builder.schema import (NonNegativeFloat, NonNegativeInt,
-                                     OpenSection, PositiveInt, Section,
-                                     bounded_int, choice, fail, is_int)
+from keras_mm.builder.schema import (PRETRAINED_KEYS, NonNegativeFloat,
+                                     NonNegativeInt, OpenSection, PositiveInt,
+                                     Section, bounded_int, choice, fail,
+                                     is_int)
 
 DATA_FORMATS = ("manifest", "tfrecord")
 SPLITS = ("train", "val", "test")
@@ -173,6 +174,82 @@ class BackupSection(Section):
     save_freq: Annotated[Any, AfterValidator(_save_freq)] = "epoch"
 
 
+def _name_list(value):
+    """`towers: text` means `[text]`; null means "the default"."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and v for v in value):
+        raise fail(f"{value!r} is not a list of input names")
+    return list(dict.fromkeys(value))
+
+
+Multiplier = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class FineTuningSection(Section):
+    """`training.fine_tuning`: a frozen warm-up and per-tower learning-rate
+    multipliers (`keras_mm.training.fine_tuning`).
+
+    `frozen_epochs`: the towers of `towers` are frozen for the first N
+    epochs, then train. `towers`: input names (default: the pretrained
+    inputs, those with a `preset` or `hub` key). `learning_rate_multipliers`:
+    `{input: m}`, the variables of that input's tower use the learning rate
+    times m in every epoch (0 freezes it).
+    """
+
+    frozen_epochs: bounded_int(0, MAX_EPOCHS) = 0
+    towers: Annotated[Any, AfterValidator(_name_list)] = None
+    learning_rate_multipliers: dict[str, Multiplier] = Field(
+        default_factory=dict)
+
+
+def pretrained_inputs(inputs):
+    """The names of the inputs whose entry has a `preset` or `hub` key."""
+    return [name for name, entry in (inputs or {}).items()
+            if isinstance(entry, dict) and any(
+                entry.get(key) is not None for key in PRETRAINED_KEYS)]
+
+
+def warmup_towers(fine_tuning, inputs):
+    """The inputs whose towers `fine_tuning.frozen_epochs` freezes: its
+    `towers` (those among `inputs`), else the pretrained inputs."""
+    towers = (fine_tuning or {}).get("towers")
+    if towers is None:
+        return pretrained_inputs(inputs)
+    return [name for name in towers if name in (inputs or {})]
+
+
+def _check_fine_tuning(sections):
+    """`training.fine_tuning` names inputs of the recipe; a warm-up has a
+    tower to freeze."""
+    section = sections.training.fine_tuning
+    inputs = sections.inputs if isinstance(sections.inputs, dict) else {}
+    if section is None or not inputs:
+        return sections
+    known = ", ".join(map(str, inputs))
+    path = "training.fine_tuning"
+    for i, name in enumerate(section.towers or ()):
+        if name not in inputs:
+            raise fail(f"{name!r} is not one of the inputs: {known}",
+                       f"{path}.towers[{i}]")
+    for name in section.learning_rate_multipliers:
+        if name not in inputs:
+            raise fail(f"{name!r} is not one of the inputs: {known} (a "
+                       "multiplier applies to the tower of an input)",
+                       f"{path}.learning_rate_multipliers.{name}")
+    if section.frozen_epochs and section.towers is None and \
+            not pretrained_inputs(inputs):
+        raise fail(f"{section.frozen_epochs} epochs of warm-up freeze the "
+                   "pretrained towers by default, and no input has a preset "
+                   "or hub key; name the inputs to freeze in "
+                   f"{path}.towers (one of {known})",
+                   f"{path}.frozen_epochs")
+    return sections
+
+
 def _optimizer_shorthand(value):
     value = "adam" if value is None else value
     return {"type": value} if isinstance(value, str) else value
@@ -201,6 +278,7 @@ class TrainingSection(Section):
     tensorboard: bool = True
     runs_dir: FolderPath = "runs"
     verbose: VerboseChoice = "auto"
+    fine_tuning: Annotated[Optional[FineTuningSection], _shorthand()] = None
 
 
 def _split_list(value):
@@ -252,6 +330,10 @@ class RecipeSections(Section):
         EvaluationSection()
     export: Annotated[ExportSection, BeforeValidator(_none_as_empty)] = \
         ExportSection()
+
+    @model_validator(mode="after")
+    def fine_tuning_inputs(self):
+        return _check_fine_tuning(self)
 
 
 MODEL_KEYS = ("inputs", "fusion", "trunk", "heads")

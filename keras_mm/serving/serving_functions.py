@@ -408,8 +408,11 @@ class ServingFunctions:
         for pre in self.preprocessors.values():
             tower = _layer_or_none(self.model, f"{pre.name}_tower")
             if pre.modality == "text":
-                size = getattr(tower, "vocab_size", None) or pre.vocab_size
-                bounds[pre.name] = int(size)
+                size = getattr(tower, "vocab_size", None) or getattr(
+                    pre, "vocab_size", None) or getattr(
+                    pre, "vocabulary_size", None)
+                if size is not None:
+                    bounds[pre.name] = int(size)
             elif pre.modality == "tabular" and pre.categorical:
                 sizes = getattr(tower, "cardinalities", None) or \
                     pre.cardinalities

@@ -64,15 +64,19 @@ RECALIBRATION_BATCHES = 200
 
 
 def batch_norm_layers(model):
-    """`{top-level layer name: [its BatchNormalization layers]}`.
+    """`{top-level layer name: [its trainable BatchNormalization layers]}`.
 
     The top-level layers of a keras_mm model are `<input>_tower`,
-    `fusion`, `trunk` and the heads, so the keys name the towers.
+    `fusion`, `trunk` and the heads, so the keys name the towers. Frozen
+    batch norms (`trainable=False`, e.g. in a frozen pretrained backbone)
+    always normalize with their own moving statistics, which are left
+    alone.
     """
     out = {}
     for layer in model.layers:
         found = [sub for sub in layer._flatten_layers(include_self=True)
-                 if isinstance(sub, keras.layers.BatchNormalization)]
+                 if isinstance(sub, keras.layers.BatchNormalization)
+                 and sub.trainable]
         if found:
             out[layer.name] = found
     return out

@@ -1,6 +1,9 @@
 """The callbacks of one training run, from the recipe's `training` section.
 
-In order: early stopping (`ResumableEarlyStopping`, its state replayed from
+In order: the caller's first callbacks (the frozen warm-up,
+`keras_mm.training.fine_tuning.FrozenWarmup`: it puts the towers' trainable
+flags back at each epoch end before the others save the model), early
+stopping (`ResumableEarlyStopping`, its state replayed from
 the kept history rows), the best checkpoint (`AtomicModelCheckpoint`, its
 threshold replayed likewise), `CSVLogger` (`history.csv`), TensorBoard,
 the caller's extra callbacks, and the backup (`RunBackup`) last: it marks
@@ -47,7 +50,7 @@ def _tensorboard_installed():
 
 
 def make_callbacks(training, work_dir, initial_epoch, has_val, verbose, say,
-                   extra_callbacks=()):
+                   extra_callbacks=(), first_callbacks=()):
     """The callbacks of a run writing to `work_dir` from `initial_epoch`.
 
     `history.csv` is cut to its first `initial_epoch` rows (those of the
@@ -62,6 +65,7 @@ def make_callbacks(training, work_dir, initial_epoch, has_val, verbose, say,
         verbose: the run's verbosity (the stopper's messages when not 0).
         say: prints a line for the user.
         extra_callbacks: the caller's, before the backup.
+        first_callbacks: the caller's, before all others.
 
     Returns:
         `(callbacks, early stopper or None, whether a best checkpoint is
@@ -71,7 +75,7 @@ def make_callbacks(training, work_dir, initial_epoch, has_val, verbose, say,
     backup_dir = path(run_folder.BACKUP_DIR)
     rows = run_folder.history_rows(path(run_folder.HISTORY_FILE),
                                    initial_epoch)
-    callbacks, stopper = [], None
+    callbacks, stopper = list(first_callbacks or ()), None
     es_config = monitor_config(training["early_stopping"], has_val,
                                "early_stopping", say)
     if es_config:

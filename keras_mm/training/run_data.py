@@ -33,6 +33,7 @@ import warnings
 import tensorflow as tf
 
 from keras_mm.errors import ConfigError, DataError
+from keras_mm.registry import preprocessor_class
 
 log = logging.getLogger("keras_mm")
 
@@ -120,22 +121,20 @@ def generate_data(recipe):
 # -- preprocessors ------------------------------------------------------------
 
 
-def _registry():
-    import keras_mm.data  # noqa: F401  (fills PREPROCESSORS)
-    from keras_mm.registry import PREPROCESSORS
-    return PREPROCESSORS
-
-
 def make_preprocessors(recipe, names=None):
     """`{input name: unfitted preprocessor}` in recipe input order."""
-    registry = _registry()
     out = {}
     for name, entry in recipe["inputs"].items():
         if names is not None and name not in names:
             continue
-        cls = registry.get(entry["modality"],
-                           key_path=f"inputs.{name}.modality")
-        kwargs = dict(entry.get("preprocess") or {})
+        cls, kwargs = preprocessor_class(name, entry)
+        owned = sorted(set(kwargs) & set(entry.get("preprocess") or {}))
+        if owned:
+            source = "preset" if "preset" in kwargs else "hub"
+            raise ConfigError(f"inputs.{name}.preprocess.{owned[0]}",
+                              f"set by the input's {source} key; remove it "
+                              "here")
+        kwargs.update(entry.get("preprocess") or {})
         try:
             out[name] = cls(name, **kwargs)
         except (TypeError, ValueError) as error:
@@ -279,7 +278,7 @@ def load_preprocessors(path, order=None):
         path: the file.
         order: input names in model order (default: the file's order).
     """
-    _registry()
+    import keras_mm.pretrained  # noqa: F401  (fills PREPROCESSORS)
     from keras_mm.data import deserialize_preprocessor
 
     with open(path, encoding="utf-8") as f:

@@ -16,8 +16,10 @@ Steps of `train`:
    Keras 3.15: under `MultiWorkerMirroredStrategy`, and under any
    multi-replica strategy for models with boolean (mask) inputs)
    with backup-and-restore, best checkpoint, early stopping, the learning
-   rate schedule, TensorBoard and CSV logs; a progress bar on a terminal,
-   one line per epoch otherwise;
+   rate schedule, TensorBoard and CSV logs, and `training.fine_tuning`'s
+   frozen warm-up and per-tower learning-rate multipliers
+   (`fine_tuning`); a progress bar on a terminal, one line per epoch
+   otherwise;
 7. evaluate every split of `evaluation.splits` with the best checkpoint;
 8. optionally train the same recipe on each single input
    (`evaluation.compare_unimodal`) and print the scoreboard;
@@ -83,7 +85,7 @@ import tensorflow as tf
 from keras_mm.errors import ExportError
 from keras_mm.serving.atomic import atomic_save_model
 from keras_mm.training.baseline_check import untrained_reason
-from keras_mm.training import run_artifacts, run_data, run_folder
+from keras_mm.training import fine_tuning, run_artifacts, run_data, run_folder
 from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
                                             load_model, model_input_names)
@@ -298,18 +300,22 @@ def _fit(run, extra_callbacks=()):
     Returns:
         The `TrainResult` (metrics still empty).
     """
+    say = lambda message: _say(run.verbose, message)    # noqa: E731
+    warmup = fine_tuning.warmup_callback(run.recipe, run.model, say=say)
     callbacks, stopper, checkpointing = make_callbacks(
         run.training, run.work_dir, run.initial_epoch,
-        has_val=run.val_ds is not None, verbose=run.verbose,
-        say=lambda message: _say(run.verbose, message),
+        has_val=run.val_ds is not None, verbose=run.verbose, say=say,
         extra_callbacks=tuple(extra_callbacks or ())
-        + (run.clock.callback(),))
+        + (run.clock.callback(),),
+        first_callbacks=(warmup,) if warmup is not None else ())
     model, plan = run.model, run.plan
     epochs = run.training["epochs"]
     if stopper is not None and stopper.replay().stopped:
         epochs = run.initial_epoch      # it had stopped before the kill
     fit_verbose = run.verbose if plan.is_chief else 0
     _choose_loop(run)
+    fine_tuning.refuse_custom_loop(
+        warmup, run.custom_loop, f"used under {type(plan.strategy).__name__}")
     if run.initial_epoch >= epochs:
         # Training had finished before the kill (in a later step of the
         # command): restore the final state, train nothing.
@@ -331,6 +337,8 @@ def _fit(run, extra_callbacks=()):
                       validation_data=run.val_ds, callbacks=callbacks,
                       initial_epoch=run.initial_epoch, verbose=fit_verbose,
                       shuffle=False)
+    if warmup is not None:              # when the towers were unfrozen
+        run.notes.extend(warmup.notes)
 
     history_path = run.path(HISTORY_FILE)
     run.history = run_artifacts.read_history_csv(history_path) \
