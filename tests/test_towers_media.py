@@ -375,7 +375,7 @@ BAD_ARGUMENTS = [
     (ImageTower, {"encoder": "resnet", "weights": "w.h5"},
      "weights='w.h5' needs a keras.applications backbone"),
     (ImageTower, {"encoder": "applications", "backbone": "resnet50",
-                  "weights": "imagenet"}, "'imagenet' is not accepted"),
+                  "weights": ""}, "must be None, 'imagenet'"),
     (ImageTower, {"filters": ()}, "filters must list"),
     (AudioTower, {"encoder": "lstm"}, "encoder='lstm' is not one of 'cnn', "
      "'crnn', 'transformer'"),

@@ -287,14 +287,20 @@ class ImagePreprocessor(Preprocessor):
             image = decode_image_uint8(raw, self.max_pixels,
                                        f"input `{self.name}`")
             image = select_channels(image, self.channels)
-            image = resize_image(image, self.size, self.preserve_aspect,
-                                 self.antialias)
+            image = self._resize(image)
             image = _to_channels(tf.cast(image, tf.float32), self.channels)
             return tf.ensure_shape(image, shape)
 
         image = tf.cond(present, decode, lambda: tf.zeros(shape, tf.float32))
         return {self.name: image,
                 self._key("_present"): tf.cast(present, tf.float32)}
+
+    def _resize(self, image):
+        """uint8 `[H, W, c]` (decoded, channels selected) -> float32
+        `[*size, c]`. A hook: `ImagePresetPreprocessor` resizes the way its
+        preset's image converter does."""
+        return resize_image(image, self.size, self.preserve_aspect,
+                            self.antialias)
 
     def transform(self, parsed, training=False, seed=None):
         images = tf.cast(parsed[self.name], tf.float32) * self.scale

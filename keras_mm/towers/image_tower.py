@@ -1,5 +1,8 @@
 import math
 import os
+import socket
+import urllib.parse
+import urllib.request
 import warnings
 
 import keras
@@ -19,6 +22,114 @@ OUTPUTS = ("vector", "sequence", "feature_map")
 BACKBONES = (None, "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 # Encoders whose feature map is the input downsampled 32x.
 _STRIDE_32 = ("resnet", "applications")
+
+
+# keras.applications' ImageNet weights without the classifier
+# (include_top=False), as Keras 3.15 names, serves and hashes them (md5).
+IMAGENET_WEIGHTS = {
+    "resnet50": (
+        "keras.applications.ResNet50",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/"
+        "resnet/",
+        "4d473c1dd8becc155b73f8504c6f6626"),
+    "mobilenet_v3_small": (
+        "keras.applications.MobileNetV3Small",
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/"
+        "mobilenet_v3/",
+        "d3e8ec802a04aa4fc771ee12a9a9b836"),
+    "efficientnet_b0": (
+        "keras.applications.EfficientNetB0",
+        "efficientnetb0_notop.h5",
+        "https://storage.googleapis.com/keras-applications/",
+        "50bc09e76180e00e4465e1a485ddc09d"),
+}
+
+
+def keras_cache_folder():
+    """The folder where Keras keeps downloaded application weights:
+    `$KERAS_HOME/models` (read now, so a later `KERAS_HOME` counts), else
+    `~/.keras/models`; `/tmp/.keras/models` where that is not writable (as
+    `keras.utils.get_file` does)."""
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        if not os.access(base, os.W_OK):
+            base = "/tmp"
+        home = os.path.join(base, ".keras")
+    home = os.path.expanduser(home)
+    if os.path.isdir(home) and not os.access(home, os.W_OK):
+        home = os.path.join("/tmp", ".keras")
+    return os.path.join(home, "models")
+
+
+def _one_line(error):
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _reachable(url, timeout=5.0):
+    """None when the host of `url` (or the proxy urllib would use for it)
+    accepts a connection, else the reason."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname, parts.port or (
+        443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy = urllib.parse.urlsplit(proxy if "://" in proxy
+                                      else "http://" + proxy)
+        host, port = proxy.hostname, proxy.port or 80
+        what = f"the proxy {host}:{port}"
+    else:
+        what = host
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        return f"no connection to {what}: {type(error).__name__}: " \
+            f"{_one_line(error)}"
+    return None
+
+
+def imagenet_weights_file(backbone):
+    """The local path of `backbone`'s ImageNet weights (include_top=False).
+
+    The Keras cache folder (`keras_cache_folder()`) is looked at first: a
+    file there under Keras's name is used as it is, without the network.
+    Otherwise Keras downloads it (`keras.utils.get_file`, hash-checked)
+    into that folder. Where the host (or the proxy urllib would use)
+    cannot be reached, checked with a 5-second connection before Keras
+    tries, or the download fails, a one-line `ValueError` names the file,
+    its URL and the folder to put it in.
+    """
+    application, fname, base, file_hash = IMAGENET_WEIGHTS[backbone]
+    folder = keras_cache_folder()
+    path = os.path.join(folder, fname)
+    if os.path.isfile(path):
+        return path
+    origin = base + fname
+
+    def offline(reason):
+        return ValueError(
+            f"ImageTower: weights='imagenet' for backbone={backbone!r} "
+            f"needs the file {fname} (the ImageNet weights of {application}"
+            f"(include_top=False)), which is not in the Keras cache folder "
+            f"{folder} and cannot be downloaded here ({reason}); download "
+            f"{origin} where there is a network (or run {application}("
+            "include_top=False, weights='imagenet') there) and copy it into "
+            f"{folder}/ ($KERAS_HOME/models, default ~/.keras/models), or "
+            "give weights= the path of a local weights file")
+
+    reason = _reachable(origin)
+    if reason is not None:
+        raise offline(reason)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        return keras.utils.get_file(fname, origin, cache_subdir="models",
+                                    cache_dir=os.path.dirname(folder),
+                                    file_hash=file_hash)
+    except Exception as error:  # urllib / hash errors
+        raise offline(f"the download failed: {_one_line(error)}") from None
 
 
 def _application(backbone, input_shape, weights):
@@ -52,12 +163,22 @@ class ImageTower(keras.layers.Layer):
       `"mobilenet_v3_small"` (built without its internal rescaling) or
       `"efficientnet_b0"` (which keeps its built-in rescaling/normalization
       and so expects pixel values in [0, 255]). These need images of at
-      least 32x32 and 3 channels. Their `weights` are `None` (random) or
-      the path of a local weights file of the application model with
-      `include_top=False` (e.g. a `..._notop.h5` file or
-      `app.save_weights("x.weights.h5")`); nothing is downloaded. The file
-      is read when the tower is first built; a tower restored from a
-      `.keras` file does not need it. (`encoder="resnet"` with a
+      least 32x32 and 3 channels. Their `weights` are `None` (random),
+      `"imagenet"` or the path of a local weights file of the application
+      model with `include_top=False` (e.g. a `..._notop.h5` file or
+      `app.save_weights("x.weights.h5")`). `"imagenet"` reads Keras's
+      cache folder first (`$KERAS_HOME/models`, default
+      `~/.keras/models`; the file names are in `IMAGENET_WEIGHTS`), so a
+      file dropped there loads offline; otherwise Keras downloads it, and
+      without a network the error is one line naming the file, its URL and
+      the folder to put it in. The ImageNet weights expect the
+      application's own input scaling: `[-1, 1]` for
+      `mobilenet_v3_small` (built here without its rescaling layer),
+      `[0, 255]` for `efficientnet_b0`, and for `resnet50` caffe-style
+      BGR pixels minus the ImageNet mean (`keras.applications.resnet50.
+      preprocess_input`; an RGB input with that mean subtracted is close
+      but not the same). The file is read when the tower is first built;
+      a tower restored from a `.keras` file does not need it. (`encoder="resnet"` with a
       `backbone` is the deprecated spelling of this encoder: it still
       works, warns with a `DeprecationWarning`, and `get_config()` stores
       `encoder="applications"`.)
@@ -94,8 +215,8 @@ class ImageTower(keras.layers.Layer):
         backbone: the `keras.applications` model of
             `encoder="applications"`: `"resnet50"`, `"mobilenet_v3_small"`
             or `"efficientnet_b0"`; None for the other encoders.
-        weights: None or a local weights file path (only with `backbone`;
-            kept as the attribute `weights_file`).
+        weights: None, `"imagenet"` or a local weights file path (only
+            with `backbone`; kept as the attribute `weights_file`).
         patch_size: `vit` patch size in pixels.
         num_layers, num_heads, intermediate_dim: `vit` transformer sizes.
         kernel_initializer: initializer of the `cnn` and `resnet`
@@ -196,11 +317,12 @@ class ImageTower(keras.layers.Layer):
                     "'resnet50', 'mobilenet_v3_small' or 'efficientnet_b0'); "
                     "use weights=None otherwise")
             if not isinstance(weights, (str, os.PathLike)) or \
-                    str(weights) == "imagenet":
+                    not os.fspath(weights):
                 raise ValueError(
-                    f"{name}: weights={weights!r} must be None or the path "
-                    "of a local weights file (nothing is downloaded; "
-                    "'imagenet' is not accepted)")
+                    f"{name}: weights={weights!r} must be None, 'imagenet' "
+                    "(keras.applications' ImageNet weights: downloaded by "
+                    "Keras, or read from its cache folder offline) or the "
+                    "path of a local weights file")
             weights = os.fspath(weights)
         # `weights` and `output` are Keras Layer properties, so these two
         # arguments are stored as `weights_file` and `output_mode`.
@@ -321,21 +443,37 @@ class ImageTower(keras.layers.Layer):
 
     def _build_application(self, shape):
         weights = self.weights_file
+        imagenet = weights == "imagenet"
         if self._restoring:
             weights = None
-        elif weights is not None and not os.path.exists(weights):
+        elif weights is not None and not imagenet and \
+                not os.path.exists(weights):
             raise ValueError(
                 f"ImageTower: weights={weights!r}: no such file; give the "
                 f"path of a local {self.backbone} weights file "
-                "(include_top=False) or weights=None")
+                "(include_top=False), 'imagenet' or weights=None")
         if shape[1] is None or shape[2] is None:
             raise ValueError(
                 f"ImageTower(backbone={self.backbone!r}) needs a fixed "
                 f"image size; got shape {shape}")
         if min(shape[1], shape[2]) < 32 or shape[3] != 3:
+            if imagenet:
+                raise ValueError(
+                    f"ImageTower(backbone={self.backbone!r}, weights="
+                    "'imagenet'): the ImageNet weights take RGB images (3 "
+                    "channels) of at least 32x32; got images of shape "
+                    f"{tuple(shape[1:])}: set the image preprocessor to "
+                    "channels: 3 and a size of at least 32x32 (the weights "
+                    "were trained at 224x224)")
             raise ValueError(
                 f"ImageTower(backbone={self.backbone!r}) needs images of at "
                 f"least 32x32 with 3 channels; got shape {shape}")
+        imagenet_path = None
+        if weights == "imagenet":
+            # Looked up (or downloaded) before the model is built; loaded
+            # below as keras.applications loads it (its h5 format).
+            imagenet_path = imagenet_weights_file(self.backbone)
+            weights = None
         # keras.applications take no dtype argument: build them under this
         # tower's policy so that mixed precision reaches their layers.
         previous = keras.config.dtype_policy()
@@ -345,6 +483,16 @@ class ImageTower(keras.layers.Layer):
                                              weights)
         finally:
             keras.config.set_dtype_policy(previous)
+        if imagenet_path:
+            try:
+                self.application.load_weights(imagenet_path)
+            except Exception as error:  # h5py / shape mismatch errors
+                raise ValueError(
+                    f"ImageTower: cannot load the ImageNet weights file "
+                    f"{imagenet_path} into {self.backbone}: "
+                    f"{_one_line(error)}; delete it (Keras downloads it "
+                    "again where there is a network) or replace it with "
+                    "the right file") from None
         for layer in self.application._flatten_layers():
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = self.norm_momentum
