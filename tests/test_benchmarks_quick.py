@@ -179,3 +179,19 @@ def test_absent_data_exits_zero_with_a_message(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SKIPPED" in proc.stdout and str(missing) in proc.stdout
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_pretrained_towers_quick(tmp_path):
+    """Needs no shared data: the BERT preset is written by the script."""
+    result = last_json(run_script("pretrained_towers.py", "--quick",
+                                  "--cache", str(tmp_path / "cache")))
+    for key in ("train_ratio", "serve_ratio", "export_mb", "verify_s"):
+        assert isinstance(result[key], float) and math.isfinite(
+            result[key]) and result[key] > 0, (key, result)
+    # The median of the paired rounds' ratios.
+    ratios = result["train_ratios"]
+    assert min(ratios) <= result["train_ratio"] <= max(ratios)
+    assert result["serve_ratio"] == pytest.approx(
+        result["savedmodel_p50_ms"] / result["keras_hub_predict_p50_ms"],
+        rel=1e-3)

@@ -18,6 +18,7 @@ import importlib
 _MODULES = ("text_preset_preprocessor", "text_preset_tower",
             "image_preset_preprocessor", "image_preset_tower",
             "audio_preset_preprocessor", "audio_preset_tower",
+            "video_preset_preprocessor", "video_preset_tower",
             "hub_text_preprocessor", "hub_text_tower", "hub_image_tower")
 
 for _name in _MODULES:
