@@ -583,3 +583,36 @@ def test_archive_handle_is_refused_with_untar_hint(tmp_path):
     archive.write_bytes(b"not really")
     with pytest.raises(ValueError, match=r"is an archive; untar it"):
         HubTextTower(str(archive))
+
+
+# -- variable paths (per-tower learning-rate multipliers) ----------------------
+
+def test_every_variable_path_is_under_the_tower_name(hub, batch, tmp_path):
+    from keras_mm.training.fine_tuning import check_multiplier_paths
+
+    images = _images()
+    x = keras.Input((8, 8, 3), name="photo")
+    image = HubImageTower(hub.img, dim=4, name="photo_tower")
+    ids = keras.Input((12,), dtype="int32", name="review")
+    mask = keras.Input((12,), dtype="bool", name="review_mask")
+    text = HubTextTower(hub.enc, pooling="mean", dim=4, name="review_tower")
+    model = keras.Model([x, ids, mask], [image(x), text(ids, mask=mask)])
+    paths = [v.path for v in model.variables]
+    assert len(paths) == 3 + 2 + 13 + 2
+    outside = [p for p in paths if not p.startswith(
+        ("photo_tower/", "review_tower/"))]
+    assert outside == []
+    for tower in (image, text):
+        assert all(w.path.startswith(tower.name + "/")
+                   for w in tower.weights), tower.name
+    check_multiplier_paths(model, {"learning_rate_multipliers":
+                                   {"photo": 0.1, "review": 0.5}})
+    data = [images, batch["review"], batch["review_mask"]]
+    want = [np.asarray(y) for y in model(data, training=False)]
+    path = str(tmp_path / "paths.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for got, expected in zip(loaded(data, training=False), want):
+        np.testing.assert_array_equal(got, expected)
+    assert all(v.path.startswith(("photo_tower/", "review_tower/"))
+               for v in loaded.variables)

@@ -441,7 +441,7 @@ def test_trainable_blocks_moves_only_the_last_blocks(presets, family):
             assert moved[path], f"trainable {path} did not move"
     if family == "resnet":
         # The trained stage's batch norms ran in training mode.
-        assert moved["stack1_block0_1_bn/moving_mean"]
+        assert moved[f"{tower.name}/stack1_block0_1_bn/moving_mean"]
     # Unfreezing after a frozen phase re-applies trainable_blocks.
     ids = [id(w) for w in tower.trainable_weights]
     tower.trainable = False
@@ -547,3 +547,48 @@ def test_layer_checks_with_an_xla_fit_step(presets, tmp_path, family,
         # statistics that do not lower the inference-mode loss.
         fit=family != "resnet",
         mixed_precision=("mixed_bfloat16", "mixed_float16"))
+
+
+# -- variable paths (per-tower learning-rate multipliers) -------------------------
+
+@pytest.mark.parametrize("family,kwargs", [
+    ("vit", {"lora_rank": 2}), ("resnet", {"trainable_blocks": 1}),
+    ("clip", {}), ("siglip", {"output": "sequence"})])
+def test_every_variable_path_is_under_the_tower_name(presets, tmp_path,
+                                                     family, kwargs):
+    from keras_mm.training.fine_tuning import check_multiplier_paths
+
+    inputs = keras.Input((32, 32, 3), name="photo")
+    tower = ImagePresetTower(preset=presets[family], dim=4,
+                             name="photo_tower", **kwargs)
+    model = keras.Model(inputs, tower(inputs))
+    paths = [v.path for v in model.variables]
+    assert len(paths) > 20
+    assert [p for p in paths if not p.startswith("photo_tower/")] == []
+    check_multiplier_paths(model, {"learning_rate_multipliers":
+                                   {"photo": 0.1}})        # no error
+    x = images(5)
+    want = np.asarray(model(x, training=False))
+    path = str(tmp_path / "paths.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded(x, training=False), want)
+    assert all(v.path.startswith("photo_tower/") for v in loaded.variables)
+
+
+def test_builder_model_passes_the_multiplier_path_check(presets):
+    import keras_mm
+    from keras_mm.training.fine_tuning import check_multiplier_paths
+
+    spec = {"inputs": {"photo": {"modality": "image",
+                                 "preset": presets["resnet"],
+                                 "shape": [32, 32, 3],
+                                 "tower": {"dim": 4}}},
+            "heads": {"label": {"type": "classification",
+                                "num_classes": 2}}}
+    model = keras_mm.build_model(spec)
+    tower = model.get_layer("photo_tower")
+    assert tower.weights and all(w.path.startswith("photo_tower/")
+                                 for w in tower.weights)
+    check_multiplier_paths(model, {"learning_rate_multipliers":
+                                   {"photo": 0.1}})

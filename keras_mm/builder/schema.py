@@ -253,8 +253,9 @@ class PretrainedInput(ShapedInput):
     """An input whose tower and preprocessor come from a pretrained model:
     `preset` (a keras-hub preset name, kaggle:// / hf:// handle or local
     preset folder) or `hub` (a TF-Hub handle or SavedModel folder: a string,
-    or `{encoder, preprocessor}`). `mask` (default true for text, false
-    otherwise) adds the `<name>_mask` input (the tokenizer's padding mask)."""
+    or `{encoder, preprocessor}`). `mask` (default true for text and
+    video, false otherwise) adds the `<name>_mask` input (the tokenizer's
+    padding mask, the frame mask)."""
 
     preset: Optional[Handle] = None
     hub: Optional[Annotated[HubSection, BeforeValidator(_hub)]] = None

@@ -310,7 +310,8 @@ def _normalize_pretrained(name, spec, tower):
                 "axis)")
         check_input_size(shape, f"{path}.shape")
     spec.pop("vocab_size", None)        # the pretrained model has its own
-    spec.setdefault("mask", modality == "text")
+    # The tokenizer's padding mask; the frame mask of a video.
+    spec.setdefault("mask", modality in ("text", "video"))
     tower_cls = tower_class(spec, name)
     check_class_kwargs(tower, tower_cls, f"{path}.tower",
                        extra_allowed=("trainable",),

@@ -13,8 +13,7 @@ Importing this package registers the towers in
 
 import importlib
 
-# Modules that register a pretrained tower or preprocessor; a module that
-# is not written yet is skipped (filled in as the issue lands).
+# The modules that register a pretrained tower or preprocessor.
 _MODULES = ("text_preset_preprocessor", "text_preset_tower",
             "image_preset_preprocessor", "image_preset_tower",
             "audio_preset_preprocessor", "audio_preset_tower",
@@ -22,8 +21,4 @@ _MODULES = ("text_preset_preprocessor", "text_preset_tower",
             "hub_text_preprocessor", "hub_text_tower", "hub_image_tower")
 
 for _name in _MODULES:
-    try:
-        importlib.import_module(f"keras_mm.pretrained.{_name}")
-    except ModuleNotFoundError as _error:
-        if _error.name != f"keras_mm.pretrained.{_name}":
-            raise
+    importlib.import_module(f"keras_mm.pretrained.{_name}")

@@ -43,7 +43,8 @@ class HubImageTower(keras.layers.Layer):
     module or freezes it (its variables then stay bitwise unchanged);
     `trainable_blocks` and `lora_rank` are accepted only as `None` (a
     SavedModel has no blocks or dense layers to reach; a keras-hub preset
-    tower has both).
+    tower has both). Every variable path starts with `<tower name>/`
+    (per-tower learning-rate multipliers match on it).
 
     Saving: as `HubTextTower`: the `.keras` file holds the handle and the
     fine-tuned weights (the module is loaded from its handle again on
@@ -92,8 +93,11 @@ class HubImageTower(keras.layers.Layer):
         self._fn = hub_loading.module_function(module, owner, self.handle)
         self.image_size = self._input_size(owner)
         self.feature_size = self._feature_width(owner)
-        self.module_weights = hub_loading.wrap_variables(
-            self._fn.variables())
+        # Under the tower's own name scope, so that a per-tower
+        # learning-rate multiplier finds the module's variables by path.
+        with keras.name_scope(self.name, caller=self):
+            self.module_weights = hub_loading.wrap_variables(
+                self._fn.variables())
         if not self.trainable:   # as Layer._track_variable does it
             for variable in self.module_weights:
                 variable.trainable = False

@@ -66,7 +66,8 @@ class HubTextTower(keras.layers.Layer):
     encoder or freezes it (its variables then stay bitwise unchanged). A
     SavedModel has no block structure or dense layers to reach, so
     `trainable_blocks` and `lora_rank` are accepted only as `None` (a
-    keras-hub preset tower has both).
+    keras-hub preset tower has both). Every variable path starts with
+    `<tower name>/` (per-tower learning-rate multipliers match on it).
 
     Saving: `get_config` holds the handle, not the graph: loading a
     `.keras` file loads the module from its handle again (it must be
@@ -122,8 +123,11 @@ class HubTextTower(keras.layers.Layer):
         self._module = module
         self._fn = hub_loading.module_function(module, owner, self.handle)
         self.hidden_size = self._encoder_width(owner)
-        self.module_weights = hub_loading.wrap_variables(
-            self._fn.variables())
+        # Under the tower's own name scope, so that a per-tower
+        # learning-rate multiplier finds the module's variables by path.
+        with keras.name_scope(self.name, caller=self):
+            self.module_weights = hub_loading.wrap_variables(
+                self._fn.variables())
         if not self.trainable:   # as Layer._track_variable does it
             for variable in self.module_weights:
                 variable.trainable = False

@@ -43,6 +43,91 @@ def converter_settings(converter):
     }
 
 
+def read_converter(owner, preset):
+    """The `converter_settings` of the image converter of `preset` (read
+    with keras-hub's `ImageConverter.from_preset`, one-line offline
+    errors naming `owner`)."""
+    layer = from_preset(keras_hub().layers.ImageConverter.from_preset,
+                        preset, "image converter", owner)
+    return converter_settings(layer)
+
+
+def effective_settings(converter, image_size=None,
+                       crop_to_aspect_ratio=None):
+    """The converter settings with the `image_size` /
+    `crop_to_aspect_ratio` overrides applied (None keeps the converter's)."""
+    settings = dict(converter)
+    if image_size is not None:
+        settings["image_size"] = list(image_size)
+    if crop_to_aspect_ratio is not None:
+        settings["crop_to_aspect_ratio"] = crop_to_aspect_ratio
+        if crop_to_aspect_ratio:
+            settings["pad_to_aspect_ratio"] = False
+    return settings
+
+
+def check_settings(owner, settings, source):
+    """Refuses settings without an image size, or with both a crop and a
+    pad to the aspect ratio (`source` names where they came from)."""
+    if settings["image_size"] is None:
+        raise ValueError(
+            f"{owner}: the image converter of {source} has no "
+            "image_size (it keeps the input size); give image_size=("
+            "height, width)")
+    if settings["crop_to_aspect_ratio"] and settings["pad_to_aspect_ratio"]:
+        raise ValueError(
+            f"{owner}: crop_to_aspect_ratio=True and the converter's "
+            "pad_to_aspect_ratio=True: choose one")
+
+
+def converter_resize(image, size, settings):
+    """The converter's crop / pad and resize of uint8 `[..., H, W, C]`
+    (one image, or frames of one size, e.g. a clip `[T, H, W, C]`: the
+    same box for every frame) to float32 `[..., *size, C]`.
+
+    The crop / pad geometry is computed in integers; see
+    `ImagePresetPreprocessor` (step 1).
+    """
+    target_h, target_w = size
+    outer = image.shape.rank - 3       # leading axes (0 for one image)
+    shape = tf.shape(image, out_type=tf.int64)
+    height, width = shape[outer], shape[outer + 1]
+    zero = tf.constant(0, tf.int64)
+    if settings["crop_to_aspect_ratio"]:
+        crop_h = tf.clip_by_value(width * target_h // target_w, 1, height)
+        crop_w = tf.clip_by_value(height * target_w // target_h, 1, width)
+        top = (height - crop_h) // 2
+        left = (width - crop_w) // 2
+        minus_one = tf.constant(-1, tf.int64)
+        image = tf.slice(image, tf.stack([zero] * outer + [top, left, zero]),
+                         tf.stack([minus_one] * outer +
+                                  [crop_h, crop_w, minus_one]))
+    elif settings["pad_to_aspect_ratio"]:
+        pad_h = tf.maximum(height, width * target_h // target_w)
+        pad_w = tf.maximum(width, height * target_w // target_h)
+        # keras pads both sides by the same amount.
+        top = (pad_h - height) // 2
+        left = (pad_w - width) // 2
+        image = tf.pad(image, tf.reshape(
+            tf.stack([zero, zero] * outer + [top, top, left, left, zero,
+                                             zero]), [outer + 3, 2]))
+    resized = tf.image.resize(image, (target_h, target_w),
+                              method=settings["interpolation"],
+                              antialias=settings["antialias"])
+    return tf.cast(resized, tf.float32)
+
+
+def rescale(images, settings):
+    """`images * scale + offset` (the converter's, per channel or global;
+    either may be None), in float32."""
+    images = tf.cast(images, tf.float32)
+    if settings["scale"] is not None:
+        images = images * tf.constant(settings["scale"], tf.float32)
+    if settings["offset"] is not None:
+        images = images + tf.constant(settings["offset"], tf.float32)
+    return images
+
+
 def _size(owner, argument, value):
     if value is None:
         return None
@@ -155,21 +240,10 @@ class ImagePresetPreprocessor(ImagePreprocessor):
                     f"{owner}: give preset= (a keras-hub preset name or "
                     "local preset folder with an image converter) or "
                     "converter= (its settings); got neither")
-            layer = from_preset(keras_hub().layers.ImageConverter.from_preset,
-                                preset, "image converter", owner)
-            converter = converter_settings(layer)
+            converter = read_converter(owner, preset)
         self.converter = self._check_converter(owner, converter, channels)
         settings = self.settings()
-        if settings["image_size"] is None:
-            raise ValueError(
-                f"{owner}: the image converter of {self._source()} has no "
-                "image_size (it keeps the input size); give image_size=("
-                "height, width)")
-        if settings["crop_to_aspect_ratio"] and \
-                settings["pad_to_aspect_ratio"]:
-            raise ValueError(
-                f"{owner}: crop_to_aspect_ratio=True and the converter's "
-                "pad_to_aspect_ratio=True: choose one")
+        check_settings(owner, settings, self._source())
         super().__init__(name, size=settings["image_size"],
                          channels=channels, scale=1.0,
                          max_pixels=max_pixels)
@@ -213,14 +287,8 @@ class ImagePresetPreprocessor(ImagePreprocessor):
 
     def settings(self):
         """The converter settings in effect (the overrides applied)."""
-        settings = dict(self.converter)
-        if self.image_size is not None:
-            settings["image_size"] = list(self.image_size)
-        if self.crop_to_aspect_ratio is not None:
-            settings["crop_to_aspect_ratio"] = self.crop_to_aspect_ratio
-            if self.crop_to_aspect_ratio:
-                settings["pad_to_aspect_ratio"] = False
-        return settings
+        return effective_settings(self.converter, self.image_size,
+                                  self.crop_to_aspect_ratio)
 
     def get_config(self):
         config = Preprocessor.get_config(self)
@@ -238,40 +306,12 @@ class ImagePresetPreprocessor(ImagePreprocessor):
 
     def _resize(self, image):
         """The converter's crop / pad and resize of one uint8 image."""
-        settings = self.settings()
-        target_h, target_w = self.size
-        shape = tf.shape(image, out_type=tf.int64)
-        height, width = shape[0], shape[1]
-        if settings["crop_to_aspect_ratio"]:
-            crop_h = tf.clip_by_value(width * target_h // target_w, 1, height)
-            crop_w = tf.clip_by_value(height * target_w // target_h, 1, width)
-            top = (height - crop_h) // 2
-            left = (width - crop_w) // 2
-            image = tf.slice(image, tf.stack([top, left, 0]),
-                             tf.stack([crop_h, crop_w, -1]))
-        elif settings["pad_to_aspect_ratio"]:
-            pad_h = tf.maximum(height, width * target_h // target_w)
-            pad_w = tf.maximum(width, height * target_w // target_h)
-            # keras pads both sides by the same amount.
-            top = (pad_h - height) // 2
-            left = (pad_w - width) // 2
-            zero = tf.constant(0, tf.int64)
-            image = tf.pad(image, tf.reshape(
-                tf.stack([top, top, left, left, zero, zero]), [3, 2]))
-        resized = tf.image.resize(image, (target_h, target_w),
-                                  method=settings["interpolation"],
-                                  antialias=settings["antialias"])
-        return tf.cast(resized, tf.float32)
+        return converter_resize(image, self.size, self.settings())
 
     def transform(self, parsed, training=False, seed=None):
         del training, seed  # no augmentation
-        images = tf.cast(parsed[self.name], tf.float32)
+        images = rescale(parsed[self.name], self.settings())
         present = tf.cast(parsed[self._key("_present")], tf.float32)
-        settings = self.settings()
-        if settings["scale"] is not None:
-            images = images * tf.constant(settings["scale"], tf.float32)
-        if settings["offset"] is not None:
-            images = images + tf.constant(settings["offset"], tf.float32)
         images = images * present[:, None, None, None]
         return {self.name: images, self._key("_present"): present}
 

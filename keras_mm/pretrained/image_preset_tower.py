@@ -111,6 +111,12 @@ class ImagePresetTower(keras.layers.Layer):
     does not use (the CLIP projection and the SigLIP pooling head outside
     their `"vector"` pooling) are frozen.
 
+    The backbone (from `preset` or a config) is made inside the tower's
+    name scope, so every variable path starts with `<tower name>/`
+    (per-tower learning-rate multipliers match on it). A `Backbone`
+    instance passed as `backbone=` (ViT, ResNet) is used as given and keeps
+    its own variable paths.
+
     Args:
         preset: a keras-hub preset name, `kaggle://` / `hf://` handle or
             local preset folder (a backbone or task preset); its backbone is
@@ -181,7 +187,10 @@ class ImagePresetTower(keras.layers.Layer):
                 "serialized config); got neither")
         self.preset = preset
         self.vision_projection = None
-        self._load(preset, backbone)
+        # The tower's variables live under its own name scope, so that a
+        # per-tower learning-rate multiplier finds them by path.
+        with keras.name_scope(self.name, caller=self):
+            self._load(preset, backbone)
         self.family = _family(self.backbone)
         if self.family is None:
             raise ValueError(
