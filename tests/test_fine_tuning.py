@@ -199,6 +199,7 @@ LOAD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh process / a full run: CI's slow set
 def test_keras_file_with_the_optimizer_loads_compiled_in_a_new_process(
         tmp_path):
     model, _, _ = _step(AdamWithMultipliers(
@@ -447,6 +448,7 @@ def warmup_run(tmp_path_factory):
     return tmp_path, result, record
 
 
+@pytest.mark.slow  # a fresh process / a full run: CI's slow set
 def test_recipe_warmup_run_freezes_then_trains_the_tower(warmup_run):
     tmp_path, result, record = warmup_run
     assert type(result.model.optimizer).__name__ == "AdamWithMultipliers"
@@ -464,6 +466,7 @@ def test_recipe_warmup_run_freezes_then_trains_the_tower(warmup_run):
     assert "fine_tuning: text_tower unfrozen at the start of epoch 2" in notes
 
 
+@pytest.mark.slow  # a fresh process / a full run: CI's slow set
 def test_resumed_run_ends_with_the_uninterrupted_weights(warmup_run,
                                                          tmp_path):
     _, uninterrupted, _ = warmup_run

@@ -367,6 +367,7 @@ _FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh process / a full run: CI's slow set
 def test_train_equals_serve_through_a_fresh_process(hub, tmp_path):
     """tf.data == tf.function serving == the exported SavedModel (module
     folders deleted) reloaded in a process that imports only tensorflow and

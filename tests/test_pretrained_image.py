@@ -199,6 +199,7 @@ EXPORT_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a fresh process / a full run: CI's slow set
 def test_train_equals_serve_in_tf_data_tf_function_and_fresh_savedmodel(
         presets, tmp_path):
     pre = ImagePresetPreprocessor("photo", preset=presets["clip"])
