@@ -6,12 +6,8 @@ Every preset here is a tiny random-weight one written by keras-hub's own
 
 import io
 import json
-import os
 import shutil
 import struct
-import subprocess
-import sys
-import textwrap
 import zlib
 
 import keras
@@ -20,6 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from fresh_export import serve_in_fresh_process
 import tiny_presets_image
 from helpers import run_layer_checks
 from keras_mm.data.base_preprocessor import (deserialize_preprocessor,
@@ -182,23 +179,6 @@ def test_bounded_decode_refuses_a_20000_square_png_header(presets):
         pre(tf.constant([png_header(20000, 20000)]))
 
 
-EXPORT_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401
-    folder = sys.argv[2]
-    raws = [open(os.path.join(folder, name), "rb").read()
-            for name in sorted(os.listdir(folder))]
-    loaded = tf.saved_model.load(sys.argv[1])
-    out = loaded.serve(tf.constant(raws, tf.string))
-    np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()})
-    print("MODULES " + json.dumps(sorted(
-        m for m in sys.modules if m.split(".")[0] in
-        ("keras", "keras_hub", "keras_mm", "tf_keras"))))
-""")
-
-
 @pytest.mark.slow  # a fresh process / a full run: CI's slow set
 def test_train_equals_serve_in_tf_data_tf_function_and_fresh_savedmodel(
         presets, tmp_path):
@@ -233,27 +213,8 @@ def test_train_equals_serve_in_tf_data_tf_function_and_fresh_savedmodel(
     in_process = np.asarray(model(train["photo"], training=False))
     close(served["pred"], in_process)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for resource in pre.resources():
-        archive.track(resource)
-    archive.add_endpoint("serve", serve, input_signature=signature)
-    export = str(tmp_path / "export")
-    archive.write_out(export, verbose=False)
-    folder = tmp_path / "raws"
-    folder.mkdir()
-    for i, raw in enumerate(raws):
-        (folder / f"{i:03d}.img").write_bytes(raw)
-    result = tmp_path / "out.npz"
-    proc = subprocess.run(
-        [sys.executable, "-c", EXPORT_SCRIPT, export, str(folder),
-         str(result)], capture_output=True, text=True, timeout=180,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    modules = json.loads(proc.stdout.split("MODULES ")[-1])
-    assert not [m for m in modules if m.split(".")[0] in
-                ("keras_hub", "keras_mm")], modules
-    fresh = np.load(result)
+    fresh = serve_in_fresh_process(model, pre.resources(), serve, raws,
+                                   tmp_path, ".img")
     np.testing.assert_allclose(fresh["pixels"], train["photo"], atol=1e-6,
                                rtol=0)
     np.testing.assert_array_equal(fresh["present"], train["photo_present"])

@@ -9,11 +9,7 @@ nothing is downloaded. GIF clips are written by Pillow. Run alone with
 
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -21,6 +17,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from fresh_export import serve_in_fresh_process
 import tiny_presets_image
 from helpers import run_layer_checks
 from keras_mm.data.base_preprocessor import (deserialize_preprocessor,
@@ -196,23 +193,6 @@ def test_preprocessor_argument_errors(presets):
         VideoPresetPreprocessor("clip", preset=presets["vit"], num_frames=0)
 
 
-EXPORT_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401
-    folder = sys.argv[2]
-    raws = [open(os.path.join(folder, name), "rb").read()
-            for name in sorted(os.listdir(folder))]
-    loaded = tf.saved_model.load(sys.argv[1])
-    out = loaded.serve(tf.constant(raws, tf.string))
-    np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()})
-    print("MODULES " + json.dumps(sorted(
-        m for m in sys.modules if m.split(".")[0] in
-        ("keras", "keras_hub", "keras_mm", "tf_keras"))))
-""")
-
-
 @pytest.mark.slow  # a fresh process / a full run: CI's slow set
 def test_train_equals_serve_in_tf_data_tf_function_and_fresh_savedmodel(
         presets, tmp_path):
@@ -255,27 +235,8 @@ def test_train_equals_serve_in_tf_data_tf_function_and_fresh_savedmodel(
                                   training=False))
     close(served["pred"], in_process)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    for resource in pre.resources():
-        archive.track(resource)
-    archive.add_endpoint("serve", serve, input_signature=signature)
-    export = str(tmp_path / "export")
-    archive.write_out(export, verbose=False)
-    folder = tmp_path / "raws"
-    folder.mkdir()
-    for i, raw in enumerate(raws):
-        (folder / f"{i:03d}.gif").write_bytes(raw)
-    result = tmp_path / "out.npz"
-    proc = subprocess.run(
-        [sys.executable, "-c", EXPORT_SCRIPT, export, str(folder),
-         str(result)], capture_output=True, text=True, timeout=180,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    modules = json.loads(proc.stdout.split("MODULES ")[-1])
-    assert not [m for m in modules if m.split(".")[0] in
-                ("keras_hub", "keras_mm")], modules
-    fresh = np.load(result)
+    fresh = serve_in_fresh_process(model, pre.resources(), serve, raws,
+                                   tmp_path, ".gif")
     close(fresh["pixels"], train["clip"], atol=1e-6)
     np.testing.assert_array_equal(fresh["mask"], train["clip_mask"])
     np.testing.assert_array_equal(fresh["present"], train["clip_present"])

@@ -1,13 +1,15 @@
 """Audio tower over the encoder of a keras-hub Whisper backbone."""
 
-import copy
 
 import keras
 from keras import ops
 
 from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_non_negative_int, check_positive_int)
+                                   check_positive_int)
 from keras_mm.pretrained.preset_loading import from_preset, keras_hub
+from keras_mm.pretrained.tower_utils import (check_fine_tuning, check_source,
+                                           train_only_adapters,
+                                           trainable_property, with_dtype)
 from keras_mm.registry import PRETRAINED_TOWERS
 
 OUTPUTS = ("vector", "sequence")
@@ -21,13 +23,6 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _with_dtype(config, dtype):
-    """A copy of a serialized Keras object with its `dtype` replaced."""
-    config = copy.deepcopy(config)
-    config["config"]["dtype"] = dtype
-    return config
 
 
 def encoder_layers(backbone):
@@ -174,22 +169,10 @@ class AudioPresetTower(keras.layers.Layer):
         self.pooling = check_choice(name, "pooling", pooling, POOLINGS)
         self.dim = check_positive_int(name, "dim", dim, allow_none=True)
         self.dropout = check_fraction(name, "dropout", dropout)
-        if trainable_blocks is not None:
-            trainable_blocks = check_non_negative_int(
-                name, "trainable_blocks", trainable_blocks)
-        self.trainable_blocks = trainable_blocks
-        self.lora_rank = check_positive_int(name, "lora_rank", lora_rank,
-                                            allow_none=True)
-        if trainable_blocks is not None and lora_rank is not None:
-            raise ValueError(
-                f"{name}: trainable_blocks={trainable_blocks} and lora_rank="
-                f"{lora_rank} both set; choose one (LoRA trains only the "
-                "adapters; trainable_blocks trains the last blocks whole)")
-        if preset is None and backbone is None:
-            raise ValueError(
-                f"{name}: give preset= (a keras-hub preset name or local "
-                "preset folder) or backbone= (a keras-hub WhisperBackbone "
-                "or its serialized config); got neither")
+        self.trainable_blocks, self.lora_rank = check_fine_tuning(
+            name, trainable_blocks, lora_rank)
+        check_source(name, preset, backbone,
+                     backbone_class="WhisperBackbone")
         self.preset = preset
         # The tower's variables live under its own name scope, so that a
         # per-tower learning-rate multiplier finds them by path.
@@ -227,7 +210,7 @@ class AudioPresetTower(keras.layers.Layer):
                     f"AudioPresetTower: backbone config is a {kind!r}, not "
                     "a keras_hub>WhisperBackbone")
             backbone = keras.saving.deserialize_keras_object(
-                _with_dtype(backbone, policy))
+                with_dtype(backbone, policy))
         elif not isinstance(backbone, keras.Model):
             raise ValueError(
                 "AudioPresetTower: backbone must be a keras-hub "
@@ -285,12 +268,7 @@ class AudioPresetTower(keras.layers.Layer):
         if self.lora_rank is not None:
             for sub in self.backbone._flatten_layers(include_self=False):
                 sub.trainable = False
-            for layer in self._lora_layers():
-                layer.trainable = True
-                for variable in layer.trainable_variables:
-                    if variable is not layer.lora_kernel_a and \
-                            variable is not layer.lora_kernel_b:
-                        variable.trainable = False
+            train_only_adapters(self._lora_layers())
         elif self.trainable_blocks is not None:
             blocks = self._blocks()
             frozen = self._stem() + blocks[:len(blocks)
@@ -299,14 +277,7 @@ class AudioPresetTower(keras.layers.Layer):
                 layer.trainable = False
         self._layer("encoder_position_embedding").trainable = False
 
-    @property
-    def trainable(self):
-        return keras.layers.Layer.trainable.fget(self)
-
-    @trainable.setter
-    def trainable(self, value):
-        keras.layers.Layer.trainable.fset(self, value)
-        self._apply_trainability()
+    trainable = trainable_property
 
     # -- shapes -------------------------------------------------------------
 

@@ -6,8 +6,11 @@ import keras
 from keras import ops
 
 from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_non_negative_int, check_positive_int)
+                                   check_positive_int)
 from keras_mm.pretrained.preset_loading import from_preset, keras_hub
+from keras_mm.pretrained.tower_utils import (check_fine_tuning, check_source,
+                                           train_only_adapters,
+                                           trainable_property, with_dtype)
 from keras_mm.registry import PRETRAINED_TOWERS
 
 OUTPUTS = ("vector", "sequence", "feature_map")
@@ -43,13 +46,6 @@ def _family(model):
                 output, "shape") and len(output.shape) == 4:
         return "conv"
     return None
-
-
-def _with_dtype(config, dtype):
-    """A copy of a serialized Keras object with its `dtype` replaced."""
-    config = copy.deepcopy(config)
-    config["config"]["dtype"] = dtype
-    return config
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -169,22 +165,9 @@ class ImagePresetTower(keras.layers.Layer):
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.dim = check_positive_int(name, "dim", dim, allow_none=True)
         self.dropout = check_fraction(name, "dropout", dropout)
-        if trainable_blocks is not None:
-            trainable_blocks = check_non_negative_int(
-                name, "trainable_blocks", trainable_blocks)
-        self.trainable_blocks = trainable_blocks
-        self.lora_rank = check_positive_int(name, "lora_rank", lora_rank,
-                                            allow_none=True)
-        if trainable_blocks is not None and lora_rank is not None:
-            raise ValueError(
-                f"{name}: trainable_blocks={trainable_blocks} and lora_rank="
-                f"{lora_rank} both set; choose one (LoRA trains only the "
-                "adapters; trainable_blocks trains the last blocks whole)")
-        if preset is None and backbone is None:
-            raise ValueError(
-                f"{name}: give preset= (a keras-hub preset name or local "
-                "preset folder) or backbone= (a keras-hub Backbone or its "
-                "serialized config); got neither")
+        self.trainable_blocks, self.lora_rank = check_fine_tuning(
+            name, trainable_blocks, lora_rank)
+        check_source(name, preset, backbone)
         self.preset = preset
         self.vision_projection = None
         # The tower's variables live under its own name scope, so that a
@@ -233,13 +216,13 @@ class ImagePresetTower(keras.layers.Layer):
                 # Only the vision half is built (not the text encoder).
                 config = backbone["config"]
                 self.backbone = keras.saving.deserialize_keras_object(
-                    _with_dtype(config["vision_encoder"], policy))
+                    with_dtype(config["vision_encoder"], policy))
                 if "projection_dim" in config:
                     self.vision_projection = self._projection_layer(
                         config["projection_dim"])
                 return
             self.backbone = keras.saving.deserialize_keras_object(
-                _with_dtype(backbone, policy))
+                with_dtype(backbone, policy))
             return
         if not isinstance(backbone, keras.Model):
             raise ValueError(
@@ -252,7 +235,7 @@ class ImagePresetTower(keras.layers.Layer):
             # model (text half included) is not kept alive by this tower.
             source = backbone.vision_encoder
             self.backbone = keras.saving.deserialize_keras_object(
-                _with_dtype(keras.saving.serialize_keras_object(source),
+                with_dtype(keras.saving.serialize_keras_object(source),
                             policy))
             self.backbone.set_weights(source.get_weights())
             if isinstance(backbone, models.CLIPBackbone):
@@ -366,12 +349,7 @@ class ImagePresetTower(keras.layers.Layer):
                     sub.trainable = False
             if self.vision_projection is not None:
                 self.vision_projection.trainable = False
-            for layer in self._lora_layers():
-                layer.trainable = True
-                for variable in layer.trainable_variables:
-                    if variable is not layer.lora_kernel_a and \
-                            variable is not layer.lora_kernel_b:
-                        variable.trainable = False
+            train_only_adapters(self._lora_layers())
         elif self.trainable_blocks is not None:
             stem, blocks, _ = self._blocks()
             frozen = stem + blocks[:len(blocks) - self.trainable_blocks]
@@ -379,14 +357,7 @@ class ImagePresetTower(keras.layers.Layer):
                 for layer in group if isinstance(group, list) else [group]:
                     layer.trainable = False
 
-    @property
-    def trainable(self):
-        return keras.layers.Layer.trainable.fget(self)
-
-    @trainable.setter
-    def trainable(self, value):
-        keras.layers.Layer.trainable.fset(self, value)
-        self._apply_trainability()
+    trainable = trainable_property
 
     # -- shapes -------------------------------------------------------------
 

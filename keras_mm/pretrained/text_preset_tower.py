@@ -9,6 +9,9 @@ from keras import ops
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_non_negative_int, check_positive_int)
 from keras_mm.pretrained.preset_loading import from_preset, keras_hub
+from keras_mm.pretrained.tower_utils import (check_fine_tuning, check_source,
+                                           train_only_adapters,
+                                           trainable_property, with_dtype)
 from keras_mm.registry import PRETRAINED_TOWERS
 
 OUTPUTS = ("vector", "sequence")
@@ -19,13 +22,6 @@ POOLINGS = ("cls", "mean", "pooled")
 # disentangled_attention_encoder_layer_<i> (DeBERTa-v3).
 _BLOCK_NAME = re.compile(r"layer_\d+$")
 _NAME = "TextPresetTower"
-
-
-def _with_dtype(config, dtype):
-    """A copy of a serialized Keras object with its `dtype` replaced."""
-    config = copy.deepcopy(config)
-    config["config"]["dtype"] = dtype
-    return config
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -143,25 +139,11 @@ class TextPresetTower(keras.layers.Layer):
         self.pooling = check_choice(_NAME, "pooling", pooling, POOLINGS)
         self.dim = check_positive_int(_NAME, "dim", dim, allow_none=True)
         self.dropout = check_fraction(_NAME, "dropout", dropout)
-        if trainable_blocks is not None:
-            trainable_blocks = check_non_negative_int(
-                _NAME, "trainable_blocks", trainable_blocks)
-        self.trainable_blocks = trainable_blocks
-        self.lora_rank = check_positive_int(_NAME, "lora_rank", lora_rank,
-                                            allow_none=True)
-        if trainable_blocks is not None and lora_rank is not None:
-            raise ValueError(
-                f"{_NAME}: trainable_blocks={trainable_blocks} and "
-                f"lora_rank={lora_rank} both set; choose one (LoRA trains "
-                "only the adapters; trainable_blocks trains the last blocks "
-                "whole)")
+        self.trainable_blocks, self.lora_rank = check_fine_tuning(
+            _NAME, trainable_blocks, lora_rank)
         if pad_id is not None:
             pad_id = check_non_negative_int(_NAME, "pad_id", pad_id)
-        if preset is None and backbone is None:
-            raise ValueError(
-                f"{_NAME}: give preset= (a keras-hub preset name or local "
-                "preset folder) or backbone= (a keras-hub Backbone or its "
-                "serialized config); got neither")
+        check_source(_NAME, preset, backbone)
         self.preset = preset
         with keras.name_scope(self.name):
             self._load(preset, backbone)
@@ -196,7 +178,7 @@ class TextPresetTower(keras.layers.Layer):
         elif isinstance(backbone, dict):
             self.backbone_config = copy.deepcopy(backbone)
             backbone = keras.saving.deserialize_keras_object(
-                _with_dtype(backbone, policy))
+                with_dtype(backbone, policy))
         elif isinstance(backbone, models.Backbone):
             self.backbone_config = keras.saving.serialize_keras_object(
                 backbone)
@@ -290,12 +272,7 @@ class TextPresetTower(keras.layers.Layer):
         if self.lora_rank is not None:
             for layer in self.backbone._flatten_layers(include_self=False):
                 layer.trainable = False
-            for layer in self._lora_layers():
-                layer.trainable = True
-                adapters = (id(layer.lora_kernel_a), id(layer.lora_kernel_b))
-                for variable in layer.weights:
-                    if id(variable) not in adapters:
-                        variable.trainable = False
+            train_only_adapters(self._lora_layers())
             return
         frozen = []
         if self.trainable_blocks is not None:
@@ -307,14 +284,7 @@ class TextPresetTower(keras.layers.Layer):
         for layer in frozen:
             layer.trainable = False
 
-    @property
-    def trainable(self):
-        return keras.layers.Layer.trainable.fget(self)
-
-    @trainable.setter
-    def trainable(self, value):
-        keras.layers.Layer.trainable.fset(self, value)
-        self._apply_trainability()
+    trainable = trainable_property
 
     # -- shapes -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from keras_mm.layers.transformer_encoder import TransformerEncoder
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_positive_int, check_positive_ints)
 from keras_mm.pretrained.image_preset_tower import ImagePresetTower
+from keras_mm.pretrained.tower_utils import check_source
 from keras_mm.registry import PRETRAINED_TOWERS
 from keras_mm.towers.video_tower import TEMPORALS, _masked_mean
 
@@ -131,11 +132,7 @@ class VideoPresetTower(keras.layers.Layer):
         self.num_heads = check_positive_int(_NAME, "num_heads", num_heads)
         self.intermediate_dim = check_positive_int(
             _NAME, "intermediate_dim", intermediate_dim, allow_none=True)
-        if preset is None and backbone is None:
-            raise ValueError(
-                f"{_NAME}: give preset= (a keras-hub image preset name or "
-                "local preset folder) or backbone= (a keras-hub image "
-                "Backbone or its serialized config); got neither")
+        check_source(_NAME, preset, backbone, kind="image ")
         self.preset = preset
         # The tower's variables live under its own name scope, so that a
         # per-tower learning-rate multiplier finds them by path.
