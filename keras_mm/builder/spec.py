@@ -47,14 +47,15 @@ log-mel in one place, FiLM's target, unique layer names) follow.
 """
 
 import copy
-import inspect
 import logging
 import math
-import re
 
 from keras_mm.builder import schema
-from keras_mm.builder.argument_checks import (check_argument_values,
-                                              check_input_size)
+from keras_mm.builder.argument_checks import (_REQUIRED, _plain,
+                                              check_class_kwargs,
+                                              check_input_size,
+                                              constructor_arguments,
+                                              instantiate)
 from keras_mm.errors import ConfigError, not_one_of
 
 NAME_PATTERN = schema.NAME_PATTERN
@@ -65,9 +66,6 @@ FEATURE_MAP_MODALITIES = ("image", "video")
 log = logging.getLogger(__name__)
 HEAD_COMPILE_KEYS = ("loss", "loss_weight", "metrics")
 HEAD_DATA_KEYS = ("source",)
-# Layer arguments set by the builder, never by the spec.
-BUILDER_OWNED = ("name", "dtype", "modalities", "input_shape", "batch_size",
-                 "autocast", "input_dim")
 # Tower arguments the builder derives from input-level keys.
 DERIVED_TOWER_ARGS = {
     "text": {"sequence_length": "shape", "vocab_size": "vocab_size"},
@@ -78,7 +76,6 @@ PREPROCESSOR_FEATURES_KEY = "features"
 # preprocessors are fitted (`normalize_spec(..., complete=False)`).
 DERIVABLE_INPUT_KEYS = ("shape", "vocab_size", "numeric", "categorical")
 
-_REQUIRED = inspect.Parameter.empty
 
 
 
@@ -131,101 +128,18 @@ def pretrained_tower_kwargs(entry):
     return {}
 
 
-def constructor_arguments(cls):
-    """`{argument: default}` of `cls.__init__` (and of the parents it
-    forwards `**kwargs` to, up to the Keras base classes). Required
-    arguments have the default `inspect.Parameter.empty`."""
-    arguments = {}
-    for klass in cls.__mro__:
-        if klass is object or klass.__module__.split(".")[0] == "keras":
-            break
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        forwards = False
-        for parameter in list(inspect.signature(init).parameters.values())[1:]:
-            if parameter.kind is parameter.VAR_KEYWORD:
-                forwards = True
-            elif parameter.kind is not parameter.VAR_POSITIONAL:
-                arguments.setdefault(parameter.name, parameter.default)
-        if not forwards:
-            break
-    return {k: v for k, v in arguments.items() if k not in BUILDER_OWNED}
-
-
-def _plain(value, key_path):
-    """Checks that a value is JSON-like (recipes and specs are plain data)."""
-    try:
-        return schema.plain(value)
-    except schema.PydanticCustomError as error:
-        raise ConfigError(key_path, error.context["message"]) from None
-
-
-def _argument_from_error(message, allowed):
-    """The constructor argument a check_choice-style message names."""
-    for match in re.finditer(r"\b([A-Za-z_][A-Za-z0-9_]*)=", message):
-        if match.group(1) in allowed:
-            return match.group(1)
-    return None
-
-
-def instantiate(cls, kwargs, key_path, name=None, **builder_kwargs):
-    """Calls `cls(**kwargs)`, turning a ValueError/TypeError into a
-    ConfigError that names the key path of the offending argument."""
-    try:
-        return cls(**kwargs, **builder_kwargs, **({"name": name} if name
-                                                   else {}))
-    except (ValueError, TypeError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        argument = _argument_from_error(str(error), kwargs)
-        message = str(error)
-        if argument is None:
-            # "invalid literal for int() with base 10: 'abc'": find the
-            # argument by its value.
-            named = [k for k, v in kwargs.items()
-                     if isinstance(v, str) and repr(v) in message]
-            if len(named) == 1:
-                argument = named[0]
-                message = f"{argument}={kwargs[argument]!r}: {message}"
-        path = f"{key_path}.{argument}" if argument else key_path
-        raise ConfigError(path, message) from error
-
-
-def check_class_kwargs(kwargs, cls, key_path, builder_set=(),
-                       extra_allowed=(), derived=None):
-    """The signature-driven check: `kwargs` against `cls`'s constructor
-    arguments (unknown keys, and required arguments left out).
-
-    Returns:
-        `constructor_arguments(cls)`.
-    """
-    arguments = constructor_arguments(cls)
-    allowed = [a for a in arguments if a not in builder_set]
-    allowed = sorted(set(allowed) | set(extra_allowed))
-    for key in kwargs:
-        if key in builder_set and derived and key in derived:
-            raise ConfigError(
-                f"{key_path}.{key}",
-                f"{key!r} is set by the builder from {derived[key]}; remove "
-                "it here")
-        if key not in allowed:
-            raise ConfigError(
-                f"{key_path}.{key}",
-                f"unknown key {key!r} for {cls.__name__}; allowed keys are "
-                f"{', '.join(allowed)}")
-    for argument, default in arguments.items():
-        if default is _REQUIRED and argument not in kwargs \
-                and argument not in (derived or {}):
-            raise ConfigError(
-                f"{key_path}.{argument}",
-                f"missing required key {argument!r} ({cls.__name__} needs "
-                "it)")
-    check_argument_values(kwargs, arguments, key_path)
-    return arguments
-
-
 # -- sections (after the schema check of `keras_mm.builder.schema`) ------------
+
+
+def _check_shape(path, modality, shape):
+    """The modality's rank (INPUT_RANKS) and the size bound of `shape`."""
+    ranks = INPUT_RANKS.get(modality)
+    if ranks and len(shape) not in ranks:
+        expected = " or ".join(str(r) for r in ranks)
+        raise ConfigError(
+            f"{path}.shape", f"{shape} has {len(shape)} axes; a "
+            f"{modality} input has {expected} (without the batch axis)")
+    check_input_size(shape, f"{path}.shape")
 
 
 def _normalize_input(name, section, towers, complete):
@@ -247,14 +161,7 @@ def _normalize_input(name, section, towers, complete):
                     "N) and/or categorical columns (categorical: "
                     "[cardinality, ...])")
     elif "shape" in spec:
-        shape = spec["shape"]
-        ranks = INPUT_RANKS.get(modality)
-        if ranks and len(shape) not in ranks:
-            expected = " or ".join(str(r) for r in ranks)
-            raise ConfigError(
-                f"{path}.shape", f"{shape} has {len(shape)} axes; a "
-                f"{modality} input has {expected} (without the batch axis)")
-        check_input_size(shape, f"{path}.shape")
+        _check_shape(path, modality, spec["shape"])
     elif complete:
         raise ConfigError(
             f"{path}.shape", "missing required key 'shape' (the "
@@ -300,15 +207,7 @@ def _normalize_pretrained(name, spec, tower):
         spec["hub"] = {k: v for k, v in spec["hub"].items()
                        if v is not None}
     if "shape" in spec:
-        ranks = INPUT_RANKS.get(modality)
-        shape = spec["shape"]
-        if ranks and len(shape) not in ranks:
-            raise ConfigError(
-                f"{path}.shape", f"{shape} has {len(shape)} axes; a "
-                f"{modality} input has "
-                f"{' or '.join(str(r) for r in ranks)} (without the batch "
-                "axis)")
-        check_input_size(shape, f"{path}.shape")
+        _check_shape(path, modality, spec["shape"])
     spec.pop("vocab_size", None)        # the pretrained model has its own
     # The tokenizer's padding mask; the frame mask of a video.
     spec.setdefault("mask", modality in ("text", "video"))

@@ -138,4 +138,17 @@ def untrained_reason(history, metrics, spec):
     return "; ".join(problems) or None
 
 
-__all__ = ["head_baseline", "prior_loss", "untrained_reason"]
+def untrained_message(who, reason):
+    """The warning of a model that looks untrained (`who`: the run)."""
+    return f"{who}: the model looks untrained: {reason}"
+
+
+def export_refusal(message, kept, allow):
+    """The ExportError text refusing to export it: `message`, what is
+    `kept`, and how to `allow` the export anyway."""
+    return (f"{message}. Not exported{kept}; check training.optimizer."
+            f"learning_rate and the data{allow} to export it anyway")
+
+
+__all__ = ["export_refusal", "head_baseline", "prior_loss",
+           "untrained_message", "untrained_reason"]

@@ -232,6 +232,8 @@ def export_run(run_dir, name=None, base_dir=None, version=None,
 
     from keras_mm.builder import model_spec
     from keras_mm.errors import ExportError
+    from keras_mm.training.baseline_check import (export_refusal,
+                                                  untrained_message)
 
     run_dir = find_run_dir(run_dir)
     recipe, model, preprocessors = load_run(run_dir)
@@ -240,13 +242,11 @@ def export_run(run_dir, name=None, base_dir=None, version=None,
         allow_untrained = recipe["export"]["allow_untrained"]
     reason = untrained_check(run_dir, recipe, model, preprocessors, spec)
     if reason is not None:
-        message = f"{run_dir}: the model looks untrained: {reason}"
+        message = untrained_message(run_dir, reason)
         if not allow_untrained:
-            raise ExportError(
-                f"{message}. Not exported; check training.optimizer."
-                "learning_rate and the data and train again, or pass "
-                "--allow-untrained (allow_untrained=True) to export it "
-                "anyway")
+            raise ExportError(export_refusal(
+                message, "", " and train again, or pass --allow-untrained "
+                "(allow_untrained=True)"))
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     path, _ = export_model(model, preprocessors, recipe, spec,
                            name=name, base_dir=base_dir, version=version,

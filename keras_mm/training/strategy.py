@@ -18,11 +18,13 @@ Two Keras 3.15 defects are handled here rather than documented:
   (`keras_mm.training.distributed_loop.fit_distributed`).
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 
+import keras
 import tensorflow as tf
 
 from keras_mm.errors import ConfigError, not_one_of
@@ -161,3 +163,24 @@ def resolve_strategy(name="auto", precision="auto", steps_per_execution=None,
         drop_remainder=kind == "tpu", use_custom_loop=use_custom_loop,
         is_chief=_tf_config_is_chief() if kind == "multi_worker" else True,
         notes=tuple(notes))
+
+
+@contextlib.contextmanager
+def global_state(precision, deterministic):
+    """Sets the dtype policy (a `StrategyPlan`'s `precision`) and op
+    determinism for one run; restores both after it."""
+    from tensorflow.python.framework import config as tf_config
+
+    policy = keras.config.dtype_policy()
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    keras.config.set_dtype_policy(precision)
+    if deterministic and not was_deterministic:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+        if deterministic and not was_deterministic:
+            tf_config.disable_op_determinism()
+
+

@@ -71,7 +71,6 @@ first batch with the mid-epoch weights, so the result is close but not
 identical.)
 """
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -80,11 +79,12 @@ import typing
 import warnings
 
 import keras
-import tensorflow as tf
 
 from keras_mm.errors import ExportError
 from keras_mm.serving.atomic import atomic_save_model
-from keras_mm.training.baseline_check import untrained_reason
+from keras_mm.training.baseline_check import (export_refusal,
+                                              untrained_message,
+                                              untrained_reason)
 from keras_mm.training import fine_tuning, run_artifacts, run_data, run_folder
 from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
@@ -96,7 +96,7 @@ from keras_mm.training.run_folder import (BACKUP_DIR, BEST_FILE, CURVES_FILE,
                                           FINAL_FILE, HISTORY_FILE,
                                           METRICS_FILE, RECIPE_FILE, RUN_FILE,
                                           SCOREBOARD_FILE, UNIMODAL_DIR)
-from keras_mm.training.strategy import resolve_strategy
+from keras_mm.training.strategy import global_state, resolve_strategy
 from keras_mm.training.train_result import TrainResult
 
 log = logging.getLogger("keras_mm")
@@ -122,24 +122,6 @@ def _verbosity(value):
     if value in (None, "auto"):
         return 1 if sys.stdout.isatty() else 2
     return int(value)
-
-
-@contextlib.contextmanager
-def _global_state(precision, deterministic):
-    """Sets the dtype policy and op determinism; restores them after."""
-    from tensorflow.python.framework import config as tf_config
-
-    policy = keras.config.dtype_policy()
-    was_deterministic = tf_config.is_op_determinism_enabled()
-    keras.config.set_dtype_policy(precision)
-    if deterministic and not was_deterministic:
-        tf.config.experimental.enable_op_determinism()
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(policy)
-        if deterministic and not was_deterministic:
-            tf_config.disable_op_determinism()
 
 
 _unimodal_recipe = run_folder.unimodal_recipe
@@ -489,18 +471,17 @@ def _check_trained(run, result, export):
     if reason is None:
         return None
     recipe = run.recipe
-    message = f"{recipe['name']}: the model looks untrained: {reason}"
+    message = untrained_message(recipe["name"], reason)
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     log.warning(message)
     if not export or recipe["export"]["allow_untrained"]:
         return None
     again = " and run the same command again (it exports without " \
         "training again)" if run.training["backup"] else ""
-    return (f"{message}. Not exported (the run folder {run.run_dir} keeps "
-            "the model and its metrics); check training.optimizer."
-            "learning_rate and the data, or set export.allow_untrained: "
-            f"true (--set export.allow_untrained=true){again} to export it "
-            "anyway")
+    return export_refusal(
+        message, f" (the run folder {run.run_dir} keeps the model and its "
+        "metrics)", ", or set export.allow_untrained: true (--set "
+        f"export.allow_untrained=true){again}")
 
 
 # -- public API ---------------------------------------------------------------
@@ -568,7 +549,7 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
     for note in plan.notes:
         _say(verbose, note)
 
-    with _global_state(plan.precision, training["deterministic"]):
+    with global_state(plan.precision, training["deterministic"]):
         result, run, eval_model = _run(recipe, plan, run_dir, verbose,
                                        callbacks, clock=clock)
         if plan.is_chief:
