@@ -51,6 +51,11 @@ class AttentionFusion(BaseFusion):
     sum to 1; their inputs are also zeroed before the projection. A row
     with no modality present gives zeros (and all-zero weights).
 
+    Internals: `fusion_weights(inputs, presence)` returns `{"weights":
+    [batch, M], "scores": [batch, heads, M]}`: the pooling attention
+    averaged over the heads (what `return_attention=True` returns) and per
+    head.
+
     Example:
 
     >>> fusion = AttentionFusion(units=16, num_heads=2,
@@ -130,6 +135,26 @@ class AttentionFusion(BaseFusion):
         self.built = True
 
     def call(self, inputs, presence=None, training=None, mask=None):
+        internals = {} if self.return_attention else None
+        fused = self._fuse(inputs, presence, training, internals)
+        if self.return_attention:
+            return fused, internals["weights"]
+        return fused
+
+    def fusion_weights(self, inputs, presence=None, mask=None):
+        """`{"weights": [batch, M], "scores": [batch, heads, M]}`: the
+        pooling attention of the learned query over the modality tokens,
+        averaged over the heads and per head (inference mode). 0 for an
+        absent modality; the present ones sum to 1 (all 0 in a row without
+        any present modality)."""
+        self.build_from_call(inputs, presence, mask)
+        internals = {}
+        self._fuse(inputs, presence, False, internals)
+        return internals
+
+    def _fuse(self, inputs, presence, training, internals=None):
+        """The call: returns the fused vector and, when `internals` is a
+        dict, puts the attention weights in it."""
         self.check_call_inputs(inputs, presence)
         features, present, _ = self.split_inputs(inputs, presence)
         flags = self.presence_flags(present)
@@ -149,13 +174,15 @@ class AttentionFusion(BaseFusion):
             return_attention_scores=True, training=training)
         any_valid = ops.any(valid, axis=-1, keepdims=True)
         fused = ops.where(any_valid, fused[:, 0], ops.cast(0, fused.dtype))
-        if not self.return_attention:
-            return fused
-        # [B, heads, 1, M] -> [B, M]; rows without a present modality
-        # (where Keras' masked softmax is uniform) get zero weights.
-        weights = ops.mean(ops.cast(scores, "float32"), axis=(1, 2))
-        weights = ops.where(valid, weights, 0.0)
-        return fused, ops.cast(weights, dtype)
+        if internals is not None:
+            # [B, heads, 1, M] -> [B, heads, M]; rows without a present
+            # modality (where Keras' masked softmax is uniform) get zeros.
+            per_head = ops.where(ops.expand_dims(valid, 1),
+                                 ops.cast(scores, "float32")[:, :, 0], 0.0)
+            internals["scores"] = ops.cast(per_head, dtype)
+            internals["weights"] = ops.cast(ops.mean(per_head, axis=1),
+                                            dtype)
+        return fused
 
     def compute_output_shape(self, input_shape):
         batch = next(iter(input_shape.values()))[0]

@@ -30,6 +30,17 @@ class BaseFusion(keras.layers.Layer):
         mask: optional dict `{modality: boolean [batch, tokens] or None}`
             (token masks of sequence inputs).
 
+    Internals: `fusion_weights(inputs, presence=None, mask=None)` returns
+    a dict `{name: tensor}` of what the layer computed to mix the
+    modalities (gates, softmax weights, attention), from the same code path
+    as the call; a layer without such internals returns `{}` (this base
+    class). See each subclass for its names and shapes.
+
+    Missing embeddings: a subclass may offer `missing_embedding=True`, a
+    learned vector standing in for an absent modality. It is a constant of
+    the layer, so it carries no data of the absent input and the rule
+    above still holds (changing an absent input changes nothing).
+
     Masking: see the subclasses; the helpers below (`token_validity`,
     `masked_token_mean`, `zero_absent`, `masked_softmax`) give an invalid
     entry exactly zero weight.
@@ -54,6 +65,19 @@ class BaseFusion(keras.layers.Layer):
             self.__class__.__name__, "modalities", modalities,
             allow_none=True)
         self.supports_masking = True
+
+    def fusion_weights(self, inputs, presence=None, mask=None):
+        """The gates / weights / attention the layer computed, as a dict
+        `{name: tensor}` (inference mode). `{}` for a layer without any:
+        this default. The layer is built on `inputs` if it is not yet."""
+        self.build_from_call(inputs, presence, mask)
+        return {}
+
+    def build_from_call(self, inputs, presence=None, mask=None):
+        """Builds the layer by calling it once on `inputs` when it is not
+        built yet (for methods that run its code path directly)."""
+        if not self.built:
+            self(inputs, presence=presence, mask=mask)
 
     # -- helpers for subclasses -------------------------------------------
 

@@ -29,6 +29,12 @@ class ConcatFusion(BaseFusion):
         activation: activation of the projection (only with `units`).
         append_presence: append the presence flags (float, 1 = present) as
             the last `num_modalities` columns, before the projection.
+        missing_embedding: give each modality a learned vector
+            (`<name>_missing_embedding`, `[dim_m]`, starting at zeros) that
+            fills its slot where it is absent, instead of zeros (default
+            False). It is a constant of the layer, so it carries nothing of
+            the absent input (the "contributes nothing" rule holds); it lets
+            the next layer learn what to assume for a missing modality.
         kernel_initializer: kernel initializer of the projection.
         modalities: modality names in presence-mask column order
             (default: sorted input keys).
@@ -42,7 +48,8 @@ class ConcatFusion(BaseFusion):
     Masking: an absent modality's slot is set to exactly zero (`ops.where`,
     so its values cannot leak) and, with `append_presence=True`, its flag
     column is 0. With `append_presence=False` the model only sees zeros in
-    that slot.
+    that slot. With `missing_embedding=True` the slot holds the modality's
+    learned missing embedding instead of zeros.
 
     Example:
 
@@ -56,6 +63,7 @@ class ConcatFusion(BaseFusion):
     input_kind = "vector"
 
     def __init__(self, units=None, activation=None, append_presence=True,
+                 missing_embedding=False,
                  kernel_initializer="glorot_uniform", modalities=None,
                  **kwargs):
         super().__init__(modalities=modalities, **kwargs)
@@ -65,6 +73,8 @@ class ConcatFusion(BaseFusion):
         self.activation = keras.activations.get(activation)
         self.append_presence = check_bool(owner, "append_presence",
                                           append_presence)
+        self.missing_embedding = check_bool(owner, "missing_embedding",
+                                            missing_embedding)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _concat_width(self, widths):
@@ -74,6 +84,12 @@ class ConcatFusion(BaseFusion):
     def build(self, input_shape):
         shapes = self.resolve_modalities(input_shape)
         widths = self.vector_widths(shapes)
+        self.missing_embeddings = []
+        if self.missing_embedding:
+            self.missing_embeddings = [
+                self.add_weight(name=f"{name}_missing_embedding",
+                                shape=(width,), initializer="zeros")
+                for name, width in zip(self.modalities, widths)]
         self.projection = None
         if self.units is not None:
             self.projection = keras.layers.Dense(
@@ -88,8 +104,16 @@ class ConcatFusion(BaseFusion):
         features, present, _ = self.split_inputs(inputs, presence)
         flags = self.presence_flags(present)
         dtype = self.compute_dtype
-        parts = [self.zero_absent(ops.cast(x, dtype), f)
-                 for x, f in zip(features, flags)]
+        if self.missing_embedding:
+            # where(): the absent input's values cannot leak into the slot
+            parts = [x if f is None else ops.where(
+                         f, x, ops.cast(e, dtype)[None, :])
+                     for x, f, e in zip(
+                         [ops.cast(x, dtype) for x in features], flags,
+                         self.missing_embeddings)]
+        else:
+            parts = [self.zero_absent(ops.cast(x, dtype), f)
+                     for x, f in zip(features, flags)]
         if self.append_presence:
             matrix = self.presence_matrix(flags, parts[0])
             parts.append(ops.cast(matrix, dtype))
@@ -111,6 +135,7 @@ class ConcatFusion(BaseFusion):
             "units": self.units,
             "activation": keras.activations.serialize(self.activation),
             "append_presence": self.append_presence,
+            "missing_embedding": self.missing_embedding,
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer),
         })

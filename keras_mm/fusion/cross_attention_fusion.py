@@ -179,6 +179,20 @@ class CrossAttentionFusion(BaseFusion):
         self.built = True
 
     def call(self, inputs, presence=None, training=None, mask=None):
+        return self._fuse(inputs, presence, training, mask)
+
+    def fusion_weights(self, inputs, presence=None, mask=None):
+        """The crossmodal attention of the call (inference mode):
+        `{"<source>_to_<target>/layer<i>": [batch, heads, target tokens,
+        1 + source tokens]}`, key 0 being the learned null token; an
+        invalid key (absent source, padding) has weight exactly 0."""
+        self.build_from_call(inputs, presence, mask)
+        internals = {}
+        self._fuse(inputs, presence, False, mask, internals)
+        return internals
+
+    def _fuse(self, inputs, presence, training, mask, internals=None):
+        """The call; fills `internals` (a dict) when given."""
         features, present, masks = self.split_inputs(inputs, presence, mask)
         sequences, valids = [], []
         for j, (x, p, m) in enumerate(zip(features, present, masks)):
@@ -209,9 +223,19 @@ class CrossAttentionFusion(BaseFusion):
                     null[None, None, :],
                     (ops.shape(source)[0], 1, self.units))
                 source = ops.concatenate([null, source], axis=1)
-                h = self.attns[idx](query, source,
-                                    attention_mask=attention_mask,
-                                    training=training)
+                if internals is None:
+                    h = self.attns[idx](query, source,
+                                        attention_mask=attention_mask,
+                                        training=training)
+                else:
+                    h, scores = self.attns[idx](
+                        query, source, attention_mask=attention_mask,
+                        return_attention_scores=True, training=training)
+                    name = (f"{self.modalities[s]}_to_"
+                            f"{self.modalities[t]}/layer{i}")
+                    internals[name] = ops.where(
+                        ops.expand_dims(attention_mask, 1), scores,
+                        ops.cast(0, scores.dtype))
                 z = z + drop(h * source_on, training=training)
                 h = self.fc2s[idx](self.fc1s[idx](self.mlp_norms[idx](z)))
                 z = z + drop(h, training=training)

@@ -2,8 +2,8 @@ import keras
 from keras import ops
 
 from keras_mm.fusion.base_fusion import BaseFusion
-from keras_mm.layers.utils import (check_bool, check_positive_int,
-                                   clone_initializer)
+from keras_mm.layers.utils import (check_bool, check_choice,
+                                   check_positive_int, clone_initializer)
 from keras_mm.registry import FUSIONS
 
 
@@ -47,6 +47,20 @@ class FiLMFusion(BaseFusion):
             before the output projection (default True; a config saved
             without this key loads with False, the layer it was saved
             from).
+        absent_target: what stands in for the target's map in the rows
+            where the target is absent. `"learned"` (the default): a learned
+            default feature map (`default_map`, shaped like one example's
+            map, `[H, W, C]` or `[T, H, W, C]`; a per-channel vector
+            broadcast over it when a spatial size is unknown at build time),
+            modulated by the present conditions as usual, so such rows still
+            follow the conditioning inputs. `"zeros"`: the layer before this
+            option (a zero pooled vector, a zero map), which collapses to one
+            output for every example when `condition_output=False` or
+            `return_feature_map=True` (a config saved without this key loads
+            with `"zeros"`, the layer it was saved from).
+        default_map_initializer: initializer of the learned default map
+            (default zeros: the fallback starts as `activation(beta)`, the
+            conditions' shift).
         activation: applied after the modulation (default: none).
         generator_initializer: kernel initializer of the generators. Note:
             with zeros, the conditioning towers get no gradient on the very
@@ -68,8 +82,18 @@ class FiLMFusion(BaseFusion):
     Masking: an absent conditioning modality's generator output is dropped
     from the sum (all of them absent gives exactly the identity modulation).
     Padded frames of a video target are left out of the pooling (and zeroed
-    in the returned map). An absent target gives a zero pooled vector with
-    flag 0 (the flag is an input of the output projection), or a zero map.
+    in the returned map). An absent target's input is replaced (`ops.where`,
+    its values cannot leak) by the learned default map, which carries no
+    data of that input: the row's output is exactly the layer's output on
+    the default map as a present target, except that the target's presence
+    flag (an input of the output projection) is 0. With
+    `absent_target="zeros"` an absent target gives a zero pooled vector
+    (flag 0) or a zero map.
+
+    Internals: `fusion_weights(inputs, presence, mask)` returns
+    `{"gamma": [batch, C], "beta": [batch, C]}`, the modulation the call
+    applies (`gamma = 1 + dgamma`; exactly 1 and 0 where no condition is
+    present).
 
     Example:
 
@@ -78,6 +102,17 @@ class FiLMFusion(BaseFusion):
     ...               "text": keras.ops.ones((2, 8))})
     >>> tuple(out.shape)
     (2, 16)
+
+    Without its target (presence column 0: `modalities` are sorted), the
+    layer modulates its learned default map by the conditions:
+
+    >>> fusion.modalities
+    ['image', 'text']
+    >>> out = fusion({"image": keras.ops.ones((2, 7, 7, 32)),
+    ...               "text": keras.ops.ones((2, 8))},
+    ...              presence=keras.ops.array([[0.0, 1.0], [0.0, 1.0]]))
+    >>> tuple(fusion.default_map.shape)
+    (7, 7, 32)
     """
 
     # The `target` tower gives `output="feature_map"`; the other towers give
@@ -85,7 +120,8 @@ class FiLMFusion(BaseFusion):
     input_kind = "feature_map"
 
     def __init__(self, target=None, units=64, return_feature_map=False,
-                 condition_output=True, activation=None,
+                 condition_output=True, absent_target="learned",
+                 default_map_initializer="zeros", activation=None,
                  generator_initializer="zeros",
                  kernel_initializer="glorot_uniform", modalities=None,
                  **kwargs):
@@ -102,6 +138,11 @@ class FiLMFusion(BaseFusion):
             "FiLMFusion", "return_feature_map", return_feature_map)
         self.condition_output = check_bool(
             "FiLMFusion", "condition_output", condition_output)
+        self.absent_target = check_choice(
+            "FiLMFusion", "absent_target", absent_target,
+            ("learned", "zeros"))
+        self.default_map_initializer = keras.initializers.get(
+            default_map_initializer)
         self.activation = keras.activations.get(activation)
         self.generator_initializer = keras.initializers.get(
             generator_initializer)
@@ -156,6 +197,14 @@ class FiLMFusion(BaseFusion):
                 f"{target_shape}; expected an image feature map [batch, H, W,"
                 " C] or a video feature map [batch, T, H, W, C] with known C")
         self.channels = int(target_shape[-1])
+        self.default_map = None
+        if self.absent_target == "learned":
+            map_shape = tuple(target_shape[1:])
+            if any(d is None for d in map_shape):
+                map_shape = (1,) * (len(map_shape) - 1) + (self.channels,)
+            self.default_map = self.add_weight(
+                name="default_map", shape=map_shape,
+                initializer=clone_initializer(self.default_map_initializer))
         self.generators = []
         for j, (name, shape) in enumerate(zip(self.modalities, shapes)):
             if j == self.target_index:
@@ -186,6 +235,18 @@ class FiLMFusion(BaseFusion):
         self.built = True
 
     def call(self, inputs, presence=None, training=None, mask=None):
+        return self._fuse(inputs, presence, mask)
+
+    def fusion_weights(self, inputs, presence=None, mask=None):
+        """The modulation the call applies: `{"gamma": [batch, C], "beta":
+        [batch, C]}` (`y = activation(gamma * x + beta)`, per channel)."""
+        self.build_from_call(inputs, presence, mask)
+        internals = {}
+        self._fuse(inputs, presence, mask, internals)
+        return internals
+
+    def _fuse(self, inputs, presence, mask, internals=None):
+        """The call; fills `internals` (a dict) when given."""
         features, present, masks = self.split_inputs(inputs, presence, mask)
         dtype = self.compute_dtype
         shift = None
@@ -210,35 +271,54 @@ class FiLMFusion(BaseFusion):
             shift = out if shift is None else shift + out
             g += 1
         dgamma, beta = ops.split(shift, 2, axis=-1)
+        if internals is not None:
+            internals["gamma"] = 1 + dgamma
+            internals["beta"] = beta
         x = ops.cast(features[self.target_index], dtype)
         spatial_rank = len(x.shape) - 2
         new_shape = (-1,) + (1,) * spatial_rank + (self.channels,)
+        p_t = present[self.target_index]
+        m_t = masks[self.target_index]
+        if len(x.shape) == 4 and m_t is not None:
+            raise ValueError(
+                f"FiLMFusion: got a token mask for the image target "
+                f"{self.target_name!r}; a mask applies only to a video "
+                "target [batch, T, H, W, C] (one entry per frame)")
+        fallback = self.default_map is not None and p_t is not None
+        if fallback:
+            # absent target -> the learned default map (no data of it)
+            target_on = ops.reshape(ops.greater(p_t, 0),
+                                    (-1,) + (1,) * (spatial_rank + 1))
+            default = ops.broadcast_to(
+                ops.cast(self.default_map, dtype)[None], ops.shape(x))
+            x = ops.where(target_on, x, default)
         gamma = ops.reshape(1 + dgamma, new_shape)
         beta = ops.reshape(beta, new_shape)
         y = x * gamma + beta
         y = self.activation(y)
 
-        p_t = present[self.target_index]
-        m_t = masks[self.target_index]
         if len(x.shape) == 5:
             frames = ops.mean(y, axis=(2, 3))  # [B, T, C]
             valid = self.token_validity(frames, p_t, m_t)
             on = ops.any(valid, axis=1, keepdims=True)
-            keep = valid[:, :, None, None, None]
-            pooled = self.masked_token_mean(frames, valid)
+            if fallback:  # every frame of the default map counts
+                use = ops.logical_or(valid, ops.logical_not(
+                    ops.greater(p_t, 0)))
+            else:
+                use = valid
+            keep = use[:, :, None, None, None]
+            pooled = self.masked_token_mean(frames, use)
         else:
-            if m_t is not None:
-                raise ValueError(
-                    f"FiLMFusion: got a token mask for the image target "
-                    f"{self.target_name!r}; a mask applies only to a video "
-                    "target [batch, T, H, W, C] (one entry per frame)")
             on = ops.ones_like(y[:, :1, 0, 0], dtype="bool") if p_t is None \
                 else ops.greater(p_t, 0)
             keep = on[:, :, None, None]
+            if fallback:
+                keep = ops.ones_like(keep)
             pooled = ops.mean(y, axis=(1, 2))
         if self.return_feature_map:
             return ops.where(keep, y, 0)
-        pooled = ops.where(on, pooled, 0)
+        if not fallback:
+            pooled = ops.where(on, pooled, 0)
         flag = ops.cast(on, pooled.dtype)
         parts = [pooled, flag]
         if self.condition_output:
@@ -258,6 +338,9 @@ class FiLMFusion(BaseFusion):
             "units": self.units,
             "return_feature_map": self.return_feature_map,
             "condition_output": self.condition_output,
+            "absent_target": self.absent_target,
+            "default_map_initializer": keras.initializers.serialize(
+                self.default_map_initializer),
             "activation": keras.activations.serialize(self.activation),
             "generator_initializer": keras.initializers.serialize(
                 self.generator_initializer),
@@ -268,7 +351,9 @@ class FiLMFusion(BaseFusion):
 
     @classmethod
     def from_config(cls, config):
-        # Saved before `condition_output` existed: those layers had none.
+        # Saved before `condition_output` / `absent_target` existed: those
+        # layers had neither.
         config = dict(config)
         config.setdefault("condition_output", False)
+        config.setdefault("absent_target", "zeros")
         return super().from_config(config)

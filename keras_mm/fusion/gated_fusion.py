@@ -65,6 +65,10 @@ class GatedFusion(BaseFusion):
     exactly 0, the present gates sum to 1) and its term is dropped. A row
     with no modality present gives zeros.
 
+    Internals: `fusion_weights(inputs, presence)` returns `{"gates":
+    [batch, M, units], "weights": [batch, M]}` (the gates, and their mean
+    over the units: the share of each modality).
+
     Example:
 
     >>> fusion = GatedFusion(units=16)
@@ -113,6 +117,20 @@ class GatedFusion(BaseFusion):
         self.built = True
 
     def call(self, inputs, presence=None, training=None, mask=None):
+        return self._fuse(inputs, presence)
+
+    def fusion_weights(self, inputs, presence=None, mask=None):
+        """`{"gates": [batch, M, units], "weights": [batch, M]}`: the call's
+        softmax gates (per unit) and their mean over the units (per
+        modality). Both are 0 for an absent modality and sum to 1 over the
+        present ones (all 0 in a row without any present modality)."""
+        self.build_from_call(inputs, presence, mask)
+        internals = {}
+        self._fuse(inputs, presence, internals)
+        return internals
+
+    def _fuse(self, inputs, presence, internals=None):
+        """The call; fills `internals` (a dict) when given."""
         self.check_call_inputs(inputs, presence)
         features, present, _ = self.split_inputs(inputs, presence)
         flags = self.presence_flags(present)
@@ -129,6 +147,9 @@ class GatedFusion(BaseFusion):
             (-1, len(self.modalities), self.units))
         valid = ops.expand_dims(self.presence_matrix(flags, xs[0]), -1)
         gates = ops.cast(self.masked_softmax(logits, valid, axis=1), dtype)
+        if internals is not None:
+            internals["gates"] = gates
+            internals["weights"] = ops.mean(gates, axis=-1)
         # where(), not a product: an absent modality's term is exactly 0
         terms = ops.where(valid, gates * hidden, ops.cast(0, dtype))
         return ops.sum(terms, axis=1)

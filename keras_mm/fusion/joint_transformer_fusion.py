@@ -61,6 +61,11 @@ class JointTransformerFusion(BaseFusion):
     Masked tokens are also zeroed before projection. The `[CLS]` token is
     always valid, so no attention row is empty.
 
+    Internals: `fusion_weights(inputs, presence, mask)` returns the
+    encoder's attention per layer (`"attention/layer<i>"`, `[batch, heads,
+    L, L]`) and `"weights"` `[batch, 1 + M]`: how much the last layer's
+    `[CLS]` query attends to itself and to each modality's tokens.
+
     Example:
 
     >>> fusion = JointTransformerFusion(units=16, num_layers=1, num_heads=2)
@@ -152,6 +157,23 @@ class JointTransformerFusion(BaseFusion):
         self.built = True
 
     def call(self, inputs, presence=None, training=None, mask=None):
+        return self._fuse(inputs, presence, training, mask)
+
+    def fusion_weights(self, inputs, presence=None, mask=None):
+        """The joint encoder's self-attention during the call (inference
+        mode): `{"attention/layer<i>": [batch, heads, L, L]}` over the joint
+        sequence `[CLS] + tokens of each modality` (in `modalities` order),
+        and `{"weights": [batch, 1 + M]}`: the last layer's `[CLS]` query
+        attention (mean over heads) on the `[CLS]` itself, then summed over
+        each modality's tokens. An absent modality (or a padded token) gets
+        exactly 0; a row sums to 1."""
+        self.build_from_call(inputs, presence, mask)
+        internals = {}
+        self._fuse(inputs, presence, False, mask, internals)
+        return internals
+
+    def _fuse(self, inputs, presence, training, mask, internals=None):
+        """The call; fills `internals` (a dict) when given."""
         features, present, masks = self.split_inputs(inputs, presence, mask)
         tokens, valids = [], []
         for j, (x, p, m) in enumerate(zip(features, present, masks)):
@@ -172,10 +194,54 @@ class JointTransformerFusion(BaseFusion):
         # Its own (batch, 1): a first modality with 0 tokens has no column.
         cls_valid = ops.ones((batch, 1), dtype=valids[0].dtype)
         key_mask = ops.concatenate([cls_valid] + valids, axis=1)
-        encoded = self.encoder(sequence, mask=key_mask, training=training)
+        if internals is None:
+            encoded = self.encoder(sequence, mask=key_mask,
+                                   training=training)
+        else:
+            encoded = self._encode_recording(sequence, key_mask, tokens,
+                                             internals)
         if self.pooling == "cls":
             return encoded[:, 0, :]
         return self.masked_token_mean(encoded, key_mask)
+
+    def _encode_recording(self, sequence, key_mask, tokens, internals):
+        """`self.encoder` in inference mode, recording the attention
+        probabilities of its `MultiHeadAttention` layers (the encoder does
+        not return them): each one's own call runs with
+        `return_attention_scores=True` for the duration, so the math is
+        the encoder's own."""
+        records = []
+        layers = list(self.encoder.attns)
+        for layer in layers:
+            original = type(layer).call.__get__(layer)
+
+            def call(*args, _original=original, **kwargs):
+                kwargs["return_attention_scores"] = True
+                output, scores = _original(*args, **kwargs)
+                records.append(scores)
+                return output
+
+            object.__setattr__(layer, "call", call)
+        try:
+            encoded = self.encoder(sequence, mask=key_mask, training=False)
+        finally:
+            for layer in layers:
+                object.__delattr__(layer, "call")
+        keys = ops.expand_dims(ops.expand_dims(key_mask, 1), 1)
+        for i, scores in enumerate(records):
+            internals[f"attention/layer{i}"] = ops.where(
+                keys, scores, ops.cast(0, scores.dtype))
+        cls_row = ops.mean(ops.cast(
+            internals[f"attention/layer{len(records) - 1}"][:, :, 0],
+            "float32"), axis=1)  # [B, L]
+        weights, start = [cls_row[:, :1]], 1
+        for h in tokens:
+            count = ops.shape(h)[1]
+            weights.append(ops.sum(cls_row[:, start:start + count], axis=1,
+                                   keepdims=True))
+            start = start + count
+        internals["weights"] = ops.concatenate(weights, axis=-1)
+        return encoded
 
     def compute_output_shape(self, input_shape):
         first = next(iter(input_shape.values()))

@@ -45,6 +45,10 @@ class WeightedFusion(BaseFusion):
     Its input is zeroed before the projection and its term is dropped. A
     row with no modality present gives zeros (and all-zero weights).
 
+    Internals: `fusion_weights(inputs, presence)` returns `{"weights":
+    [batch, num_modalities]}`, the weights above (the same tensor the call
+    returns with `return_weights=True`).
+
     Example:
 
     >>> fusion = WeightedFusion(units=16)
@@ -52,6 +56,15 @@ class WeightedFusion(BaseFusion):
     ...               "image": keras.ops.ones((2, 4))})
     >>> tuple(out.shape)
     (2, 16)
+
+    The weights of a call (`fusion_weights`); the second row has no image:
+
+    >>> weights = fusion.fusion_weights(
+    ...     {"audio": keras.ops.ones((2, 8)), "image": keras.ops.ones((2, 4))},
+    ...     presence=keras.ops.array([[1.0, 1.0], [1.0, 0.0]]))
+    >>> keras.ops.convert_to_numpy(weights["weights"])
+    array([[0.5, 0.5],
+           [1. , 0. ]], dtype=float32)
     """
 
     input_kind = "vector"
@@ -85,6 +98,24 @@ class WeightedFusion(BaseFusion):
         self.built = True
 
     def call(self, inputs, presence=None, training=None, mask=None):
+        internals = {}
+        fused = self._fuse(inputs, presence, internals)
+        if self.return_weights:
+            return fused, internals["weights"]
+        return fused
+
+    def fusion_weights(self, inputs, presence=None, mask=None):
+        """`{"weights": [batch, num_modalities]}`: the softmax fusion
+        weights of the call (0 for an absent modality; the present ones sum
+        to 1; all 0 in a row without any present modality)."""
+        self.build_from_call(inputs, presence, mask)
+        internals = {}
+        self._fuse(inputs, presence, internals)
+        return internals
+
+    def _fuse(self, inputs, presence, internals):
+        """The call: returns the fused vector, puts the weights in
+        `internals["weights"]`."""
         self.check_call_inputs(inputs, presence)
         features, present, _ = self.split_inputs(inputs, presence)
         flags = self.presence_flags(present)
@@ -100,8 +131,7 @@ class WeightedFusion(BaseFusion):
         for j, (h, f) in enumerate(zip(projected, flags)):
             term = self.zero_absent(weights[:, j:j + 1] * h, f)
             fused = term if fused is None else fused + term
-        if self.return_weights:
-            return fused, weights
+        internals["weights"] = weights
         return fused
 
     def compute_output_shape(self, input_shape):
