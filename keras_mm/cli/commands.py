@@ -59,9 +59,45 @@ def train(args):
 def evaluate(args):
     from keras_mm.training import evaluate as evaluate_fn
 
+    if getattr(args, "robustness", False):
+        from keras_mm.evaluation.robustness import (format_table,
+                                                    robustness_report)
+        splits = args.splits or ["test"]
+        if len(splits) != 1:
+            raise SystemExit("error: --robustness takes one --split "
+                             f"(got {', '.join(splits)})")
+        report = robustness_report(args.run_dir, split=splits[0],
+                                   levels=args.levels, seed=args.seed)
+        print(format_table(report))
+        print(f"robustness report written to {_shown(report['path'])}")
+        return 0
     metrics = evaluate_fn(args.run_dir, splits=tuple(args.splits or
                                                      ("test",)))
     _print_json(metrics)
+
+
+def explain(args):
+    from keras_mm.evaluation.explain import explain_run
+
+    report = explain_run(args.run_dir, examples=args.examples,
+                         split=args.split, seed=args.seed, head=args.head,
+                         steps=args.steps)
+    for entry in report.get("heads", {report["head"]: report}).values():
+        print(f"head {entry['head']} ({entry['head_type']}; score: "
+              f"{entry['score']}), split {entry['split']}, "
+              f"{entry['num_examples']} examples")
+        for ex in entry["examples"]:
+            shares = " ".join(f"{m}={v:+.4f}"
+                              for m, v in ex["shapley"].items())
+            print(f"  #{ex['key']}: label {ex['label']}, predicted "
+                  f"{ex['predicted']}, full {ex['full']:.4f}, empty "
+                  f"{ex['empty']:.4f}, shapley {shares}")
+        for cls, values in entry["per_class"].items():
+            means = " ".join(f"{m}={v:+.4f}" for m, v in values.items())
+            print(f"  mean over {cls}: {means}")
+    print(f"attribution written to {_shown(report['path'])}")
+    for path in report["plots"]:
+        print(f"plot: {_shown(path)}")
 
 
 def export(args):

@@ -77,7 +77,39 @@ def _add_evaluate(sub):
     p.add_argument("run_dir", help="a run folder, e.g. runs/demo")
     p.add_argument("--split", dest="splits", action="append",
                    help="split to evaluate (repeatable; default test)")
+    p.add_argument("--robustness", action="store_true",
+                   help="write robustness.json and robustness_*.png: the "
+                        "metric with modalities removed and under noise")
+    p.add_argument("--levels", type=int, default=5,
+                   help="noise levels per modality (--robustness; "
+                        "default 5)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the noise (--robustness; default 0)")
     p.set_defaults(func=commands.evaluate)
+
+
+def _add_explain(sub):
+    p = sub.add_parser(
+        "explain", help="attribute a run's predictions to its modalities",
+        description="Explain a finished run's predictions on one split: "
+                    "exact Shapley values of the modalities (every example; "
+                    "mean per class), integrated gradients within each "
+                    "modality (per-token occlusion for text) and the fusion "
+                    "layer's gates / weights / attention for the first N "
+                    "examples. Writes attribution.json, "
+                    "attribution_arrays.npz and PNG panels into the run "
+                    "folder.")
+    p.add_argument("run_dir", help="a run folder, e.g. runs/demo")
+    p.add_argument("--examples", type=int, default=8,
+                   help="examples that get panels (default 8)")
+    p.add_argument("--split", default="test",
+                   help="split to explain (default test)")
+    p.add_argument("--head", help="one head to explain (default: every "
+                                  "classification/binary/regression head)")
+    p.add_argument("--steps", type=int, default=32,
+                   help="integrated-gradients steps (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=commands.explain)
 
 
 def _add_export(sub):
@@ -240,7 +272,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_init, _add_train, _add_evaluate, _add_export,
-                _add_verify, _add_predict, _add_data):
+                _add_verify, _add_predict, _add_data, _add_explain):
         add(sub)
     return parser
 

@@ -109,6 +109,19 @@ def reference_outputs(functions, raw_batch):
     the export's golden outputs, which the SavedModel must reproduce from
     the raw bytes.
     """
+    inputs = reference_model_inputs(functions, raw_batch)
+    # Called as Keras' own predict step calls it: in a tf.function (no
+    # XLA), so graph-level kernel choices (oneDNN fusions) match those of
+    # the SavedModel and the comparison holds at atol 1e-5 for trained
+    # models too.
+    call = tf.function(functions.predict_model_inputs, jit_compile=False,
+                       autograph=False)
+    return call(inputs)
+
+
+def reference_model_inputs(functions, raw_batch):
+    """The model inputs of `reference_outputs`: `raw_batch` parsed per
+    example in a tf.data map, batched, transformed."""
     size = len(next(iter(raw_batch.values())))
     preprocessors = functions.preprocessors
 
@@ -125,21 +138,14 @@ def reference_outputs(functions, raw_batch):
     dataset = (tf.data.Dataset.from_tensor_slices(dict(raw_batch))
                .map(parse).batch(size).map(transform))
     features = next(iter(dataset))
-    inputs = functions.model_inputs(features)
-    # Called as Keras' own predict step calls it: in a tf.function (no
-    # XLA), so graph-level kernel choices (oneDNN fusions) match those of
-    # the SavedModel and the comparison holds at atol 1e-5 for trained
-    # models too.
-    call = tf.function(functions.predict_model_inputs, jit_compile=False,
-                       autograph=False)
-    return call(inputs)
+    return functions.model_inputs(features)
 
 
 def export(model, preprocessors, name, *, golden_examples,
            base_dir="saved_models", version=None, columns=None,
            column_kinds=None, verify=True, serving_base_path=None,
            verify_timeout=600, atol=1e-5, max_bytes=None, batching=None,
-           num_versions=1):
+           num_versions=1, explain=False):
     """Exports `model` with its preprocessing as a TF Serving SavedModel.
 
     Signatures (method `tensorflow/serving/predict`, batch-first):
@@ -148,6 +154,9 @@ def export(model, preprocessors, name, *, golden_examples,
     `serve_tensors` (preprocessed model inputs) and `serve_examples`
     (serialized `tf.train.Example`s with the training TFRecords' feature
     names). See `keras_mm.serving.serving_functions` for the outputs.
+    With `explain=True`, also `explain`: the raw inputs of
+    `serving_default`, its outputs plus per-modality Shapley values
+    (`keras_mm.serving.explain_signature`).
 
     Args:
         model: a (trained) model built by `keras_mm.build_model`.
@@ -174,6 +183,8 @@ def export(model, preprocessors, name, *, golden_examples,
         max_bytes: `{input or modality: bytes}`: largest raw value accepted.
         batching: overrides of `batching_parameters.txt` values.
         num_versions: versions TF Serving keeps loaded (`models.config`).
+        explain: add the `explain` signature (needs a model with a
+            `presence` input; recipe key `export.explain`).
 
     Returns:
         The path of the published version folder.
@@ -210,10 +221,18 @@ def export(model, preprocessors, name, *, golden_examples,
     functions = ServingFunctions(model, preprocessors, columns=columns,
                                  column_kinds=column_kinds,
                                  max_bytes=max_bytes)
+    explainer = None
+    if explain:
+        from keras_mm.serving.explain_signature import ExplainSignature
+
+        explainer = ExplainSignature(functions)
     golden = _golden_batch(functions, golden_examples)
     golden_tensors = {k: tf.constant(v) for k, v in golden.items()}
     try:
         expected = reference_outputs(functions, golden_tensors)
+        explain_expected = None if explainer is None else \
+            explainer.reference(reference_model_inputs(functions,
+                                                       golden_tensors))
     except tf.errors.InvalidArgumentError as e:
         raise ExportError(
             "the golden examples cannot be preprocessed / predicted: "
@@ -232,10 +251,18 @@ def export(model, preprocessors, name, *, golden_examples,
                              input_signature=[functions.tensor_signature()])
         archive.add_endpoint("serve_examples", functions.serve_examples,
                              input_signature=[functions.example_signature()])
+        if explainer is not None:
+            archive.add_endpoint("explain", explainer.serve,
+                                 input_signature=[functions.raw_signature()])
         archive.write_out(tmp_dir, verbose=False)
 
         metadata = _metadata(functions, name, version, golden, expected,
                              golden_serialized, atol)
+        if explainer is not None:
+            metadata["explain"] = dict(
+                explainer.metadata(),
+                golden={k: encode_tensor(v)
+                        for k, v in explain_expected.items()})
         atomic.atomic_write_text(os.path.join(tmp_dir, METADATA_FILE),
                                  json.dumps(metadata, indent=1))
         size = len(next(iter(golden.values())))

@@ -26,7 +26,11 @@ any failure (2 on bad usage). Steps:
 4. send malformed requests (corrupt image bytes, wrong dtype, wrong rank,
    empty batch, an oversized WAV, ...) and check that each one is refused
    with an error (INVALID_ARGUMENT, or the signature's dtype/shape check),
-   and that the model still answers the golden request afterwards.
+   and that the model still answers the golden request afterwards;
+5. with an `explain` signature (`export.explain`): the golden requests
+   through it must give the golden predictions and the per-modality
+   Shapley values computed in-process at export (`atol`), and the values
+   of each example must sum to `full - empty` (efficiency, 1e-4).
 
 A crash (the process dies) or a hang (the caller's timeout) is a failure
 too: progress lines go to stderr (`verify: step ...`), so the parent
@@ -363,6 +367,11 @@ def verify(path):
             checks["malformed"] = {"ok": False,
                                    "error": "not run: the golden requests "
                                             "failed"}
+        if "explain" in metadata or "explain" in signatures:
+            try:
+                _check_explain(tf, loaded, metadata, checks)
+            except Exception as e:
+                checks["explain"] = {"ok": False, "error": _describe(e)}
     report["imported_keras"] = sorted(
         m for m in sys.modules if m.partition(".")[0] in HIDDEN_PACKAGES)
     checks["no_keras"] = {"ok": not report["imported_keras"]}
@@ -418,6 +427,36 @@ def _check_golden(tf, loaded, metadata, checks):
     again += refused
     checks["malformed"] = {"ok": all(c["ok"] for c in cases) and not again,
                            "cases": cases, "problems": again}
+
+
+def _check_explain(tf, loaded, metadata, checks):
+    info = metadata.get("explain")
+    if info is None or "explain" not in loaded.signatures:
+        checks["explain"] = {
+            "ok": False, "error": "the metadata and the signatures disagree "
+                                  "on the `explain` signature"}
+        return
+    _progress("explain: golden requests")
+    golden = metadata["golden"]
+    atol = float(metadata.get("atol", 1e-5))
+    inputs = {k: decode_tensor(tf, v) for k, v in golden["inputs"].items()}
+    outputs = loaded.signatures["explain"](**inputs)
+    problems = compare_outputs(tf, outputs, golden["outputs"], atol,
+                               "explain: ")
+    problems += compare_outputs(tf, outputs, info["golden"], atol,
+                                "explain: ")
+    for head in info["heads"]:
+        if not all(f"{head}{s}" in outputs
+                   for s in ("_shapley", "_full", "_empty")):
+            continue
+        gap = outputs[f"{head}_shapley"].numpy().sum(axis=-1) - (
+            outputs[f"{head}_full"].numpy() - outputs[f"{head}_empty"].numpy())
+        worst = float(abs(gap).max()) if gap.size else 0.0
+        if not worst <= 1e-4:
+            problems.append(f"explain: {head}_shapley sums differ from "
+                            f"full - empty by {worst:.3g} (> 1e-4)")
+    checks["explain"] = {"ok": not problems, "problems": problems,
+                         "presence_order": info.get("presence_order")}
 
 
 def _signature_methods(path):

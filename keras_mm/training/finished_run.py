@@ -114,7 +114,7 @@ def export_model(model, preprocessors, recipe, spec, name=None,
         golden_examples=golden,
         base_dir=base_dir or settings["base_dir"],
         version=version if version is not None else settings["version"],
-        verify=verify)
+        verify=verify, explain=bool(settings.get("explain", False)))
     return path, verify_report(path) if verify else None
 
 
