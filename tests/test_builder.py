@@ -130,8 +130,10 @@ def issue_model():
 
 def test_issue_spec_inputs_and_outputs(issue_model):
     model = issue_model
-    assert input_names(model) == ["audio", "image", "text"]
+    # Two or more inputs: a presence input by default (fusion.presence_mask).
+    assert input_names(model) == ["audio", "image", "presence", "text"]
     by_name = {t.name.split(":")[0]: t for t in model.inputs}
+    assert tuple(by_name["presence"].shape) == (None, 3)
     assert tuple(by_name["image"].shape) == (None, 28, 28, 1)
     assert tuple(by_name["audio"].shape) == (None, 8000)
     assert tuple(by_name["text"].shape) == (None, 16)
@@ -281,7 +283,7 @@ def test_padded_frames_change_nothing(fusion_type):
     by the tower (vector fusions) or by the fusion (sequence fusions, which
     get the towers' token masks)."""
     spec = {"inputs": {"image": tiny_image(), "clip": tiny_video()},
-            "fusion": tiny_fusion(fusion_type),
+            "fusion": tiny_fusion(fusion_type, presence_mask=False),
             "heads": {"label": {"type": "classification",
                                 "num_classes": 3}}}
     model = keras_mm.build_model(spec)

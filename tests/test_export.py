@@ -148,7 +148,7 @@ def seq_model(rng):
             "tab": {"modality": "tabular", "numeric": 2,
                     "categorical": pre["tab"].cardinalities,
                     "tower": {"dim": 8, "hidden_units": [8]}}},
-        "fusion": {"type": "concat"},
+        "fusion": {"type": "concat", "presence_mask": False},
         "heads": {"score": {"type": "regression"},
                   "flag": {"type": "binary"}}}
     return keras_mm.build_model(spec), pre

@@ -287,10 +287,14 @@ AnyInput = Annotated[Union[Annotated[ShapedInput, Tag("shaped")],
 
 
 class FusionSection(OpenSection):
-    """`fusion`: type, presence_mask, and the fusion class's arguments."""
+    """`fusion`: type, presence_mask, and the fusion class's arguments.
+
+    `presence_mask` left out (None) means true with two or more inputs and
+    false with one; `keras_mm.builder.spec` writes the resolved value.
+    """
 
     type: FusionType
-    presence_mask: bool = False
+    presence_mask: Optional[bool] = None
 
 
 def _activation(value):

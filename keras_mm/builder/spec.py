@@ -10,7 +10,7 @@ inputs:                                      # order = presence-mask columns
   text:  {modality: text, shape: [16], vocab_size: 1000, tower: {encoder: bag}}
   clip:  {modality: video, shape: [8, 32, 32, 3], tower: {encoder: frames}}  # + clip_mask
   tab:   {modality: tabular, numeric: 5, categorical: [10, 4]}
-fusion: {type: gated, presence_mask: false, units: 64}
+fusion: {type: gated, presence_mask: true, units: 64}  # presence: default
 trunk: {hidden_units: [128], dropout: 0.1, activation: relu}   # optional
 heads:
   label: {type: classification, num_classes: 10, loss_weight: 1.0,
@@ -29,8 +29,10 @@ Keys of each section:
   but the data pipeline reads: `source` (manifest column(s)) and
   `preprocess` (keyword arguments of the modality's preprocessor).
 - `fusion`: `type` (a registered fusion type), `presence_mask` (adds a
-  float32 `presence` input `[num_inputs]`, columns in `inputs` order) and
-  the fusion class's keyword arguments. Optional with a single input.
+  float32 `presence` input `[num_inputs]`, columns in `inputs` order;
+  default true with two or more inputs, false with one; the normalized spec
+  always says true or false) and the fusion class's keyword arguments.
+  Optional with a single input.
 - `trunk`: `hidden_units`, `dropout`, `activation` (an MLP after fusion).
 - `heads.<name>`: `type` (a registered head type), `loss`, `loss_weight`,
   `metrics` (used by `compile_model`), `source` (the label column, for the
@@ -270,7 +272,10 @@ def _normalize_fusion(section, input_specs, fusions):
     kwargs = section.extra()
     arguments = check_class_kwargs(kwargs, fusions.get(section.type), path,
                                    extra_allowed=("type", "presence_mask"))
-    spec = {"type": section.type, "presence_mask": section.presence_mask}
+    presence = section.presence_mask
+    if presence is None:       # the default: a presence input from 2 inputs
+        presence = len(input_specs) > 1
+    spec = {"type": section.type, "presence_mask": presence}
     spec.update(copy.deepcopy(_plain(kwargs, path)))
     if "target" in arguments and kwargs.get("target") is None:
         spec["target"] = _default_target(input_specs, path)

@@ -9,6 +9,8 @@
          example (`tf.map_fn`; preprocessors that decode whole batches get
          the raw batch, `parse_batch`), encode the labels (`labels.py`),
          then `transform` the batch (`training` flag) -> presence mask
+         (times the modality-dropout keep mask in training datasets;
+         `modality_dropout.py`)
       -> tf.data service (optional) -> prefetch
 
 This is the serving function's composition, `transform(parse_batch(raw))`.
@@ -31,6 +33,7 @@ import os
 import tensorflow as tf
 
 from keras_mm.data import bad_input as bad_input_lib
+from keras_mm.data import modality_dropout as modality_dropout_lib
 from keras_mm.data import tfrecords
 from keras_mm.data import validation
 from keras_mm.data.batch_parser import batch_parser
@@ -95,6 +98,14 @@ class Pipeline:
             `convert`): such a path is a bad record (`path_outside`, its
             file never read), handled by the `bad_input` policy. Set True
             only for manifests you trust.
+        modality_dropout: None, one rate in [0, 1) for every input, or
+            `{input name: rate}` (others 0). In training datasets only
+            (`training=True`), each example's `presence` column j is set to
+            0 with probability `rate_j` (needs `presence_mask=True`). The
+            draws are stateless per example (seed, pass, example), whatever
+            the batch size, threads or replicas; absent modalities stay
+            absent, and at least one present modality of each example is
+            kept. Evaluation datasets are untouched.
 
     Bad input: the check runs once per `Pipeline` (and again whenever the
     manifest, its files or the preprocessor configs change), before any
@@ -123,7 +134,8 @@ class Pipeline:
                  bad_input="error", report_path=None, max_report_rows=10,
                  presence_mask=False, presence_order=None, input_names=None,
                  keep_present=False, validate=True, column_types=None,
-                 column_kinds=None, allow_paths_outside=False):
+                 column_kinds=None, allow_paths_outside=False,
+                 modality_dropout=None):
         self.policy = bad_input_lib.check_policy(bad_input)
         self.report_path = None if report_path is None else \
             os.fspath(report_path)
@@ -147,6 +159,16 @@ class Pipeline:
         if missing:
             raise ValueError(f"Pipeline: presence_order names {missing}, "
                              "which are not preprocessors")
+        self.modality_dropout = modality_dropout
+        self.dropout_rates = None
+        if modality_dropout is not None:
+            if not self.presence_mask or len(self.presence_order) < 2:
+                raise ValueError(
+                    "Pipeline: modality_dropout needs presence_mask=True and "
+                    "two or more inputs (the model's presence input)")
+            self.dropout_rates = modality_dropout_lib.dropout_rates(
+                modality_dropout, self.presence_order,
+                where="Pipeline: modality_dropout")
         self.labels = [HeadLabel(h, s) for h, s in (labels or {}).items()]
         self.wanted = self._wanted_kinds()
 
@@ -239,7 +261,7 @@ class Pipeline:
                 seed=None, cache=None, deterministic=True,
                 drop_remainder=False, prefetch=True, cycle_length=None,
                 service=None, service_mode="parallel_epochs",
-                service_job_name=None, input_context=None):
+                service_job_name=None, input_context=None, corrupt=None):
         """A `tf.data.Dataset` of `(features, labels)` batches.
 
         Args:
@@ -274,8 +296,28 @@ class Pipeline:
             service_job_name: shares one job between several consumers.
             input_context: a `tf.distribute.InputContext` (set by
                 `distribute`): reads only this input pipeline's shard.
+            corrupt: None, or a callable `corrupt(parsed) -> parsed` applied
+                to each batch after `parse` (and after the cache) and before
+                `transform`, in training and evaluation alike. `parsed` is
+                `{input name: that preprocessor's parse outputs}` (batched
+                tensors); return the same structure (same keys, dtypes and
+                shapes), e.g. with noise added or a modality blanked. It is
+                traced once inside the tf.data map: use TF ops.
+
+        Example:
+
+        >>> def blank_image(parsed):
+        ...     parsed = dict(parsed)
+        ...     parsed["image"] = {k: tf.zeros_like(v)
+        ...                        for k, v in parsed["image"].items()}
+        ...     return parsed
+        >>> ds = pipe.dataset(32, corrupt=blank_image)   # doctest: +SKIP
         """
         self.validate()
+        if corrupt is not None and not callable(corrupt):
+            raise TypeError(f"Pipeline.dataset: corrupt must be a callable "
+                            f"corrupt(parsed) -> parsed, not "
+                            f"{type(corrupt).__name__}")
         options = tf.data.Options()
         options.deterministic = bool(deterministic)
         # 1. unparsed elements (sources.py), 2. the per-batch read + parse
@@ -288,7 +330,7 @@ class Pipeline:
                            shuffle=shuffle, seed=seed, cache=cache,
                            deterministic=deterministic,
                            drop_remainder=drop_remainder,
-                           input_context=input_context)
+                           input_context=input_context, corrupt=corrupt)
         if service is not None:
             ds = ds.apply(tf.data.experimental.service.distribute(
                 processing_mode=service_mode, service=service,
@@ -298,12 +340,24 @@ class Pipeline:
         return ds.with_options(options)
 
     def _batched(self, ds, parse_batch, batch_size, *, training, shuffle,
-                 seed, cache, deterministic, drop_remainder, input_context):
+                 seed, cache, deterministic, drop_remainder, input_context,
+                 corrupt):
         """Shuffle, batch, parse and transform (without `cache`),
-        or parse, cache, shuffle, batch and transform (with it)."""
+        or parse, cache, shuffle, batch and transform (with it).
+
+        In training every element carries its own random int64 (zipped
+        before batching): the example's crops and modality dropout are
+        stateless functions of it, the batch augmentations of its batch's.
+        """
         def batch_seed(draws):
             # The batch's augmentation draws (transform): from its elements'.
             return tf.stack([draws[0], tf.reduce_sum(draws)])
+
+        def finish(batch, draws):
+            if draws is None:
+                return self._transform(batch, training, corrupt=corrupt)
+            return self._transform(batch, training, batch_seed(draws),
+                                   draws=draws, corrupt=corrupt)
 
         if training:
             ds = _with_draws(ds, seed)
@@ -311,9 +365,8 @@ class Pipeline:
             ds = self._shuffle(ds, shuffle, seed)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
             return ds.map(
-                lambda *e: self._transform(
-                    parse_batch(*e), training,
-                    batch_seed(e[-1]) if training else None),
+                lambda *e: finish(parse_batch(*e),
+                                  e[-1] if training else None),
                 num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         ds = ds.batch(batch_size).map(
             parse_batch, num_parallel_calls=AUTOTUNE,
@@ -327,13 +380,14 @@ class Pipeline:
                 path = f"{path}-{input_context.input_pipeline_id}"
             ds = ds.cache(path)
         ds = self._shuffle(ds, shuffle, seed)
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         if training:
-            return _with_draws(ds, seed).map(
-                lambda x, draw: self._transform(
-                    x, training, tf.stack([draw, tf.zeros_like(draw)])),
-                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        return ds.map(lambda *x: self._transform(x, training),
+            # Per-element draws again, after the cache and the shuffle.
+            ds = _with_draws(ds, seed).batch(batch_size,
+                                             drop_remainder=drop_remainder)
+            return ds.map(finish, num_parallel_calls=AUTOTUNE,
+                          deterministic=deterministic)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.map(lambda *x: finish(x, None),
                       num_parallel_calls=AUTOTUNE,
                       deterministic=deterministic)
 
@@ -348,8 +402,11 @@ class Pipeline:
         return ds.shuffle(max(buffer, 1), seed=seed,
                           reshuffle_each_iteration=True)
 
-    def _transform(self, batch, training, seed=None):
+    def _transform(self, batch, training, seed=None, draws=None,
+                   corrupt=None):
         parsed = batch[0]
+        if corrupt is not None:
+            parsed = self._corrupted(parsed, corrupt)
         features = {}
         for i, inp in enumerate(self.inputs):
             features.update(inp.pre.transform(parsed[inp.name],
@@ -359,6 +416,8 @@ class Pipeline:
             features["presence"] = tf.stack(
                 [tf.cast(features[n + "_present"], tf.float32)
                  for n in self.presence_order], axis=1)
+            if training and self.dropout_rates is not None:
+                self._drop_modalities(features, draws)
         if self.input_names is not None:
             unknown = [n for n in self.input_names if n not in features]
             if unknown:
@@ -372,6 +431,31 @@ class Pipeline:
         if len(batch) == 1:
             return features
         return features, batch[1]
+
+    def _corrupted(self, parsed, corrupt):
+        out = corrupt(dict(parsed))
+        if not isinstance(out, dict) or set(out) != set(parsed):
+            got = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise ValueError(f"Pipeline.dataset: corrupt(parsed) must return "
+                             f"a dict keyed by the inputs {sorted(parsed)}; "
+                             f"got {got}")
+        return out
+
+    def _drop_modalities(self, features, draws):
+        """Modality dropout on a training batch (`modality_dropout.py`):
+        `presence` (and the `<name>_present` keys) times the keep mask."""
+        if draws is None:
+            raise ValueError("Pipeline: modality dropout needs the "
+                             "per-example draws of a training dataset")
+        presence = features["presence"]
+        keep = modality_dropout_lib.modality_keep_mask(
+            presence, self.dropout_rates,
+            modality_dropout_lib.example_seeds(draws))
+        features["presence"] = presence * keep
+        for j, n in enumerate(self.presence_order):
+            key = n + "_present"
+            features[key] = features[key] * tf.cast(keep[:, j],
+                                                    features[key].dtype)
 
     def distribute(self, strategy, global_batch_size, **options):
         """A distributed dataset: one input pipeline per worker, sharded.
@@ -426,7 +510,7 @@ class Pipeline:
 _PIPELINE_ARGS = ("columns", "labels", "bad_input", "report_path",
                   "max_report_rows", "presence_mask", "presence_order",
                   "input_names", "keep_present", "validate", "column_types",
-                  "column_kinds", "allow_paths_outside")
+                  "column_kinds", "allow_paths_outside", "modality_dropout")
 
 
 def _split(kwargs):

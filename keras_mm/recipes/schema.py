@@ -255,6 +255,23 @@ def _optimizer_shorthand(value):
     return {"type": value} if isinstance(value, str) else value
 
 
+def _dropout_rate(value, suffix=""):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0.0 <= float(value) < 1.0:
+        raise fail(f"{value!r} is not a dropout rate in [0, 1)", suffix)
+    return float(value)
+
+
+def _modality_dropout(value):
+    """`training.modality_dropout`: None, one rate for every input, or
+    `{input name: rate}` (the names are checked against the inputs by
+    `keras_mm.training.run_data.modality_dropout`)."""
+    if value is None or not isinstance(value, dict):
+        return None if value is None else _dropout_rate(value)
+    return {name: _dropout_rate(rate, f".{name}")
+            for name, rate in value.items()}
+
+
 class TrainingSection(Section):
     epochs: Epochs = 10
     batch_size: BatchSize = 32
@@ -279,6 +296,9 @@ class TrainingSection(Section):
     runs_dir: FolderPath = "runs"
     verbose: VerboseChoice = "auto"
     fine_tuning: Annotated[Optional[FineTuningSection], _shorthand()] = None
+    # Per example, in training only: mark inputs absent (presence 0).
+    modality_dropout: Annotated[Any, AfterValidator(_modality_dropout)] = \
+        None
 
 
 def _split_list(value):
@@ -305,6 +325,9 @@ class ExportSection(Section):
     # Export a run whose loss went non-finite or that never beat the
     # trivial baseline (majority class / prior); refused by default.
     allow_untrained: bool = False
+    # Add the `explain` signature (per-modality Shapley values beside the
+    # prediction); needs a model with a presence input.
+    explain: bool = False
 
 
 def _none_as_empty(value):

@@ -120,7 +120,7 @@ class CachedParse:
                   for lab in self.pipeline.labels}
         batch = (features, labels) if self.pipeline.labels else (features,)
         seed = tf.stack([draws[0], tf.reduce_sum(draws)])
-        return self.pipeline._transform(batch, True, seed)
+        return self.pipeline._transform(batch, True, seed, draws=draws)
 
     def epoch(self, batch_size, seed, steps, options):
         """One epoch's batches (built inside a one-element `flat_map`, as

@@ -294,9 +294,42 @@ def load_preprocessors(path, order=None):
 # -- pipelines ----------------------------------------------------------------
 
 
+def modality_dropout(recipe):
+    """`training.modality_dropout` checked against the model: None, or the
+    rates (`{input name: rate}`, or one rate) for `Pipeline`.
+
+    Raises:
+        ConfigError: an unknown input name, or a model without a presence
+            input (one input, or `fusion.presence_mask: false`).
+    """
+    value = (recipe.get("training") or {}).get("modality_dropout")
+    if value is None:
+        return None
+    path = "training.modality_dropout"
+    inputs = list(recipe["inputs"])
+    if isinstance(value, dict):
+        for name in value:
+            if name not in inputs:
+                raise ConfigError(f"{path}.{name}",
+                                  f"{name!r} is not one of the inputs: "
+                                  f"{', '.join(inputs)}")
+    fusion = recipe.get("fusion") or {}
+    if len(inputs) < 2 or not fusion.get("presence_mask"):
+        why = ("the model has one input" if len(inputs) < 2 else
+               "fusion.presence_mask is false")
+        raise ConfigError(path, f"modality dropout marks inputs absent "
+                          f"through the model's presence input, and {why}; "
+                          "remove training.modality_dropout, or set "
+                          "fusion.presence_mask: true (two or more inputs)")
+    return value
+
+
 def make_pipeline(recipe, split, preprocessors, spec, input_names=None,
                   report_dir=None, with_labels=True):
     """The `keras_mm.data.Pipeline` of one split.
+
+    The train split's pipeline gets `training.modality_dropout` (applied
+    only to its `training=True` datasets); the others never do.
 
     Args:
         recipe: the normalized recipe.
@@ -316,15 +349,19 @@ def make_pipeline(recipe, split, preprocessors, spec, input_names=None,
     columns = {n: c for n, c in input_columns(recipe).items()
                if n in preprocessors}
     fusion = spec.get("fusion") or {}
+    presence = bool(fusion.get("presence_mask"))
+    dropout = modality_dropout(recipe) if split == "train" else None
+    if not presence:      # the bad-input check before adapt (spec {})
+        dropout = None
     return Pipeline(
         _source(data["splits"][split]), preprocessors, columns=columns,
         labels=head_labels(recipe) if with_labels else None,
         bad_input=data["bad_records"],
         report_path=None if report_dir is None else os.path.join(
             report_dir, f"bad_input_{split}.json"),
-        presence_mask=bool(fusion.get("presence_mask")),
-        input_names=input_names,
-        allow_paths_outside=bool(data.get("allow_paths_outside", False)))
+        presence_mask=presence, input_names=input_names,
+        allow_paths_outside=bool(data.get("allow_paths_outside", False)),
+        modality_dropout=dropout)
 
 
 def share_check(pipe, checked):

@@ -174,6 +174,7 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
     from keras_mm.builder.spec import complete_spec
     from keras_mm.recipes import recipe_model_spec, save_recipe
 
+    run_data.modality_dropout(recipe)     # its ConfigError before any work
     run = _Run(recipe=recipe, plan=plan, run_dir=run_dir, verbose=verbose,
                clock=clock or PhaseClock(), checked=checked)
     training = run.training
@@ -412,6 +413,8 @@ def _compare_unimodal(recipe, plan, run_dir, verbose, preprocessors, result,
     runs_dir = recipe["training"]["runs_dir"]
     for name in recipe["inputs"]:
         sub = _unimodal_recipe(recipe, name)
+        # A one-input model has no presence input: no modality dropout.
+        sub["training"] = dict(sub["training"], modality_dropout=None)
         sub_dir = os.path.join(run_dir, UNIMODAL_DIR, name)
         key = run_folder.unimodal_key(sub, name, preprocessors[name])
         found = run_folder.find_unimodal(runs_dir, run_dir, name, key)
