@@ -400,36 +400,14 @@ def load_av_mnist(data_dir, cache_dir, variant, limit=None,
                       for split in ("train", "test")}
         return arrays, 0.0
 
-    import tensorflow as tf
-
-    from keras_mm.data import AudioPreprocessor, ImagePreprocessor, Manifest
-    image_pre = ImagePreprocessor("image", **image)
-    audio_pre = AudioPreprocessor("audio", **audio)
+    pre = av_mnist_preprocessors(audio, image)
     arrays = {}
     for split in ("train", "test"):
-        manifest = Manifest.read(folder / f"{split}.csv")
-        paths = {"image": manifest.paths("image"),
-                 "audio": manifest.paths("audio")}
-        labels = np.asarray(manifest.column("label", "int"), np.int32)
-
-        def parse(row):
-            out = image_pre.parse(tf.io.read_file(row["image"]))
-            out.update(audio_pre.parse(tf.io.read_file(row["audio"])))
-            return out
-
-        def transform(batch):
-            out = image_pre.transform(batch)
-            out.update(audio_pre.transform(batch))
-            return out
-
-        ds = (tf.data.Dataset.from_tensor_slices(paths)
-              .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-              .batch(batch_size).map(transform))
-        parts = {"image": [], "audio": []}
-        for batch in ds.as_numpy_iterator():
-            for key in parts:
-                parts[key].append(batch[key])
-        arrays[split] = {k: np.concatenate(v) for k, v in parts.items()}
+        parsed, labels = parsed_av_mnist_split(folder, split, pre,
+                                               batch_size)
+        arrays[split] = {name: transform_in_batches(pre[name], parsed[name],
+                                                    batch_size)
+                         for name in ("image", "audio")}
         arrays[split]["label"] = labels
     tmp = folder / f".arrays_{tag}.{os.getpid()}.npz"
     np.savez(tmp, **{f"{split}/{k}": v for split, d in arrays.items()
@@ -437,6 +415,59 @@ def load_av_mnist(data_dir, cache_dir, variant, limit=None,
     os.replace(tmp, npz)
     return arrays, time.perf_counter() - start
 
+
+
+def av_mnist_preprocessors(audio=AV_MNIST_AUDIO, image=AV_MNIST_IMAGE):
+    """`{"image": ImagePreprocessor, "audio": AudioPreprocessor}` of the
+    AV-MNIST benchmarks."""
+    from keras_mm.data import AudioPreprocessor, ImagePreprocessor
+    return {"image": ImagePreprocessor("image", **image),
+            "audio": AudioPreprocessor("audio", **audio)}
+
+
+def parsed_av_mnist_split(folder, split, pre, batch_size=256):
+    """One split's parsed values (`parse` per example in tf.data, the
+    training path): `({"image": {key: array}, "audio": {...}}, labels)`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_mm.data import Manifest
+    manifest = Manifest.read(folder / f"{split}.csv")
+    paths = {name: manifest.paths(name) for name in pre}
+    labels = np.asarray(manifest.column("label", "int"), np.int32)
+
+    def parse(row):
+        return {name: p.parse(tf.io.read_file(row[name]))
+                for name, p in pre.items()}
+
+    ds = (tf.data.Dataset.from_tensor_slices(paths)
+          .map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size))
+    parts = {name: {} for name in pre}
+    for batch in ds.as_numpy_iterator():
+        for name, values in batch.items():
+            for key, value in values.items():
+                parts[name].setdefault(key, []).append(value)
+    return ({name: {k: np.concatenate(v) for k, v in d.items()}
+             for name, d in parts.items()}, labels)
+
+
+def transform_in_batches(pre, parsed, batch_size=256):
+    """`pre.transform` (evaluation mode) of parsed arrays, batch by batch:
+    the model-ready array of `pre.name`."""
+    import numpy as np
+    n = len(next(iter(parsed.values())))
+    return np.concatenate([
+        np.asarray(pre.transform({k: v[i:i + batch_size]
+                                  for k, v in parsed.items()})[pre.name])
+        for i in range(0, n, batch_size)])
+
+
+def parsed_av_mnist_test(data_dir, cache_dir, variant, limit=None):
+    """The test split's parsed values and the preprocessors:
+    `(parsed {"image": {...}, "audio": {...}}, preprocessors)`."""
+    folder = ensure_av_mnist(data_dir, cache_dir, variant, limit)
+    pre = av_mnist_preprocessors()
+    return parsed_av_mnist_split(folder, "test", pre)[0], pre
 
 
 # -- Three digits (MNIST + FSDD + generated photo) ----------------------------

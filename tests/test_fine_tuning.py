@@ -36,7 +36,8 @@ SPEC = {
         "sensor": {"modality": "sensor", "shape": [12, 3],
                    "tower": {"encoder": "gru", "dim": 8}},
     },
-    "fusion": {"type": "concat"},
+    # Fed by hand below, without a `presence` column.
+    "fusion": {"type": "concat", "presence_mask": False},
     "heads": {"label": {"type": "classification", "num_classes": 3}},
 }
 

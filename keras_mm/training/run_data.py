@@ -295,26 +295,18 @@ def load_preprocessors(path, order=None):
 
 
 def modality_dropout(recipe):
-    """`training.modality_dropout` checked against the model: None, or the
-    rates (`{input name: rate}`, or one rate) for `Pipeline`.
-
-    Raises:
-        ConfigError: an unknown input name, or a model without a presence
-            input (one input, or `fusion.presence_mask: false`).
-    """
+    """`training.modality_dropout` (None, one rate or `{input: rate}`),
+    checked against the inputs and the presence input (ConfigError)."""
     value = (recipe.get("training") or {}).get("modality_dropout")
     if value is None:
         return None
-    path = "training.modality_dropout"
-    inputs = list(recipe["inputs"])
-    if isinstance(value, dict):
-        for name in value:
-            if name not in inputs:
-                raise ConfigError(f"{path}.{name}",
-                                  f"{name!r} is not one of the inputs: "
-                                  f"{', '.join(inputs)}")
-    fusion = recipe.get("fusion") or {}
-    if len(inputs) < 2 or not fusion.get("presence_mask"):
+    path, inputs = "training.modality_dropout", list(recipe["inputs"])
+    for name in value if isinstance(value, dict) else ():
+        if name not in inputs:
+            raise ConfigError(f"{path}.{name}", f"{name!r} is not one of the "
+                              f"inputs: {', '.join(inputs)}")
+    if len(inputs) < 2 or not (recipe.get("fusion") or {}).get(
+            "presence_mask"):
         why = ("the model has one input" if len(inputs) < 2 else
                "fusion.presence_mask is false")
         raise ConfigError(path, f"modality dropout marks inputs absent "
