@@ -25,7 +25,7 @@ inputs:                        # the keras_mm.build_model spec, plus source/prep
     preprocess: {size: [32, 32], channels: 3}   # preprocessor arguments
     shape: [32, 32, 3]         # may be left out: the pipeline derives it
     tower: {encoder: cnn}
-fusion: {type: gated, presence_mask: true}
+fusion: {type: gated, presence_mask: true}   # presence: default true from 2 inputs
 trunk: {hidden_units: [64], dropout: 0.1}
 heads:
   label: {type: classification, num_classes: 4, source: label}
@@ -50,6 +50,7 @@ training:
     frozen_epochs: 0           # freeze `towers` for the first N epochs
     towers: null               # inputs to freeze; null: those with preset/hub
     learning_rate_multipliers: {}   # {input: m}: its tower uses lr x m
+  modality_dropout: null       # 0.3, or {image: 0.3, audio: 0.3}: train without inputs
 evaluation:
   splits: [val, test]
   compare_unimodal: false      # scoreboard: fused vs each single modality
@@ -60,6 +61,7 @@ export:
   verify: true
   golden_examples: 4
   allow_untrained: false       # export a run that never beat the baseline
+  explain: false               # add the `explain` signature (modality Shapley values)
 ```
 
 Sizes are bounded (`training.epochs` <= 100000, `training.batch_size` <=
