@@ -273,6 +273,19 @@ def _epoch_timer():
     return EpochTimer()
 
 
+def with_presence(model, x):
+    """`x` plus a `presence` column of ones (every modality present) when
+    the model has a presence input (the default with two or more inputs)
+    and `x` has none."""
+    import numpy as np
+    names = [t.name.split(":")[0] for t in model.inputs]
+    if "presence" not in names or "presence" in x:
+        return x
+    n = len(next(iter(x.values())))
+    width = model.get_layer("fusion").modalities
+    return dict(x, presence=np.ones((n, len(width)), "float32"))
+
+
 def reset_optimizer(optimizer):
     """Zeroes the step counter and slot variables (not the learning rate)."""
     for variable in optimizer.variables:
@@ -310,11 +323,13 @@ class SeedRunner:
             self.model.set_weights(model.get_weights())
             reset_optimizer(self.model.optimizer)
         timer = _epoch_timer()
-        self.model.fit({k: train[k] for k in self.inputs},
+        self.model.fit(with_presence(self.model,
+                                     {k: train[k] for k in self.inputs}),
                        {"label": train[label]}, batch_size=batch_size,
                        epochs=epochs, shuffle=True, verbose=0,
                        callbacks=[timer])
-        probs = self.model.predict({k: test[k] for k in self.inputs},
+        probs = self.model.predict(with_presence(
+            self.model, {k: test[k] for k in self.inputs}),
                                    batch_size=500, verbose=0)["label"]
         accuracy = float(np.mean(np.argmax(probs, -1) == test[label]))
         return accuracy, list(timer.times), count_params(self.model)
