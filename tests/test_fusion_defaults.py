@@ -283,9 +283,17 @@ def _accuracy(spec, train, test, epochs=6):
     model = keras_mm.build_model(spec)
     keras_mm.compile_model(model, jit_compile=False)  # defaults: Adam 1e-3
     names = list(spec["inputs"])
-    model.fit({k: train[k] for k in names}, {"label": train["label"]},
+
+    def features(split):
+        x = {k: split[k] for k in names}
+        if len(names) > 1:   # the default presence input: all present
+            x["presence"] = np.ones((len(split["label"]), len(names)),
+                                    "float32")
+        return x
+
+    model.fit(features(train), {"label": train["label"]},
               batch_size=32, epochs=epochs, verbose=0)
-    probs = model.predict({k: test[k] for k in names}, batch_size=500,
+    probs = model.predict(features(test), batch_size=500,
                           verbose=0)["label"]
     return float(np.mean(np.argmax(probs, -1) == test["label"]))
 
