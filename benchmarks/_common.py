@@ -324,12 +324,12 @@ class SeedRunner:
             reset_optimizer(self.model.optimizer)
         timer = _epoch_timer()
         self.model.fit(with_presence(self.model,
-                                     {k: train[k] for k in self.inputs}),
+                                     {k: train[k] for k in self.inputs if k in train}),
                        {"label": train[label]}, batch_size=batch_size,
                        epochs=epochs, shuffle=True, verbose=0,
                        callbacks=[timer])
         probs = self.model.predict(with_presence(
-            self.model, {k: test[k] for k in self.inputs}),
+            self.model, {k: test[k] for k in self.inputs if k in test}),
                                    batch_size=500, verbose=0)["label"]
         accuracy = float(np.mean(np.argmax(probs, -1) == test[label]))
         return accuracy, list(timer.times), count_params(self.model)
