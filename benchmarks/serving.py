@@ -191,12 +191,14 @@ def main():
             return out["label_probabilities"].numpy()
 
         def keras_call(batch_images, batch_audios):
-            x = python_batch(batch_images, batch_audios)
+            x = _common.with_presence(model, python_batch(batch_images,
+                                                          batch_audios))
             return keras.ops.convert_to_numpy(
                 model(x, training=False)["label"])
 
         def keras_predict(batch_images, batch_audios):
-            x = python_batch(batch_images, batch_audios)
+            x = _common.with_presence(model, python_batch(batch_images,
+                                                          batch_audios))
             return model.predict(x, batch_size=64, verbose=0)["label"]
 
         # Agreement on the benchmark examples.
