@@ -4,8 +4,8 @@ The AV-MNIST concat model of `accuracy_av_mnist.py`, built by
 `keras_mm.build_model` and compiled by `keras_mm.compile_model`, is timed
 against the same architecture written by hand with plain `keras.layers`
 (the same Conv2D / BatchNormalization / MaxPooling2D / Dense / Dropout
-layers in the same order, the same concatenation with its two presence
-columns, the same trunk and softmax head, the same loss and accuracy
+layers in the same order, the same concatenation with the two presence
+columns (the presence input, all ones), the same trunk and softmax head, the same loss and accuracy
 metric). The plain model gets the toolkit model's initial weights (copied
 layer by layer; the script checks that both give the same predictions
 before timing), and both train on the same batches, held in memory as one
@@ -115,10 +115,10 @@ def plain_keras_model(toolkit):
     y = keras.layers.Dropout(tower.dropout)(proj(y))
     audio_vec = keras.layers.GlobalAveragePooling1D()(y)
 
-    # ConcatFusion: the vectors in input order, then one presence column
-    # (all ones: every modality present) per modality.
-    ones = keras.ops.ones_like(image_vec[:, :2])
-    h = keras.layers.Concatenate()([image_vec, audio_vec, ones])
+    # ConcatFusion: the vectors in input order, then the model's presence
+    # input (one column per modality; the default with two inputs).
+    presence = keras.Input((2,), name="presence")
+    h = keras.layers.Concatenate()([image_vec, audio_vec, presence])
     trunk = spec["trunk"]
     for i, units in enumerate(trunk["hidden_units"]):
         dense = keras.layers.Dense(units, activation=trunk["activation"],
@@ -130,7 +130,8 @@ def plain_keras_model(toolkit):
     logits = keras.layers.Dense(10, name="logits")
     out = keras.layers.Softmax(name="softmax")(logits(h))
     pairs.append((logits, toolkit.get_layer("label").logits))
-    model = keras.Model({"image": image, "audio": audio}, {"label": out},
+    model = keras.Model({"image": image, "audio": audio,
+                         "presence": presence}, {"label": out},
                         name="plain_keras_concat")
     return model, pairs
 
@@ -221,6 +222,8 @@ def main(argv=None):
     _common.require_data(args.data / "mnist", args.data / "fsdd",
                          what="AV-MNIST's source data (MNIST + FSDD)")
     wall = time.perf_counter()
+    import numpy as np
+
     tf = _common.configure_tensorflow(args.threads)
     _common.print_header(
         "Training throughput: keras_mm vs plain Keras (AV-MNIST concat)",
@@ -232,11 +235,14 @@ def main(argv=None):
     train = arrays["train"]
     audio_shape = train["audio"].shape[1:]
     spec = fusion_spec("concat", audio_shape)
+    # Every modality present: the presence input of both models all ones.
+    presence = np.ones((len(train["label"]), 2), "float32")
     dataset = (tf.data.Dataset.from_tensor_slices(
-        ({"image": train["image"], "audio": train["audio"]},
-         {"label": train["label"]}))
+        ({"image": train["image"], "audio": train["audio"],
+          "presence": presence}, {"label": train["label"]}))
         .batch(args.batch_size, drop_remainder=True).cache().repeat())
-    probe = {"image": train["image"][:32], "audio": train["audio"][:32]}
+    probe = {"image": train["image"][:32], "audio": train["audio"][:32],
+             "presence": presence[:32]}
 
     figures = {}
     for jit in (False, True):
