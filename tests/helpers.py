@@ -21,12 +21,11 @@
    `dtype=self.dtype_policy` falls back to the global float32 policy and
    fails here (setting the global policy instead would hide it).
 
-`check_precision` (step 7) and `record_attention_scores` (the attention
+`check_precision` (step 7) is usable on its own; the attention
 probabilities of `keras.layers.MultiHeadAttention` sub-layers during a real
-call) are usable on their own.
+call come from `keras_mm.layers.utils.record_attention_scores`.
 """
 
-import contextlib
 
 import numpy as np
 import keras
@@ -336,30 +335,3 @@ def check_precision(layer_cls, init_kwargs, inputs, *, call_kwargs=None,
     return results
 
 
-@contextlib.contextmanager
-def record_attention_scores(attention_layers):
-    """Records the attention probabilities of `MultiHeadAttention` layers.
-
-    While the context is open, each listed layer's real `call` runs with
-    `return_attention_scores=True`; the scores (`[batch, heads, queries,
-    keys]`, after the masked softmax) are appended to the list of that
-    layer, and the attention output alone is returned to the caller, so the
-    layer that owns them computes exactly what it computes anyway (the mask
-    it passes included). Yields one list per layer, in the given order.
-    """
-    records = [[] for _ in attention_layers]
-    for layer, store in zip(attention_layers, records):
-        original = type(layer).call.__get__(layer)
-
-        def call(*args, _original=original, _store=store, **kwargs):
-            kwargs["return_attention_scores"] = True
-            output, scores = _original(*args, **kwargs)
-            _store.append(scores)
-            return output
-
-        object.__setattr__(layer, "call", call)
-    try:
-        yield records
-    finally:
-        for layer in attention_layers:
-            object.__delattr__(layer, "call")

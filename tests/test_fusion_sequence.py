@@ -5,10 +5,12 @@ import numpy as np
 import keras
 import pytest
 
-from helpers import record_attention_scores, run_layer_checks
+from helpers import run_layer_checks
+
 from keras_mm.fusion.cross_attention_fusion import CrossAttentionFusion
 from keras_mm.fusion.film_fusion import FiLMFusion
 from keras_mm.fusion.joint_transformer_fusion import JointTransformerFusion
+from keras_mm.layers.utils import record_attention_scores
 from keras_mm.registry import FUSIONS
 
 RNG = np.random.RandomState(0)

@@ -6,7 +6,8 @@ from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.transformer_encoder import TransformerEncoder
 from keras_mm.layers.utils import (check_bool, check_choice,
                                    check_fraction, check_positive_int,
-                                   clone_initializer)
+                                   clone_initializer,
+                                   record_attention_scores)
 from keras_mm.registry import FUSIONS
 
 
@@ -210,23 +211,9 @@ class JointTransformerFusion(BaseFusion):
         not return them): each one's own call runs with
         `return_attention_scores=True` for the duration, so the math is
         the encoder's own."""
-        records = []
-        layers = list(self.encoder.attns)
-        for layer in layers:
-            original = type(layer).call.__get__(layer)
-
-            def call(*args, _original=original, **kwargs):
-                kwargs["return_attention_scores"] = True
-                output, scores = _original(*args, **kwargs)
-                records.append(scores)
-                return output
-
-            object.__setattr__(layer, "call", call)
-        try:
+        with record_attention_scores(list(self.encoder.attns)) as per_layer:
             encoded = self.encoder(sequence, mask=key_mask, training=False)
-        finally:
-            for layer in layers:
-                object.__delattr__(layer, "call")
+        records = [scores for store in per_layer for scores in store]
         keys = ops.expand_dims(ops.expand_dims(key_mask, 1), 1)
         for i, scores in enumerate(records):
             internals[f"attention/layer{i}"] = ops.where(

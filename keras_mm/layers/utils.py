@@ -1,5 +1,6 @@
 """Small helpers shared by keras_mm layers: initializers, argument checks."""
 
+import contextlib
 import math
 import numbers
 
@@ -179,3 +180,32 @@ def check_unique_strings(owner, argument, values, allow_none=False):
         raise ValueError(f"{owner}: {argument} has duplicate names "
                          f"{duplicates}; names must be unique")
     return values
+
+
+@contextlib.contextmanager
+def record_attention_scores(attention_layers):
+    """Records the attention probabilities of `MultiHeadAttention` layers.
+
+    While the context is open, each listed layer's real `call` runs with
+    `return_attention_scores=True`; the scores (`[batch, heads, queries,
+    keys]`, after the masked softmax) are appended to the list of that
+    layer, and the attention output alone is returned to the caller, so the
+    layer that owns them computes exactly what it computes anyway (the mask
+    it passes included). Yields one list per layer, in the given order.
+    """
+    records = [[] for _ in attention_layers]
+    for layer, store in zip(attention_layers, records):
+        original = type(layer).call.__get__(layer)
+
+        def call(*args, _original=original, _store=store, **kwargs):
+            kwargs["return_attention_scores"] = True
+            output, scores = _original(*args, **kwargs)
+            _store.append(scores)
+            return output
+
+        object.__setattr__(layer, "call", call)
+    try:
+        yield records
+    finally:
+        for layer in attention_layers:
+            object.__delattr__(layer, "call")
