@@ -69,9 +69,9 @@ def _recipe(train, policy, **data):
 
 
 def _adapted(recipe):
-    from keras_mm.training import run_data
+    from keras_mm.training import run_preprocessors
 
-    return run_data.adapt_preprocessors(run_data.make_preprocessors(recipe),
+    return run_preprocessors.adapt_preprocessors(run_preprocessors.make_preprocessors(recipe),
                                         recipe)
 
 

@@ -137,14 +137,14 @@ def test_name_override_and_own_export_name(tmp_path):
 
 def test_unimodal_key_follows_recipe_data_and_seed(tmp_path):
     from keras_mm.datasets import make_demo_dataset
-    from keras_mm.training import run_data
+    from keras_mm.training import run_preprocessors
     from keras_mm.training.run_folder import load_recipe, unimodal_key
     from keras_mm.training.trainer import _unimodal_recipe
 
     make_demo_dataset(tmp_path / "demo", num_train=12, num_val=4,
                       num_test=4)
     recipe = load_recipe(_recipe(tmp_path, generate=False), ())
-    pre = run_data.make_preprocessors(recipe)   # (fitted state: in config)
+    pre = run_preprocessors.make_preprocessors(recipe)   # (fitted state: in config)
 
     def key(changes=(), name="sensor"):
         changed = load_recipe(_recipe(tmp_path, generate=False), changes)
@@ -173,7 +173,7 @@ def _batches(dataset):
 def test_memory_cache_parses_once_and_gives_the_uncached_batches(tmp_path):
     from keras_mm.data import Pipeline
     from keras_mm.datasets import make_demo_dataset
-    from keras_mm.training import run_data
+    from keras_mm.training import run_data, run_preprocessors
     from keras_mm.training.run_folder import load_recipe
     from keras_mm.builder.spec import complete_spec
     from keras_mm.recipes import recipe_model_spec
@@ -192,7 +192,7 @@ def test_memory_cache_parses_once_and_gives_the_uncached_batches(tmp_path):
         "preprocess": {"size": [8, 8], "channels": 3, "random_flip": True},
         "tower": {"encoder": "cnn", "dim": 8}}
     recipe = load_recipe(raw, ())
-    pre = run_data.make_preprocessors(recipe)
+    pre = run_preprocessors.make_preprocessors(recipe)
     spec = complete_spec(recipe_model_spec(recipe), pre)
     # The bad-input check (tested elsewhere) left out: clean generated data.
     pipe = Pipeline(os.fspath(tmp_path / "demo" / "train.csv"), pre,

@@ -262,14 +262,14 @@ def test_checkpoint_off_saves_final_model_and_no_val_split(tmp_path):
 
 def test_epoch_order_depends_only_on_seed_and_epoch(tmp_path):
     from keras_mm.datasets import make_demo_dataset
-    from keras_mm.training import run_data
+    from keras_mm.training import run_data, run_preprocessors
     from keras_mm.training.run_folder import load_recipe
     from keras_mm.builder.spec import complete_spec
     from keras_mm.recipes import recipe_model_spec
 
     make_demo_dataset(tmp_path / "demo", num_train=24, num_val=4, num_test=4)
     recipe = load_recipe(tiny_recipe(tmp_path / "demo", generate=False), ())
-    pre = run_data.adapt_preprocessors(run_data.make_preprocessors(recipe),
+    pre = run_preprocessors.adapt_preprocessors(run_preprocessors.make_preprocessors(recipe),
                                        recipe)
     spec = complete_spec(recipe_model_spec(recipe), pre)
     pipe = run_data.make_pipeline(recipe, "train", pre, spec)

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from keras_mm.errors import ConfigError, DataError
-from keras_mm.training import run_artifacts, run_data
+from keras_mm.training import run_artifacts, run_data, run_preprocessors
 from keras_mm.training.run_folder import (BEST_FILE, FINAL_FILE,
                                           HISTORY_FILE, METRICS_FILE,
                                           RECIPE_FILE, find_run_dir)
@@ -158,8 +158,8 @@ def load_run(run_dir, checkpoint=None):
             raise ConfigError(None, f"{run_dir} holds no {BEST_FILE} nor "
                               f"{FINAL_FILE}: the run did not finish; run "
                               "the same train command again to resume it")
-    preprocessors = run_data.load_preprocessors(
-        os.path.join(run_dir, run_data.PREPROCESSORS_FILE),
+    preprocessors = run_preprocessors.load_preprocessors(
+        os.path.join(run_dir, run_preprocessors.PREPROCESSORS_FILE),
         order=list(recipe["inputs"]))
     model = load_model(checkpoint)
     return recipe, model, preprocessors

@@ -24,7 +24,7 @@ import os
 import shutil
 
 from keras_mm.errors import ConfigError
-from keras_mm.training import run_data
+from keras_mm.training import run_data, run_preprocessors
 from keras_mm.training.run_backup import read_backup_metadata
 
 RECIPE_FILE = "recipe.yaml"
@@ -187,7 +187,7 @@ def clear_run(path):
     those whose key still matches (`find_unimodal`)."""
     for name in (HISTORY_FILE, METRICS_FILE, RUN_FILE, CURVES_FILE,
                  BEST_FILE, FINAL_FILE, TENSORBOARD_DIR,
-                 run_data.PREPROCESSORS_FILE):
+                 run_preprocessors.PREPROCESSORS_FILE):
         remove(os.path.join(path, name))
     for name in os.listdir(path):
         if name.startswith("confusion_") and name.endswith(".png"):

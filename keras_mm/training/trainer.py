@@ -85,7 +85,8 @@ from keras_mm.serving.atomic import atomic_save_model
 from keras_mm.training.baseline_check import (export_refusal,
                                               untrained_message,
                                               untrained_reason)
-from keras_mm.training import fine_tuning, run_artifacts, run_data, run_folder
+from keras_mm.training import (fine_tuning, run_artifacts, run_data,
+                               run_folder, run_preprocessors)
 from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
                                             load_model, model_input_names)
@@ -181,7 +182,7 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
     run.work_dir = run_folder.work_dir(run_dir, plan.is_chief)
     backup_dir = run.path(BACKUP_DIR)
     recipe_path = run.path(RECIPE_FILE)
-    pre_path = run.path(run_data.PREPROCESSORS_FILE)
+    pre_path = run.path(run_preprocessors.PREPROCESSORS_FILE)
 
     resume_epoch = run_folder.backup_epoch(backup_dir) \
         if training["backup"] else None
@@ -204,12 +205,12 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
     if preprocessors is not None:       # the fused run's, for a unimodal one
         preprocessors = {n: preprocessors[n] for n in recipe["inputs"]}
     elif run.resumed and os.path.exists(pre_path):
-        preprocessors = run_data.load_preprocessors(
+        preprocessors = run_preprocessors.load_preprocessors(
             pre_path, order=list(recipe["inputs"]))
     else:
-        preprocessors = run_data.adapt_preprocessors(
-            run_data.make_preprocessors(recipe), recipe, clock=run.clock)
-    run_data.save_preprocessors(preprocessors, pre_path)
+        preprocessors = run_preprocessors.adapt_preprocessors(
+            run_preprocessors.make_preprocessors(recipe), recipe, clock=run.clock)
+    run_preprocessors.save_preprocessors(preprocessors, pre_path)
     run.preprocessors = preprocessors
     run.spec = complete_spec(recipe_model_spec(recipe), preprocessors)
     return run
