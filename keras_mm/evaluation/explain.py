@@ -72,12 +72,13 @@ def _class_names(entry, kind):
 
 
 def _scores(kind, outputs):
-    """`[S, batch]` explained scores from `[S, batch, units]` outputs."""
+    """`[S, batch]` explained scores from `[S, batch, units]` outputs
+    (`shapley.head_scores`; a multi-unit regression head: its first
+    unit)."""
     from keras_mm.evaluation.shapley import head_scores
 
-    if kind == "classification":
-        return np.asarray(head_scores(kind, outputs, outputs[-1]))
-    return outputs[..., 0]
+    scores = np.asarray(head_scores(kind, outputs))
+    return scores[..., 0] if scores.ndim > 2 else scores
 
 
 def _target_fn(kind, head, classes):

@@ -51,6 +51,15 @@ def subset_name(mask, modalities):
     return "+".join(names) if names else "none"
 
 
+def model_outputs(model, features):
+    """`{output name: np.ndarray}` of one inference-mode call (a model with
+    a single, unnamed output gets its output name as the key)."""
+    outputs = model(features, training=False)
+    if not isinstance(outputs, dict):
+        outputs = {model.output_names[0]: outputs}
+    return {k: np.asarray(v) for k, v in outputs.items()}
+
+
 def subset_outputs(model, features, masks=None, max_rows=4096):
     """The model's outputs for one batch under every presence subset.
 
@@ -83,11 +92,7 @@ def subset_outputs(model, features, masks=None, max_rows=4096):
                  for k, v in features.items() if k != "presence"}
         tiled["presence"] = (presence[None, :, :] * chunk[:, None, :]
                              ).reshape(-1, num)
-        outputs = model(tiled, training=False)
-        if not isinstance(outputs, dict):
-            outputs = {model.output_names[0]: outputs}
-        for key, value in outputs.items():
-            value = np.asarray(value)
+        for key, value in model_outputs(model, tiled).items():
             collected.setdefault(key, []).append(
                 value.reshape((len(chunk), batch) + value.shape[1:]))
     return {k: np.concatenate(v, axis=0) for k, v in collected.items()}

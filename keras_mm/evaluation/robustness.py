@@ -75,28 +75,29 @@ def effective_robustness(curve, reference=None):
     return float(np.sum(f - (r + f[0] - r[0])))
 
 
-def _outputs(model, features):
-    out = model(features, training=False)
-    if not isinstance(out, dict):
-        out = {model.output_names[0]: out}
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
 def _pass(model, dataset, heads, subsets=None):
-    """`(labels, outputs, subset outputs)` over one pass of `dataset`."""
-    from keras_mm.evaluation.presence_subsets import subset_outputs
+    """`(labels, outputs, subset outputs)` over one pass of `dataset`; with
+    `subsets`, the all-present outputs are its all-ones row when it has
+    one (not a second forward pass)."""
+    from keras_mm.evaluation.presence_subsets import (model_outputs,
+                                                      subset_outputs)
 
+    full_row = None
+    if subsets is not None:
+        rows = np.flatnonzero(np.all(np.asarray(subsets) > 0, axis=1))
+        full_row = int(rows[0]) if len(rows) else None
     labels = {h: [] for h in heads}
     preds = {h: [] for h in heads}
     per_subset = {h: [] for h in heads}
     for features, batch_labels in dataset:
-        outputs = _outputs(model, features)
+        sub = None if subsets is None else \
+            subset_outputs(model, features, subsets)
+        outputs = model_outputs(model, features) if full_row is None else \
+            {h: sub[h][full_row] for h in heads}
         for h in heads:
             labels[h].append(np.asarray(batch_labels[h]))
             preds[h].append(outputs[h])
-        if subsets is not None:
-            sub = subset_outputs(model, features, subsets)
-            for h in heads:
+            if sub is not None:
                 per_subset[h].append(sub[h])
     labels = {h: np.concatenate(v) for h, v in labels.items()}
     preds = {h: np.concatenate(v) for h, v in preds.items()}
