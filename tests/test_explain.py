@@ -24,6 +24,9 @@ def trained_run(tmp_path_factory):
                          sizes=(24, 8, 12))
     recipe["evaluation"]["splits"] = ["test"]
     recipe["fusion"]["type"] = "gated"     # it has gates to report
+    # The same weights in every process (xdist worker or not): the
+    # completeness bounds below are then checked on one fixed model.
+    recipe["training"]["deterministic"] = True
     path = write_recipe(root / "explain.yaml", recipe)
     result = train(path, export=False, verify=False,
                    runs_dir=root / "runs", verbose=0)
