@@ -282,8 +282,8 @@ def with_presence(model, x):
     if "presence" not in names or "presence" in x:
         return x
     n = len(next(iter(x.values())))
-    width = model.get_layer("fusion").modalities
-    return dict(x, presence=np.ones((n, len(width)), "float32"))
+    columns = len(model.get_layer("fusion").modalities)
+    return dict(x, presence=np.ones((n, columns), "float32"))
 
 
 def reset_optimizer(optimizer):
@@ -323,14 +323,17 @@ class SeedRunner:
             self.model.set_weights(model.get_weights())
             reset_optimizer(self.model.optimizer)
         timer = _epoch_timer()
-        self.model.fit(with_presence(self.model,
-                                     {k: train[k] for k in self.inputs if k in train}),
-                       {"label": train[label]}, batch_size=batch_size,
-                       epochs=epochs, shuffle=True, verbose=0,
-                       callbacks=[timer])
-        probs = self.model.predict(with_presence(
-            self.model, {k: test[k] for k in self.inputs if k in test}),
-                                   batch_size=500, verbose=0)["label"]
+        def features(split):
+            # The data's arrays of the model's inputs (and, for a model
+            # with a presence input, every modality present).
+            return with_presence(self.model, {k: split[k] for k in
+                                              self.inputs if k in split})
+
+        self.model.fit(features(train), {"label": train[label]},
+                       batch_size=batch_size, epochs=epochs, shuffle=True,
+                       verbose=0, callbacks=[timer])
+        probs = self.model.predict(features(test), batch_size=500,
+                                   verbose=0)["label"]
         accuracy = float(np.mean(np.argmax(probs, -1) == test[label]))
         return accuracy, list(timer.times), count_params(self.model)
 

@@ -232,7 +232,8 @@ def main(argv=None):
                         for i in range(len(levels))]
                 curves[key][m] = {"levels": levels, "accuracy": accs}
                 rows.append([key, m] + [
-                    f"{100 * a:.1f} ({lv if lv is None else round(lv, 2)})" for a, lv in zip(accs, levels)])
+                    f"{100 * a:.1f} ({lv if lv is None else round(lv, 2)})"
+                    for a, lv in zip(accs, levels)])
         print(_common.markdown_table(header, rows))
     worst_drop = max(full_drop.values())
     worst_gap = max(missing_gap[f"{f}+dropout"] for f in FUSIONS)

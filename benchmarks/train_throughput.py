@@ -5,9 +5,9 @@ The AV-MNIST concat model of `accuracy_av_mnist.py`, built by
 against the same architecture written by hand with plain `keras.layers`
 (the same Conv2D / BatchNormalization / MaxPooling2D / Dense / Dropout
 layers in the same order, the same concatenation with the two presence
-columns (the presence input, all ones), the same trunk and softmax head, the same loss and accuracy
-metric). The plain model gets the toolkit model's initial weights (copied
-layer by layer; the script checks that both give the same predictions
+columns (the presence input, all ones), the same trunk and softmax head,
+the same loss and accuracy metric). The plain model gets the toolkit
+model's initial weights (copied layer by layer; the script checks that both give the same predictions
 before timing), and both train on the same batches, held in memory as one
 cached `tf.data.Dataset` (AV-MNIST clean, preprocessed by the toolkit's
 preprocessors), without shuffling, with the same optimizer settings.

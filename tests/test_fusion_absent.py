@@ -169,7 +169,7 @@ def test_absent_modality_above_chance_and_not_constant(name, absent):
         f"{name} without {absent!r}: the same output for every example")
 
 
-# -- FiLM's learned default map ------------------------------------------------
+# -- FiLM's learned default map -----------------------------------------------
 
 RNG = np.random.RandomState(0)
 MAPS = {"img": RNG.normal(size=(4, 3, 3, 5)).astype("float32"),
@@ -282,7 +282,7 @@ def test_film_default_map_shape_and_unknown_sizes():
     assert np.all(np.isfinite(_np(out)))
 
 
-# -- ConcatFusion's missing embedding ------------------------------------------
+# -- ConcatFusion's missing embedding -----------------------------------------
 
 VECS = {"a": RNG.normal(size=(4, 5)).astype("float32"),
         "b": RNG.normal(size=(4, 3)).astype("float32")}
@@ -308,7 +308,7 @@ def test_concat_missing_embedding_fills_the_absent_slot():
     assert restored.missing_embedding is True
 
 
-# -- fusion_weights --------------------------------------------------------------
+# -- fusion_weights -----------------------------------------------------------
 
 SOFTMAX_WEIGHTED = [
     (WeightedFusion, {"units": 4}),

@@ -71,8 +71,8 @@ def _recipe(train, policy, **data):
 def _adapted(recipe):
     from keras_mm.training import run_preprocessors
 
-    return run_preprocessors.adapt_preprocessors(run_preprocessors.make_preprocessors(recipe),
-                                        recipe)
+    return run_preprocessors.adapt_preprocessors(
+        run_preprocessors.make_preprocessors(recipe), recipe)
 
 
 def _examples(pipe):

@@ -144,7 +144,7 @@ def test_unimodal_key_follows_recipe_data_and_seed(tmp_path):
     make_demo_dataset(tmp_path / "demo", num_train=12, num_val=4,
                       num_test=4)
     recipe = load_recipe(_recipe(tmp_path, generate=False), ())
-    pre = run_preprocessors.make_preprocessors(recipe)   # (fitted state: in config)
+    pre = run_preprocessors.make_preprocessors(recipe)  # fitted state: config
 
     def key(changes=(), name="sensor"):
         changed = load_recipe(_recipe(tmp_path, generate=False), changes)

@@ -269,8 +269,8 @@ def test_epoch_order_depends_only_on_seed_and_epoch(tmp_path):
 
     make_demo_dataset(tmp_path / "demo", num_train=24, num_val=4, num_test=4)
     recipe = load_recipe(tiny_recipe(tmp_path / "demo", generate=False), ())
-    pre = run_preprocessors.adapt_preprocessors(run_preprocessors.make_preprocessors(recipe),
-                                       recipe)
+    pre = run_preprocessors.adapt_preprocessors(
+        run_preprocessors.make_preprocessors(recipe), recipe)
     spec = complete_spec(recipe_model_spec(recipe), pre)
     pipe = run_data.make_pipeline(recipe, "train", pre, spec)
 

@@ -14,8 +14,8 @@ up to the quadrature error, which falls as `1 / steps**2` for a smooth
 across ReLU kinks: at 64 steps the gap is within 5% of `f(x) - f(x')`
 (+ 1e-3) on keras_mm's tiny test models (tests/test_explain.py).
 `integrated_gradients(..., return_scores=True)` returns both ends so a
-caller can check the gap; `explain_run` records it per example. All path points of a batch run in batched
-forward passes (`max_rows` rows each).
+caller can check the gap; `explain_run` records it per example. All path
+points of a batch run in batched forward passes (`max_rows` rows each).
 
 - `integrated_gradients(model, inputs, target_fn, baseline=None, steps=32,
   names=None)`: `{input name: attributions}` shaped like the inputs;

@@ -209,7 +209,8 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
             pre_path, order=list(recipe["inputs"]))
     else:
         preprocessors = run_preprocessors.adapt_preprocessors(
-            run_preprocessors.make_preprocessors(recipe), recipe, clock=run.clock)
+            run_preprocessors.make_preprocessors(recipe), recipe,
+            clock=run.clock)
     run_preprocessors.save_preprocessors(preprocessors, pre_path)
     run.preprocessors = preprocessors
     run.spec = complete_spec(recipe_model_spec(recipe), preprocessors)
