@@ -95,7 +95,7 @@ def _golden_batch(functions, golden_examples):
         raise ExportError(f"golden_examples: {e}") from None
 
 
-def reference_outputs(functions, raw_batch):
+def reference_outputs(functions, raw_batch, inputs=None):
     """The Keras model's outputs on `raw_batch` preprocessed by tf.data.
 
     An independent per-example reference, NOT the training pipeline's code
@@ -107,9 +107,11 @@ def reference_outputs(functions, raw_batch):
     or a batched `parse_batch`); `parse_batch` must equal per-example
     `parse` bitwise, so agreeing with this reference checks both. These are
     the export's golden outputs, which the SavedModel must reproduce from
-    the raw bytes.
+    the raw bytes. `inputs`: `reference_model_inputs(functions,
+    raw_batch)` when the caller has them already.
     """
-    inputs = reference_model_inputs(functions, raw_batch)
+    if inputs is None:
+        inputs = reference_model_inputs(functions, raw_batch)
     # Called as Keras' own predict step calls it: in a tf.function (no
     # XLA), so graph-level kernel choices (oneDNN fusions) match those of
     # the SavedModel and the comparison holds at atol 1e-5 for trained
@@ -229,10 +231,11 @@ def export(model, preprocessors, name, *, golden_examples,
     golden = _golden_batch(functions, golden_examples)
     golden_tensors = {k: tf.constant(v) for k, v in golden.items()}
     try:
-        expected = reference_outputs(functions, golden_tensors)
+        golden_inputs = reference_model_inputs(functions, golden_tensors)
+        expected = reference_outputs(functions, golden_tensors,
+                                     golden_inputs)
         explain_expected = None if explainer is None else \
-            explainer.reference(reference_model_inputs(functions,
-                                                       golden_tensors))
+            explainer.reference(golden_inputs)
     except tf.errors.InvalidArgumentError as e:
         raise ExportError(
             "the golden examples cannot be preprocessed / predicted: "
