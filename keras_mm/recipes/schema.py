@@ -266,8 +266,10 @@ def _modality_dropout(value):
     """`training.modality_dropout`: None, one rate for every input, or
     `{input name: rate}` (the names are checked against the inputs by
     `keras_mm.training.run_data.modality_dropout`)."""
-    if value is None or not isinstance(value, dict):
-        return None if value is None else _dropout_rate(value)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return _dropout_rate(value)
     return {name: _dropout_rate(rate, f".{name}")
             for name, rate in value.items()}
 
