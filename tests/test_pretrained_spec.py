@@ -99,7 +99,7 @@ def test_a_modality_without_a_pretrained_tower_says_which_have_one(bert):
 
 def test_recipe_preset_input_gets_the_preset_preprocessor(bert):
     from keras_mm.registry import preprocessor_class
-    from keras_mm.training.run_data import make_preprocessors
+    from keras_mm.training.run_preprocessors import make_preprocessors
 
     recipe = {"inputs": {"review": {"modality": "text", "preset": bert,
                                     "preprocess": {"max_len": 16}}}}

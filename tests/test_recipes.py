@@ -372,7 +372,7 @@ def stated_preprocessors(recipe):
     learn), every other preprocessor's output shape follows from its
     arguments alone."""
     from keras_mm.data.text_preprocessor import RESERVED_TOKENS
-    from keras_mm.training.run_data import make_preprocessors
+    from keras_mm.training.run_preprocessors import make_preprocessors
     preprocessors = make_preprocessors(recipe)
     for pre in preprocessors.values():
         if pre.modality == "text":
