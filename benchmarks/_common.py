@@ -286,6 +286,17 @@ def with_presence(model, x):
     return dict(x, presence=np.ones((n, columns), "float32"))
 
 
+def presence_kwargs(model):
+    """The `Pipeline` arguments that feed `model`'s presence input (the
+    default with two or more inputs), in its fusion's modality order; {}
+    for a model without one."""
+    names = [t.name.split(":")[0] for t in model.inputs]
+    if "presence" not in names:
+        return {}
+    return {"presence_mask": True,
+            "presence_order": list(model.get_layer("fusion").modalities)}
+
+
 def reset_optimizer(optimizer):
     """Zeroes the step counter and slot variables (not the learning rate)."""
     for variable in optimizer.variables:

@@ -150,10 +150,10 @@ def main():
     keras_mm.compile_model(model, optimizer=keras.optimizers.Adam(2e-3))
     with _common.Timer() as t_train:
         # The AV-MNIST manifests point at the FSDD files where they are.
-        train = Pipeline(str(folder / "train.csv"), pre, labels=labels,
-                         allow_paths_outside=True)
-        test = Pipeline(str(folder / "test.csv"), pre, labels=labels,
-                        allow_paths_outside=True)
+        feed = dict(labels=labels, allow_paths_outside=True,
+                    **_common.presence_kwargs(model))
+        train = Pipeline(str(folder / "train.csv"), pre, **feed)
+        test = Pipeline(str(folder / "test.csv"), pre, **feed)
         model.fit(train.dataset(64, training=True, shuffle=True, seed=0),
                   epochs=epochs, verbose=0, shuffle=False)
         scores = model.evaluate(test.dataset(256), verbose=0,
