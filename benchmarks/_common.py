@@ -273,28 +273,32 @@ def _epoch_timer():
     return EpochTimer()
 
 
+def presence_order(model):
+    """The modalities of `model`'s presence input (the default with two or
+    more inputs), in its fusion's order; None for a model without one."""
+    names = [t.name.split(":")[0] for t in model.inputs]
+    if "presence" not in names:
+        return None
+    return list(model.get_layer("fusion").modalities)
+
+
 def with_presence(model, x):
     """`x` plus a `presence` column of ones (every modality present) when
-    the model has a presence input (the default with two or more inputs)
-    and `x` has none."""
+    the model has a presence input and `x` has none."""
     import numpy as np
-    names = [t.name.split(":")[0] for t in model.inputs]
-    if "presence" not in names or "presence" in x:
+    order = presence_order(model)
+    if order is None or "presence" in x:
         return x
     n = len(next(iter(x.values())))
-    columns = len(model.get_layer("fusion").modalities)
-    return dict(x, presence=np.ones((n, columns), "float32"))
+    return dict(x, presence=np.ones((n, len(order)), "float32"))
 
 
 def presence_kwargs(model):
-    """The `Pipeline` arguments that feed `model`'s presence input (the
-    default with two or more inputs), in its fusion's modality order; {}
-    for a model without one."""
-    names = [t.name.split(":")[0] for t in model.inputs]
-    if "presence" not in names:
-        return {}
-    return {"presence_mask": True,
-            "presence_order": list(model.get_layer("fusion").modalities)}
+    """The `Pipeline` arguments that feed `model`'s presence input; {} for
+    a model without one."""
+    order = presence_order(model)
+    return {} if order is None else {"presence_mask": True,
+                                     "presence_order": order}
 
 
 def reset_optimizer(optimizer):

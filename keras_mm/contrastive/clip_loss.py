@@ -61,11 +61,13 @@ class ClipLoss(ContrastiveLoss):
         return ops.exp(ops.minimum(self.log_scale,
                                    math.log(self.max_scale)))
 
-    def matrix_loss(self, logits_ab, logits_ba, targets):
+    def matrix_loss(self, a, b):
+        global_a, targets = self.global_columns(a)
+        global_b, _ = self.global_columns(b)
         ab = keras.losses.sparse_categorical_crossentropy(
-            targets, logits_ab, from_logits=True)
+            targets, self.logits(a, global_b), from_logits=True)
         ba = keras.losses.sparse_categorical_crossentropy(
-            targets, logits_ba, from_logits=True)
+            targets, self.logits(b, global_a), from_logits=True)
         return (ops.mean(ab) + ops.mean(ba)) / 2.0
 
     def get_config(self):

@@ -16,23 +16,29 @@ class ContrastiveLoss(keras.layers.Layer):
     at scale 14-100 would round the loss).
 
     Subclasses create their learnable scalars in `build()` and implement
-    `logit_scale()`, `logit_bias()` and `matrix_loss(logits, targets)`,
-    where `logits[i, j]` scores local row i against global column j and
-    `targets[i]` is the global column of row i's own pair.
+    `logit_scale()`, `logit_bias()` and `matrix_loss(a, b)` on the
+    normalised local rows, using `self.global_columns(x)` (the global batch
+    of `x` and each local row's own column in it) and `self.logits(rows,
+    columns)` for the scaled similarities.
     """
 
     def call(self, inputs, training=None, mask=None):
-        a, b = inputs
-        a = _normalize(a)
-        b = _normalize(b)
-        global_a, offset = gather_replicas(a)
-        global_b, _ = gather_replicas(b)
-        targets = offset + ops.arange(ops.shape(a)[0], dtype="int32")
-        scale, bias = self.logit_scale(), self.logit_bias()
-        logits_ab = scale * ops.matmul(a, ops.transpose(global_b)) + bias
-        logits_ba = scale * ops.matmul(b, ops.transpose(global_a)) + bias
-        self.add_loss(self.matrix_loss(logits_ab, logits_ba, targets))
-        return scale * ops.sum(a * b, axis=-1) + bias
+        a, b = (ops.normalize(ops.cast(x, "float32"), axis=-1, order=2)
+                for x in inputs)
+        self.add_loss(self.matrix_loss(a, b))
+        return self.logit_scale() * ops.sum(a * b, axis=-1) + \
+            self.logit_bias()
+
+    def global_columns(self, x):
+        """`(global_x, targets)`: `x` over every replica, and `targets[i]`,
+        the global row of local row i."""
+        global_x, offset = gather_replicas(x)
+        return global_x, offset + ops.arange(ops.shape(x)[0], dtype="int32")
+
+    def logits(self, rows, columns):
+        """`logits[i, j]` of local row i against global column j."""
+        return self.logit_scale() * ops.matmul(rows, ops.transpose(columns)) \
+            + self.logit_bias()
 
     def logit_scale(self):
         raise NotImplementedError
@@ -40,7 +46,7 @@ class ContrastiveLoss(keras.layers.Layer):
     def logit_bias(self):
         return ops.zeros((), "float32")
 
-    def matrix_loss(self, logits_ab, logits_ba, targets):
+    def matrix_loss(self, a, b):
         raise NotImplementedError
 
     def compute_output_shape(self, input_shape):
@@ -58,12 +64,6 @@ class ContrastiveLoss(keras.layers.Layer):
                 f"{a[-1]} and {b[-1]}; project both towers to one "
                 "embedding_dim")
         self.built = True
-
-
-def _normalize(x):
-    x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True),
-                                    1e-12))
 
 
 def diagonal_sign(logits, targets):

@@ -62,13 +62,13 @@ class SigLipLoss(ContrastiveLoss):
     def logit_bias(self):
         return self.logit_bias_weight
 
-    def matrix_loss(self, logits_ab, logits_ba, targets):
-        # The (a_i, b_j) matrix holds every pair once; logits_ba is its
-        # transpose (the same binary problems).
-        del logits_ba
-        signs = diagonal_sign(logits_ab, targets)
-        per_row = -ops.sum(ops.log_sigmoid(signs * logits_ab), axis=-1)
-        return ops.mean(per_row)
+    def matrix_loss(self, a, b):
+        # The (a_i, b_j) matrix holds every binary problem once (its
+        # transpose is the same problems), so only b is gathered.
+        global_b, targets = self.global_columns(b)
+        logits = self.logits(a, global_b)
+        signs = diagonal_sign(logits, targets)
+        return ops.mean(-ops.sum(ops.log_sigmoid(signs * logits), axis=-1))
 
     def get_config(self):
         config = super().get_config()
