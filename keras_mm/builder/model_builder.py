@@ -6,7 +6,7 @@ import keras
 
 from keras_mm.builder.multimodal_model import MultimodalModel
 from keras_mm.builder.spec import (_fusion_kwargs, _head_kwargs,
-                                   _tower_kwargs, instantiate,
+                                   _tower_kwargs, aligns_towers, instantiate,
                                    load_registries, normalize_spec,
                                    tower_class, unimodal_spec)
 from keras_mm.errors import ConfigError
@@ -137,7 +137,9 @@ def build_model(spec):
         features[name] = _build_tower(spec, name, towers, model_inputs)
 
     fusion_spec = spec["fusion"]
-    if fusion_spec is None:
+    if fusion_spec is None and len(features) > 1:
+        hidden = features      # a dual encoder: the heads align the towers
+    elif fusion_spec is None:
         (hidden,) = features.values()
     else:
         cls = fusions.get(fusion_spec["type"])
@@ -255,6 +257,10 @@ def compile_model(model, spec=None, optimizer="adam", jit_compile="auto",
                 f"heads.{head_name}", f"the model has no head layer "
                 f"{head_name!r}; its outputs are {model.output_names}") \
                 from None
+        if aligns_towers(head_spec):     # its loss layers add_loss
+            losses[head_name], metrics[head_name] = None, []
+            loss_weights[head_name] = 1.0    # unused: no compiled loss
+            continue
         losses[head_name] = _loss_object(head_spec["loss"], head)
         loss_weights[head_name] = head_spec["loss_weight"]
         metrics[head_name] = _metric_objects(head_spec["metrics"], head)

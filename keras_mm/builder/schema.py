@@ -178,8 +178,17 @@ def _none_as_empty(value):
 
 
 def _type_shorthand(value):
-    """`fusion: gated` means `fusion: {type: gated}`."""
-    return {"type": value} if isinstance(value, str) else value
+    """`fusion: gated` means `fusion: {type: gated}`; `fusion: none` and
+    `fusion: {type: none}` mean no fusion layer (a dual encoder)."""
+    if isinstance(value, str):
+        value = {"type": value}
+    if isinstance(value, dict) and value.get("type") == "none":
+        others = sorted(k for k in value if k != "type")
+        if others:
+            raise fail(f"type none (no fusion layer) takes no other keys; "
+                       f"remove {', '.join(others)}")
+        return None
+    return value
 
 
 # -- spec sections --------------------------------------------------------------
@@ -366,6 +375,14 @@ def _metrics(value):
     return value
 
 
+def _no_metrics(value):
+    if value is not None:
+        raise fail("a contrastive head takes no Keras metrics; its retrieval "
+                   "metrics (Recall@k, median rank) are computed on the "
+                   "evaluation splits")
+    return value
+
+
 class HeadSection(OpenSection):
     """`heads.<name>`: type, compile and data keys, and the head class's
     arguments."""
@@ -375,6 +392,29 @@ class HeadSection(OpenSection):
     loss_weight: NonNegativeFloat = 1.0
     metrics: Annotated[Any, AfterValidator(_metrics)] = None
     source: Optional[str] = Field(None, description="a column name")
+
+
+class ContrastiveHeadSection(OpenSection):
+    """`heads.<name>` of type contrastive: `loss` names the alignment loss
+    (a constructor argument, not a Keras loss); `source` an optional label
+    column, read for class-level retrieval metrics only."""
+
+    type: HeadType
+    loss: Literal["clip", "siglip"] = "clip"
+    metrics: Annotated[Any, AfterValidator(_no_metrics)] = None
+    source: Optional[str] = Field(None, description="a column name")
+
+
+def _head_tag(value):
+    if isinstance(value, dict) and value.get("type") == "contrastive":
+        return "contrastive"
+    return "head"
+
+
+AnyHead = Annotated[Union[Annotated[HeadSection, Tag("head")],
+                          Annotated[ContrastiveHeadSection,
+                                    Tag("contrastive")]],
+                    Discriminator(_head_tag)]
 
 
 def _trunk_off(value):
@@ -390,7 +430,7 @@ class SpecSections(Section):
                       BeforeValidator(_type_shorthand)] = None
     trunk: Annotated[Optional[TrunkSection], BeforeValidator(_trunk_off)] = \
         None
-    heads: dict[Name, HeadSection]
+    heads: dict[Name, AnyHead]
 
 
 # -- validation and error messages ----------------------------------------------

@@ -260,14 +260,58 @@ def _check_audio_features(path, modality, spec, tower, arguments):
             "give the spectrogram shape")
 
 
-def _normalize_fusion(section, input_specs, fusions):
+def aligns_towers(head_spec):
+    """True for a head over the tower outputs (no fusion layer): the
+    contrastive head."""
+    from keras_mm.registry import HEADS
+    return getattr(HEADS.get(head_spec["type"]), "takes_modalities", False)
+
+
+def _check_alignment(spec):
+    """`fusion: none` takes contrastive heads only, and a contrastive head
+    needs `fusion: none`; its `modalities` (default: every input) are
+    inputs."""
+    aligned = [n for n, h in spec["heads"].items() if aligns_towers(h)]
+    if not aligned:
+        return
+    if spec["fusion"] is not None:
+        raise ConfigError(
+            f"heads.{aligned[0]}",
+            "a contrastive head aligns the towers' own outputs; set "
+            f"fusion: none (fusion {spec['fusion']['type']!r} is set)")
+    others = [n for n in spec["heads"] if n not in aligned]
+    if others:
+        raise ConfigError(
+            f"heads.{others[0]}",
+            f"a {spec['heads'][others[0]]['type']} head needs a fusion layer, "
+            "but fusion is none (a dual encoder); train it in a recipe of its "
+            "own that starts its towers from this run (tower.init_from)")
+    if spec["trunk"] is not None and spec["trunk"]["hidden_units"]:
+        raise ConfigError("trunk", "a trunk follows a fusion layer; with "
+                          "fusion: none remove the trunk (the contrastive "
+                          "head projects each tower itself)")
+    for name in aligned:
+        head = spec["heads"][name]
+        modalities = head.setdefault("modalities", list(spec["inputs"]))
+        if not isinstance(modalities, list):
+            raise ConfigError(f"heads.{name}.modalities",
+                              f"{modalities!r} is not a list of input names")
+        for i, modality in enumerate(modalities):
+            if modality not in spec["inputs"]:
+                raise not_one_of(f"heads.{name}.modalities[{i}]", modality,
+                                 list(spec["inputs"]))
+
+
+def _normalize_fusion(section, input_specs, fusions, heads=None):
     path = "fusion"
     if section is None:
-        if len(input_specs) > 1:
+        if len(input_specs) > 1 and not any(
+                aligns_towers(h) for h in (heads or {}).values()):
             raise ConfigError(
                 path, f"missing required key 'fusion' ({len(input_specs)} "
                 f"inputs need a fusion layer); type is one of "
-                f"{', '.join(fusions.names())}")
+                f"{', '.join(fusions.names())}, or none for a dual encoder "
+                "with contrastive heads")
         return None
     kwargs = section.extra()
     arguments = check_class_kwargs(kwargs, fusions.get(section.type), path,
@@ -329,9 +373,12 @@ def _default_target(input_specs, path):
 def _normalize_head(name, section, heads):
     path = f"heads.{name}"
     kwargs = section.extra()
+    allowed = ("type",) + HEAD_COMPILE_KEYS + HEAD_DATA_KEYS
+    if getattr(heads.get(section.type), "takes_modalities", False):
+        # a contrastive head: `modalities` names inputs (checked with them)
+        allowed = ("type", "loss", "modalities") + HEAD_DATA_KEYS
     check_class_kwargs(kwargs, heads.get(section.type), path,
-                       extra_allowed=("type",) + HEAD_COMPILE_KEYS
-                       + HEAD_DATA_KEYS)
+                       extra_allowed=allowed)
     spec = section.model_dump()
     if spec["source"] is None:
         del spec["source"]
@@ -402,13 +449,14 @@ def normalize_spec(spec, complete=True):
     normalized["inputs"] = {
         name: _normalize_input(name, section, towers, complete)
         for name, section in sections.inputs.items()}
-    normalized["fusion"] = _normalize_fusion(sections.fusion,
-                                             normalized["inputs"], fusions)
-    normalized["trunk"] = None if sections.trunk is None else \
-        sections.trunk.model_dump()
     normalized["heads"] = {
         name: _normalize_head(name, section, heads)
         for name, section in sections.heads.items()}
+    normalized["fusion"] = _normalize_fusion(
+        sections.fusion, normalized["inputs"], fusions, normalized["heads"])
+    normalized["trunk"] = None if sections.trunk is None else \
+        sections.trunk.model_dump()
+    _check_alignment(normalized)
     _check_layer_names(normalized)
     _check_tower_outputs(normalized, towers, fusions)
     _check_constructors(normalized, towers, fusions, heads, complete)
@@ -494,6 +542,8 @@ def _fusion_kwargs(spec):
 def _head_kwargs(spec, head_name):
     head = spec["heads"][head_name]
     reserved = ("type",) + HEAD_COMPILE_KEYS + HEAD_DATA_KEYS
+    if aligns_towers(head):
+        reserved = tuple(k for k in reserved if k != "loss")
     return {k: v for k, v in head.items() if k not in reserved}
 
 

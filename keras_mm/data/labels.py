@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from keras_mm.data.record_values import key_string
 
-LABEL_TYPES = ("classification", "binary", "multilabel", "regression")
+LABEL_TYPES = ("classification", "binary", "multilabel", "regression", "key")
 
 
 class HeadLabel:
@@ -22,10 +22,12 @@ class HeadLabel:
     Args:
         head: the head name (the key of the dataset's labels dict).
         spec: a dict with `type` (`classification` (default), `binary`,
-            `multilabel`, `regression`), `column` (default the head name),
-            `class_names` or `num_classes`, `label_names` or `num_labels`
-            (multilabel, cells `a|b`), `units` (regression: that many
-            columns). A builder spec's `heads` entry works as it is.
+            `multilabel`, `regression`, `key`: the raw key strings, e.g.
+            a contrastive head's classes for class-level retrieval),
+            `column` (default the head name), `class_names` or
+            `num_classes`, `label_names` or `num_labels` (multilabel, cells
+            `a|b`), `units` (regression: that many columns). A builder
+            spec's `heads` entry works as it is.
 
     Class names go through `keras_mm.data.record_values.key_string`, the cells
     through the same converter, so `3`, `3.0` and `"3"` all match class
@@ -82,6 +84,8 @@ class HeadLabel:
                 names = [str(i) for i in range(int(spec["num_labels"]))]
             self.classes = [key_string(c, f"labels[{head!r}]")
                             for c in names]
+        elif self.type == "key":
+            pass   # the raw key strings (a contrastive head's class labels)
         else:
             self.units = int(spec.get("units", len(self.columns)))
             if self.units != len(self.columns):
@@ -123,6 +127,8 @@ class HeadLabel:
             return None
         if value == "":
             return "missing_label", "the label is empty"
+        if self.type == "key":
+            return None
         if value not in self.classes:
             shown = self.classes if len(self.classes) <= 20 else \
                 self.classes[:20] + ["..."]
@@ -138,9 +144,12 @@ class HeadLabel:
     def encode(self, values):
         """In-graph: a batch of raw values (strings `[B]`, or floats
         `[B, units]`) -> label tensors: int32 class ids `[B]`, float32
-        `[B, 1]` (binary), `[B, classes]` (multilabel) or `[B, units]`."""
+        `[B, 1]` (binary), `[B, classes]` (multilabel), `[B, units]`
+        (regression) or the key strings `[B]` (key)."""
         if self.type == "regression":
             return tf.reshape(tf.cast(values, tf.float32), [-1, self.units])
+        if self.type == "key":
+            return values
         if self.type == "multilabel":
             return tf.map_fn(self._encode_multilabel, values,
                              fn_output_signature=tf.TensorSpec(

@@ -17,7 +17,8 @@ import keras
 import tensorflow as tf
 
 from keras_mm.errors import ConfigError, DataError
-from keras_mm.training import run_artifacts, run_data, run_preprocessors
+from keras_mm.training import (retrieval_eval, run_artifacts, run_data,
+                               run_preprocessors)
 from keras_mm.training.run_folder import (BEST_FILE, FINAL_FILE,
                                           HISTORY_FILE, METRICS_FILE,
                                           RECIPE_FILE, find_run_dir)
@@ -81,6 +82,10 @@ def evaluate_splits(model, recipe, spec, preprocessors, splits, batch_size,
         for head, baseline in baselines.items():
             count = baseline["num_examples"]
             entry["heads"][head]["baseline"] = baseline
+        for head, values in retrieval_eval.retrieval_metrics(
+                model, dataset, spec).items():
+            count = next(iter(values["retrieval"].values()))["n"]
+            entry["heads"][head].update(values)
         for head, (matrix, names) in confusions.items():
             count = int(matrix.sum())
             if plot_dir is not None:

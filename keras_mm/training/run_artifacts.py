@@ -260,7 +260,8 @@ def scoreboard_rows(metrics, label="fused"):
         row = {"model": label, "split": split, "loss": entry["loss"]}
         for head, values in entry["heads"].items():
             for name, value in values.items():
-                if name in ("loss", "confusion_matrix", "baseline"):
+                if name in ("loss", "confusion_matrix", "baseline",
+                            "retrieval"):
                     continue
                 row[f"{head}_{name}"] = value
         rows.append(row)

@@ -127,6 +127,12 @@ def head_labels(recipe):
     labels = {}
     for head, spec in recipe["heads"].items():
         spec = dict(spec)
+        if spec["type"] == "contrastive":
+            # no training label: `source` (optional) holds the classes that
+            # class-level retrieval and zero-shot accuracy are scored on
+            if spec.get("source") is None:
+                continue
+            spec = {"type": "key", "source": spec["source"]}
         spec["column"] = spec.pop("source", None) or head
         labels[head] = spec
     return labels
