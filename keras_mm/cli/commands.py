@@ -100,6 +100,16 @@ def explain(args):
         print(f"plot: {_shown(path)}")
 
 
+def embed(args):
+    from keras_mm.evaluation.embeddings import embed_run
+
+    info = embed_run(args.run_dir, split=args.split, out=args.out,
+                     head=args.head)
+    print(f"{info['count']} examples of split {info['split']} embedded "
+          f"({', '.join(info['inputs'])}; dimension {info['embedding_dim']})"
+          f" into {_shown(info['path'])}")
+
+
 def export(args):
     from keras_mm.training import export_run
 

@@ -112,6 +112,24 @@ def _add_explain(sub):
     p.set_defaults(func=commands.explain)
 
 
+def _add_embed(sub):
+    p = sub.add_parser(
+        "embed", help="write a dual-encoder run's embeddings of a split",
+        description="Embed every example of one split with a finished "
+                    "dual-encoder run (fusion: none, a contrastive head): "
+                    "<input>.npy (L2-normalised float32 [n, dim]) per "
+                    "aligned input, keys.npy (the row keys) and "
+                    "embeddings.json, for any vector index.")
+    p.add_argument("run_dir", help="a run folder, e.g. runs/retrieval")
+    p.add_argument("--split", default="test",
+                   help="split to embed (default test)")
+    p.add_argument("--out", help="a new folder for the files (default "
+                                 "<run>/embeddings/<split>)")
+    p.add_argument("--head", help="the contrastive head (default: the "
+                                  "first)")
+    p.set_defaults(func=commands.embed)
+
+
 def _add_export(sub):
     p = sub.add_parser("export", help="export a run to a TF Serving "
                                       "SavedModel",
@@ -272,7 +290,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in (_add_init, _add_train, _add_evaluate, _add_export,
-                _add_verify, _add_predict, _add_data, _add_explain):
+                _add_verify, _add_predict, _add_data, _add_explain,
+                _add_embed):
         add(sub)
     return parser
 

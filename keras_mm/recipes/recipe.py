@@ -297,6 +297,25 @@ def _normalize_evaluation(section, data):
             "compare_unimodal": section.compare_unimodal}
 
 
+def _check_dual_encoder(recipe):
+    """A dual encoder (`fusion: none`, contrastive heads) has no fused
+    output for a single-modality baseline, and its pairs are its data: an
+    input left out by modality dropout would leave its pair empty."""
+    if recipe["fusion"] is not None or len(recipe["inputs"]) < 2:
+        return
+    if recipe["evaluation"]["compare_unimodal"]:
+        raise ConfigError(
+            "evaluation.compare_unimodal",
+            "a dual encoder (fusion: none) has no fused prediction to "
+            "compare single modalities with; set it to false (its metrics "
+            "are the retrieval figures of each pair)")
+    if recipe["training"].get("modality_dropout"):
+        raise ConfigError(
+            "training.modality_dropout",
+            "a dual encoder (fusion: none) learns from complete pairs; "
+            "remove modality_dropout")
+
+
 def _normalize_export(section, name):
     out = section.model_dump()
     if out["name"] is None:
@@ -447,6 +466,7 @@ def normalize_recipe(recipe, name=None):
     _check_batch_bytes(out, spec, produced)
     out["evaluation"] = _normalize_evaluation(sections.evaluation,
                                               out["data"])
+    _check_dual_encoder(out)
     out["export"] = _normalize_export(sections.export, out["name"])
     return out
 

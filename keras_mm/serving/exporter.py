@@ -32,6 +32,7 @@ import keras
 from keras_mm.errors import ExportError
 from keras_mm.serving import atomic
 from keras_mm.serving.client import batch_inputs, columns_to_rows
+from keras_mm.serving.embed_signatures import EmbedSignatures
 from keras_mm.serving.serving_config import write_serving_config
 from keras_mm.serving.serving_functions import (ServingFunctions,
                                                 raw_input_limit)
@@ -158,7 +159,10 @@ def export(model, preprocessors, name, *, golden_examples,
     names). See `keras_mm.serving.serving_functions` for the outputs.
     With `explain=True`, also `explain`: the raw inputs of
     `serving_default`, its outputs plus per-modality Shapley values
-    (`keras_mm.serving.explain_signature`).
+    (`keras_mm.serving.explain_signature`). A model with a contrastive
+    head also gets `embed_<input>` (one input's raw values -> its
+    L2-normalised embedding) and `score` (a pair's raw values -> cosine
+    similarity and logit): `keras_mm.serving.embed_signatures`.
 
     Args:
         model: a (trained) model built by `keras_mm.build_model`.
@@ -223,6 +227,7 @@ def export(model, preprocessors, name, *, golden_examples,
     functions = ServingFunctions(model, preprocessors, columns=columns,
                                  column_kinds=column_kinds,
                                  max_bytes=max_bytes)
+    embedder = EmbedSignatures(functions)
     explainer = None
     if explain:
         from keras_mm.serving.explain_signature import ExplainSignature
@@ -236,6 +241,7 @@ def export(model, preprocessors, name, *, golden_examples,
                                      golden_inputs)
         explain_expected = None if explainer is None else \
             explainer.reference(golden_inputs)
+        embed_expected = embedder.reference(golden_inputs)
     except tf.errors.InvalidArgumentError as e:
         raise ExportError(
             "the golden examples cannot be preprocessed / predicted: "
@@ -257,6 +263,9 @@ def export(model, preprocessors, name, *, golden_examples,
         if explainer is not None:
             archive.add_endpoint("explain", explainer.serve,
                                  input_signature=[functions.raw_signature()])
+        for endpoint, function, signature in embedder.endpoints():
+            archive.add_endpoint(endpoint, function,
+                                 input_signature=[signature])
         archive.write_out(tmp_dir, verbose=False)
 
         metadata = _metadata(functions, name, version, golden, expected,
@@ -266,6 +275,9 @@ def export(model, preprocessors, name, *, golden_examples,
                 explainer.metadata(),
                 golden={k: encode_tensor(v)
                         for k, v in explain_expected.items()})
+        if embed_expected:
+            metadata["embed"] = embedder.metadata(embed_expected,
+                                                  encode_tensor)
         atomic.atomic_write_text(os.path.join(tmp_dir, METADATA_FILE),
                                  json.dumps(metadata, indent=1))
         size = len(next(iter(golden.values())))

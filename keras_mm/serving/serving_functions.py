@@ -295,10 +295,11 @@ class ServingFunctions:
 
     # -- graph code -----------------------------------------------------------
 
-    def check_request(self, raw):
-        """Request-level checks (batch, sizes) as control dependencies."""
+    def check_request(self, raw, keys=None):
+        """Request-level checks (batch, sizes) as control dependencies, of
+        the raw inputs `keys` (default: every raw input)."""
         specs = self.raw_signature()
-        keys = list(specs)
+        keys = list(specs) if keys is None else list(keys)
         # EnsureShape runs at request time (a signature does not check the
         # rank of what it is fed); its error names the input.
         raw = {k: tf.ensure_shape(raw[k], specs[k].shape,

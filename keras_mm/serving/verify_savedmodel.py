@@ -30,7 +30,11 @@ any failure (2 on bad usage). Steps:
 5. with an `explain` signature (`export.explain`): the golden requests
    through it must give the golden predictions and the per-modality
    Shapley values computed in-process at export (`atol`), and the values
-   of each example must sum to `full - empty` (efficiency, 1e-4).
+   of each example must sum to `full - empty` (efficiency, 1e-4);
+6. with `embed_*` / `score` signatures (a contrastive head): the golden
+   raw inputs of each signature's own modalities must give the embeddings
+   and similarities the towers gave in-process at export (`atol`), and
+   every embedding must be unit-norm.
 
 A crash (the process dies) or a hang (the caller's timeout) is a failure
 too: progress lines go to stderr (`verify: step ...`), so the parent
@@ -367,6 +371,11 @@ def verify(path):
             checks["malformed"] = {"ok": False,
                                    "error": "not run: the golden requests "
                                             "failed"}
+        if "embed" in metadata:
+            try:
+                _check_embed(tf, loaded, metadata, checks)
+            except Exception as e:
+                checks["embed"] = {"ok": False, "error": _describe(e)}
         if "explain" in metadata or "explain" in signatures:
             try:
                 _check_explain(tf, loaded, metadata, checks)
@@ -457,6 +466,32 @@ def _check_explain(tf, loaded, metadata, checks):
                             f"full - empty by {worst:.3g} (> 1e-4)")
     checks["explain"] = {"ok": not problems, "problems": problems,
                          "presence_order": info.get("presence_order")}
+
+
+def _check_embed(tf, loaded, metadata, checks):
+    """Each `embed_*` / `score*` signature on the golden raw inputs of its
+    own modalities reproduces the in-process towers' outputs; an
+    embedding is unit-norm."""
+    golden = metadata["golden"]
+    atol = float(metadata.get("atol", 1e-5))
+    inputs = {k: decode_tensor(tf, v) for k, v in golden["inputs"].items()}
+    problems = []
+    for name, info in metadata["embed"].items():
+        _progress(f"{name}: golden requests")
+        if name not in loaded.signatures:
+            problems.append(f"{name}: no such signature")
+            continue
+        outputs = loaded.signatures[name](
+            **{k: inputs[k] for k in info["inputs"]})
+        problems += compare_outputs(tf, outputs, info["golden"], atol,
+                                    f"{name}: ")
+        if "embedding" in outputs:
+            norms = tf.norm(outputs["embedding"], axis=-1).numpy()
+            if norms.size and abs(norms - 1).max() > 1e-4:
+                problems.append(f"{name}: embeddings are not unit-norm "
+                                f"(norms {norms.min():.4g}..{norms.max():.4g})")
+    checks["embed"] = {"ok": not problems, "problems": problems,
+                       "signatures": sorted(metadata["embed"])}
 
 
 def _signature_methods(path):

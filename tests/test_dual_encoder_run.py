@@ -1,0 +1,167 @@
+"""A dual-encoder recipe end to end: train, metrics, embed, export, serve.
+
+One tiny run of the demo set (text bag-of-words + sensor GRU, `fusion:
+none`, a CLIP contrastive head whose `source` is the class column) is
+trained with export and verification, then:
+
+- `metrics.json`'s retrieval figures equal `retrieval_report` recomputed
+  from the embeddings `keras-mm embed` wrote and the manifest's classes;
+- `embed_text` / `embed_sensor` / `score` called in a fresh process that
+  imports only tensorflow and tensorflow_text give the in-process
+  embeddings (`keras-mm embed`, the Keras model) of the same raw rows;
+- the verifier replayed the embed golden values; the CLI refuses an
+  existing output folder and a run without a contrastive head, each with
+  one line.
+"""
+
+import csv
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_mm.cli.main import main
+from keras_mm.errors import ConfigError
+from keras_mm.evaluation.retrieval import retrieval_report
+from keras_mm.recipes import normalize_recipe
+from test_training import tiny_recipe
+
+
+def dual_recipe(data_dir, name="dual", **training):
+    recipe = tiny_recipe(data_dir, name=name, epochs=3, **training)
+    recipe["fusion"] = "none"
+    # longer than the series (50 steps): padded, so the mask matters
+    recipe["inputs"]["sensor"]["preprocess"]["length"] = 64
+    recipe["heads"] = {"align": {"type": "contrastive", "embedding_dim": 8,
+                                 "source": "label"}}
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from keras_mm.training import train
+
+    tmp = tmp_path_factory.mktemp("dual")
+    recipe = dual_recipe(tmp / "demo")
+    recipe["export"] = {"base_dir": str(tmp / "saved_models")}
+    result = train(recipe, runs_dir=str(tmp / "runs"), verbose=0)
+    out = tmp / "embeddings"
+    assert main(["embed", result.run_dir, "--split", "test", "--out",
+                 str(out)]) == 0
+    return {"tmp": tmp, "result": result, "out": out}
+
+
+def _manifest(tmp):
+    with open(tmp / "demo" / "test.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_metrics_are_the_retrieval_report_of_the_embeddings(run):
+    out = run["out"]
+    info = json.loads((out / "embeddings.json").read_text())
+    assert info["inputs"] == ["text", "sensor"] and info["count"] == 16
+    keys = np.load(out / "keys.npy")
+    np.testing.assert_array_equal(keys, np.arange(16))
+    text, sensor = np.load(out / "text.npy"), np.load(out / "sensor.npy")
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)
+    labels = np.array([row["label"] for row in _manifest(run["tmp"])])
+    want = retrieval_report(text, sensor, labels, names=("text", "sensor"))
+    metrics = json.loads(open(os.path.join(run["result"].run_dir,
+                                           "metrics.json")).read())
+    got = metrics["test"]["heads"]["align"]
+    assert metrics["test"]["num_examples"] == 16
+    for direction, values in want.items():
+        for name, value in values.items():
+            assert got["retrieval"][direction][name] == pytest.approx(
+                value, abs=1e-6), (direction, name)
+        assert got[f"{direction}_r@1"] == pytest.approx(values["r@1"])
+        assert got[f"{direction}_class_r@1"] == pytest.approx(
+            values["class_r@1"])
+
+
+FRESH_SCRIPT = textwrap.dedent("""
+    import json, pickle, sys
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+    with open(sys.argv[2], "rb") as f:
+        raw = pickle.load(f)
+    loaded = tf.saved_model.load(sys.argv[1])
+    out = {"signatures": sorted(loaded.signatures)}
+    for name, keys in (("embed_text", ["text"]),
+                       ("embed_sensor", ["sensor"]),
+                       ("score", ["text", "sensor"])):
+        result = loaded.signatures[name](
+            **{k: tf.constant(raw[k]) for k in keys})
+        out[name] = {k: v.numpy() for k, v in result.items()}
+    with open(sys.argv[3], "wb") as f:
+        pickle.dump(out, f)
+    print("MODULES " + json.dumps(sorted(
+        m for m in sys.modules if m.split(".")[0] in
+        ("keras", "keras_hub", "keras_mm", "tf_keras"))))
+""")
+
+
+def test_embed_signatures_in_a_fresh_process_equal_the_towers(run):
+    tmp, result = run["tmp"], run["result"]
+    rows = _manifest(tmp)
+    raw = {"text": [r["text"].encode() for r in rows],
+           "sensor": [open(tmp / "demo" / r["sensor"], "rb").read()
+                      for r in rows]}
+    with open(tmp / "raw.pkl", "wb") as f:
+        pickle.dump(raw, f)
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH_SCRIPT, result.export_path,
+         str(tmp / "raw.pkl"), str(tmp / "served.pkl")],
+        capture_output=True, text=True, timeout=240,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = json.loads(proc.stdout.split("MODULES ")[-1])
+    assert not [m for m in modules if m.split(".")[0] in
+                ("keras_hub", "keras_mm")], modules
+    with open(tmp / "served.pkl", "rb") as f:
+        served = pickle.load(f)
+    assert served["signatures"] == [
+        "embed_sensor", "embed_text", "score", "serve_examples",
+        "serve_tensors", "serving_default"]
+    text = np.load(run["out"] / "text.npy")
+    sensor = np.load(run["out"] / "sensor.npy")
+    np.testing.assert_allclose(served["embed_text"]["embedding"], text,
+                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(served["embed_sensor"]["embedding"], sensor,
+                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(served["score"]["similarity"],
+                               (text * sensor).sum(axis=1), atol=1e-5)
+    verify = result.verify_report
+    assert verify["ok"] and verify["checks"]["embed"]["ok"]
+    assert verify["checks"]["embed"]["signatures"] == [
+        "embed_sensor", "embed_text", "score"]
+
+
+def test_embed_cli_errors_are_one_line(run, tmp_path, capsys):
+    capsys.readouterr()
+    code = main(["embed", run["result"].run_dir, "--out", str(run["out"])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "exists and is not empty" in err[0]
+    code = main(["embed", run["result"].run_dir, "--split", "holdout",
+                 "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "'holdout' is not one of" in err[0]
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("key,value,path", [
+    ("evaluation", {"compare_unimodal": True}, "evaluation.compare_unimodal"),
+    ("training", {"modality_dropout": 0.3}, "training.modality_dropout"),
+])
+def test_recipe_keys_a_dual_encoder_cannot_take(tmp_path, key, value, path):
+    recipe = dual_recipe(tmp_path / "demo")
+    recipe[key] = dict(recipe[key], **value)
+    with pytest.raises(ConfigError) as error:
+        normalize_recipe(recipe)
+    assert error.value.key_path == path
