@@ -606,3 +606,29 @@ def test_normalized_spec_is_stable_and_rebuilds_the_model():
     with pytest.raises(ValueError, match="carries no keras_mm spec"):
         model_spec(keras.Sequential([keras.Input((2,)),
                                      keras.layers.Dense(1)]))
+
+
+@pytest.mark.parametrize("encoder", ["bag", "cnn"])
+def test_a_frozen_scratch_tower_does_not_train(encoder):
+    """`tower: {trainable: false}`: none of the tower's variables train
+    (Keras 3 leaves the sub-layers a layer creates in build() trainable
+    unless the flag is set again after building; the builder does)."""
+    spec = {"inputs": {
+        "text": {"modality": "text", "shape": [8], "vocab_size": 40,
+                 "tower": {"encoder": encoder, "dim": 8,
+                           "trainable": False}},
+        "image": {"modality": "image", "shape": [8, 8, 1],
+                  "tower": {"encoder": "cnn", "filters": [4], "dim": 8}}},
+        "fusion": {"type": "concat", "presence_mask": False},
+        "heads": {"d": {"type": "classification", "num_classes": 3}}}
+    model = compile_model(keras_mm.build_model(spec), optimizer="adam")
+    tower = model.get_layer("text_tower")
+    assert not [w.path for w in model.trainable_weights
+                if w.path.startswith("text_tower/")]
+    before = [w.numpy().copy() for w in tower.weights]
+    rng = np.random.default_rng(0)
+    x = {"text": rng.integers(1, 40, size=(16, 8)).astype("int32"),
+         "image": rng.uniform(size=(16, 8, 8, 1)).astype("float32")}
+    model.fit(x, {"d": rng.integers(0, 3, size=16)}, epochs=2, verbose=0)
+    for a, b in zip(before, tower.weights):
+        np.testing.assert_array_equal(a, b.numpy())

@@ -165,3 +165,62 @@ def test_recipe_keys_a_dual_encoder_cannot_take(tmp_path, key, value, path):
     with pytest.raises(ConfigError) as error:
         normalize_recipe(recipe)
     assert error.value.key_path == path
+
+
+def classifier_recipe(run, name, **tower):
+    """The tiny classifier recipe, both towers started from the dual run."""
+    recipe = tiny_recipe(run["tmp"] / "demo", name=name, epochs=1)
+    recipe["inputs"]["sensor"]["preprocess"]["length"] = 64
+    for entry in recipe["inputs"].values():
+        entry["tower"].update(init_from=run["result"].run_dir, **tower)
+    recipe["export"] = {"base_dir": str(run["tmp"] / "saved_models")}
+    return recipe
+
+
+def _tower_weights(run_dir, name):
+    from keras_mm.training import load_run
+
+    _, model, _ = load_run(run_dir)
+    return [w.numpy() for w in model.get_layer(f"{name}_tower").weights]
+
+
+def test_init_from_copies_the_towers_and_their_preprocessors(run):
+    from keras_mm.training import train
+
+    recipe = classifier_recipe(run, "frozen_from_dual", trainable=False)
+    result = train(recipe, runs_dir=str(run["tmp"] / "runs"), verbose=0,
+                   export=False)
+    for name in ("text", "sensor"):
+        source = _tower_weights(run["result"].run_dir, name)
+        started = _tower_weights(result.run_dir, name)
+        assert len(source) == len(started) > 0
+        for a, b in zip(source, started):    # frozen: bitwise the source's
+            np.testing.assert_array_equal(a, b)
+    theirs = json.loads(open(os.path.join(run["result"].run_dir,
+                                          "preprocessors.json")).read())
+    ours = json.loads(open(os.path.join(result.run_dir,
+                                        "preprocessors.json")).read())
+    assert ours["text"] == theirs["text"]     # the same vocabulary
+    assert result.metrics["test"]["heads"]["label"]["accuracy"] >= 0
+
+
+@pytest.mark.parametrize("change,path,words", [
+    (lambda r: r["inputs"]["sensor"]["preprocess"].update(length=40),
+     "inputs.sensor.preprocess", "length: 64 there, 40 here"),
+    (lambda r: r["inputs"]["text"]["tower"].update(dim=16),
+     "inputs.text.tower", "dim: 8 there, 16 here"),
+    (lambda r: r["inputs"]["text"]["tower"].update(init_from="runs/nowhere"),
+     "inputs.text.tower.init_from", "is not a finished run folder"),
+    (lambda r: r["inputs"].update(words=r["inputs"].pop("text")),
+     "inputs.words.tower.init_from", "has no input 'words'"),
+])
+def test_init_from_mismatches_name_the_key(run, change, path, words):
+    from keras_mm.training import train
+
+    recipe = classifier_recipe(run, "bad_init")
+    change(recipe)
+    with pytest.raises(ConfigError) as error:
+        train(recipe, runs_dir=str(run["tmp"] / "runs"), verbose=0,
+              export=False)
+    assert error.value.key_path == path
+    assert words in str(error.value)

@@ -36,7 +36,24 @@ def _call(layer, key_path, *args, **kwargs):
         raise ConfigError(key_path, str(error)) from error
 
 
-def _build_tower(spec, name, towers, model_inputs):
+def _frozen(tower, output):
+    """Freezes a `trainable: false` tower's variables once it is built:
+    Keras 3 leaves the sub-layers a layer creates in `build()` trainable
+    even when the layer was constructed with `trainable=False` (and
+    setting False again is then a no-op), so a frozen scratch tower would
+    train."""
+    if not tower.trainable:
+        tower.trainable = True
+        tower.trainable = False
+    return output
+
+
+def _build_tower(spec, name, model_inputs):
+    tower, output = _tower_output(spec, name, model_inputs)
+    return _frozen(tower, output)
+
+
+def _tower_output(spec, name, model_inputs):
     entry = spec["inputs"][name]
     modality = entry["modality"]
     cls = tower_class(entry, name)
@@ -53,7 +70,7 @@ def _build_tower(spec, name, towers, model_inputs):
                 (len(entry["categorical"]),), dtype="int32",
                 name=f"{name}_categorical")
             model_inputs[f"{name}_categorical"] = features["categorical"]
-        return _call(tower, f"inputs.{name}", features)
+        return tower, _call(tower, f"inputs.{name}", features)
     dtype = getattr(cls, "input_dtype", "float32")
     x = keras.Input(tuple(entry["shape"]), dtype=dtype, name=name)
     model_inputs[name] = x
@@ -61,8 +78,8 @@ def _build_tower(spec, name, towers, model_inputs):
         mask = keras.Input((entry["shape"][0],), dtype="bool",
                            name=f"{name}_mask")
         model_inputs[f"{name}_mask"] = mask
-        return _call(tower, f"inputs.{name}", x, mask=mask)
-    return _call(tower, f"inputs.{name}", x)
+        return tower, _call(tower, f"inputs.{name}", x, mask=mask)
+    return tower, _call(tower, f"inputs.{name}", x)
 
 
 def _build_trunk(trunk):
@@ -134,7 +151,7 @@ def build_model(spec):
     model_inputs = {}
     features = {}
     for name in spec["inputs"]:
-        features[name] = _build_tower(spec, name, towers, model_inputs)
+        features[name] = _build_tower(spec, name, model_inputs)
 
     fusion_spec = spec["fusion"]
     if fusion_spec is None and len(features) > 1:

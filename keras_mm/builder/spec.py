@@ -171,8 +171,14 @@ def _normalize_input(name, section, towers, complete):
     derived = DERIVED_TOWER_ARGS.get(modality, {})
     derived_paths = {k: f"{path}.{v}" for k, v in derived.items()}
     tower_cls = towers.get(modality)
+    if "init_from" in tower and (not isinstance(tower["init_from"], str)
+                                 or not tower["init_from"]):
+        raise ConfigError(f"{path}.tower.init_from",
+                          f"{tower['init_from']!r} is not a run folder "
+                          "(e.g. runs/align)")
     arguments = check_class_kwargs(
-        tower, tower_cls, f"{path}.tower", extra_allowed=("trainable",),
+        tower, tower_cls, f"{path}.tower",
+        extra_allowed=("trainable", "init_from"),
         builder_set=[k for k in derived if k != "vocab_size"],
         derived=derived_paths)
     if modality == "text" and "vocab_size" in tower:

@@ -89,7 +89,7 @@ def _parses_unfitted(preprocessor):
     return True
 
 
-def adapt_preprocessors(preprocessors, recipe, clock=None):
+def adapt_preprocessors(preprocessors, recipe, clock=None, fitted=()):
     """Fits each preprocessor on the raw TRAIN examples of its input that
     pass the bad-input check.
 
@@ -102,7 +102,8 @@ def adapt_preprocessors(preprocessors, recipe, clock=None):
     result is kept for the train split's pipeline (`parse` of an input
     that traces unfitted does not use the fitted state), so the data is
     not decoded twice. `clock` (a `PhaseClock`) gets the seconds of the
-    check (`validate`) and of the fitting (`adapt`).
+    check (`validate`) and of the fitting (`adapt`). `fitted`: inputs
+    whose preprocessor is fitted already (another run's, `init_from`).
     """
     from keras_mm.data import validation
 
@@ -110,7 +111,8 @@ def adapt_preprocessors(preprocessors, recipe, clock=None):
         return contextlib.nullcontext() if clock is None else \
             clock.phase(name)
 
-    todo = [n for n, p in preprocessors.items() if _needs_adapt(p)]
+    todo = [n for n, p in preprocessors.items()
+            if _needs_adapt(p) and n not in fitted]
     if not todo:
         return preprocessors
     source = recipe["data"]["splits"]["train"]

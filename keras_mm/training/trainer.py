@@ -86,7 +86,7 @@ from keras_mm.training.baseline_check import (export_refusal,
                                               untrained_message,
                                               untrained_reason)
 from keras_mm.training import (fine_tuning, run_artifacts, run_data,
-                               run_folder, run_preprocessors)
+                               run_folder, run_preprocessors, tower_init)
 from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
                                             load_model, model_input_names)
@@ -148,6 +148,7 @@ class _Run:
     initial_epoch: int = 0
     preprocessors: dict = None
     spec: dict = None
+    sources: dict = None                # tower.init_from: {input: (run, recipe)}
     model: typing.Any = None
     pipelines: dict = None
     train_ds: typing.Any = None
@@ -176,6 +177,7 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
     from keras_mm.recipes import recipe_model_spec, save_recipe
 
     run_data.modality_dropout(recipe)     # its ConfigError before any work
+    sources = tower_init.check_sources(recipe)     # init_from, likewise
     run = _Run(recipe=recipe, plan=plan, run_dir=run_dir, verbose=verbose,
                clock=clock or PhaseClock(), checked=checked)
     training = run.training
@@ -208,12 +210,14 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
         preprocessors = run_preprocessors.load_preprocessors(
             pre_path, order=list(recipe["inputs"]))
     else:
+        preprocessors = run_preprocessors.make_preprocessors(recipe)
+        preprocessors.update(tower_init.source_preprocessors(sources))
         preprocessors = run_preprocessors.adapt_preprocessors(
-            run_preprocessors.make_preprocessors(recipe), recipe,
-            clock=run.clock)
+            preprocessors, recipe, clock=run.clock, fitted=sources)
     run_preprocessors.save_preprocessors(preprocessors, pre_path)
     run.preprocessors = preprocessors
     run.spec = complete_spec(recipe_model_spec(recipe), preprocessors)
+    run.sources = sources
     return run
 
 
@@ -225,9 +229,11 @@ def _build(run):
     recipe, plan, training = run.recipe, run.plan, run.training
     seed, batch_size = training["seed"], training["batch_size"]
     clock = run.clock
+    weights = tower_init.source_weights(run.sources)
     with plan.strategy.scope(), clock.phase("build"):
         keras.utils.set_random_seed(seed)
         run.model = build_model(run.spec)
+        tower_init.initialize_towers(run.model, weights, run.sources)
     input_names = model_input_names(run.model)
     run.pipelines = {split: run_data.make_pipeline(
         recipe, split, run.preprocessors, run.spec, input_names=input_names,
