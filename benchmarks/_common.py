@@ -107,6 +107,27 @@ def run_tasks(function, tasks, workers, initializer, initargs):
         yield from pool.imap_unordered(function, tasks)
 
 
+WORKER = {}    # a worker process's state, set by `init_worker`
+
+
+def init_worker(args, threads, start, loader, extra=None):
+    """A `run_tasks` initializer: TensorFlow threads, and `WORKER` holds
+    the run's `args`, its `start` time, the `loader(args, variant)` of a
+    variant's arrays (a module-level function: spawned workers pickle it)
+    and the items of `extra`."""
+    configure_tensorflow(threads)
+    WORKER.clear()
+    WORKER.update(args=args, start=start, loader=loader, arrays={},
+                  **(extra or {}))
+
+
+def worker_arrays(variant):
+    """The arrays of `variant`, loaded once per worker process."""
+    if variant not in WORKER["arrays"]:
+        WORKER["arrays"][variant] = WORKER["loader"](WORKER["args"], variant)
+    return WORKER["arrays"][variant]
+
+
 def require_data(*paths, what="the benchmark data"):
     """Exits 0 with a clear message when any of `paths` is absent."""
     missing = [str(p) for p in paths if not pathlib.Path(p).exists()]

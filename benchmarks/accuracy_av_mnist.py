@@ -197,29 +197,20 @@ COST_RANK = {"cross_attention": 9, "film": 8, "attention": 7,
              BASELINE: 6, "joint_transformer": 5, "weighted": 4, "tensor": 3,
              "low_rank": 2, "gated": 1, "concat": 1}
 
-_WORKER = {}
 
-
-def _init_worker(args, epochs, threads, start):
-    _common.configure_tensorflow(threads)
-    _WORKER.update(args=args, epochs=epochs, start=start, arrays={})
-
-
-def _arrays(variant):
-    args = _WORKER["args"]
-    if variant not in _WORKER["arrays"]:
-        _WORKER["arrays"][variant] = _common.load_av_mnist(
-            args.data, args.cache, variant, limit=args.limit)[0]
-    return _WORKER["arrays"][variant]
+def load_variant(args, variant):
+    """The worker's arrays of `variant` (`_common.worker_arrays`)."""
+    return _common.load_av_mnist(args.data, args.cache, variant,
+                                 limit=args.limit)[0]
 
 
 def train_model(name):
     """Trains model `name` from every seed on every variant (in a worker)."""
-    args, epochs = _WORKER["args"], _WORKER["epochs"]
+    args, epochs = _common.WORKER["args"], _common.WORKER["epochs"]
     runner = _common.SeedRunner(None)
     out = {}
     for variant in args.variants:
-        arrays = _arrays(variant)
+        arrays = _common.worker_arrays(variant)
         audio_shape = arrays["train"]["audio"].shape[1:]
         steps = epochs[variant] * math.ceil(len(arrays["train"]["label"])
                                             / args.batch_size)
@@ -230,7 +221,7 @@ def train_model(name):
             lambda seed, acc, epoch_times: f"[{variant}] {name} seed {seed}: "
             f"accuracy {acc:.4f}, epochs "
             f"{' '.join(f'{t:.1f}' for t in epoch_times)} s (elapsed "
-            f"{time.time() - _WORKER['start']:.0f} s)")
+            f"{time.time() - _common.WORKER['start']:.0f} s)")
     return name, out
 
 
@@ -300,8 +291,8 @@ def main(argv=None):
     order = sorted(models, key=lambda n: -COST_RANK.get(n, 0))
     results = {v: {} for v in args.variants}
     for name, per_variant in _common.run_tasks(
-            train_model, order, workers, _init_worker,
-            (args, epochs, threads, time.time())):
+            train_model, order, workers, _common.init_worker,
+            (args, threads, time.time(), load_variant, {"epochs": epochs})):
         for variant, r in per_variant.items():
             results[variant][name] = r
 

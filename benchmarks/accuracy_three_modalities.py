@@ -85,36 +85,28 @@ COST_RANK = {"cross_attention": 9, "film": 8, "attention": 7,
              "joint_transformer": 6, "weighted": 5, "tensor": 4,
              "low_rank": 3, "gated": 2, "concat": 2}
 
-_WORKER = {}
 
-
-def _init_worker(args, threads, start):
-    _common.configure_tensorflow(threads)
-    _WORKER.update(args=args, start=start, arrays={})
-
-
-def _arrays(variant):
-    args = _WORKER["args"]
-    if variant not in _WORKER["arrays"]:
-        _WORKER["arrays"][variant] = _common.load_three_digits(
-            args.data, args.cache, variant, limit=args.limit)
-    return _WORKER["arrays"][variant]
+def load_variant(args, variant):
+    """The worker's arrays of `variant` (`_common.worker_arrays`)."""
+    return _common.load_three_digits(args.data, args.cache, variant,
+                                     limit=args.limit)
 
 
 def train_model(name):
     """Trains model `name` from every seed on every variant (in a worker)."""
-    args = _WORKER["args"]
+    args = _common.WORKER["args"]
     runner = _common.SeedRunner(None)
     out = {}
     for variant in args.variants:
-        arrays = _arrays(variant)
+        arrays = _common.worker_arrays(variant)
         audio_shape = tuple(arrays["train"]["audio"].shape[1:])
         runner.build = make_builder(name, audio_shape, args)
         out[variant] = runner.run_seeds(
             args.seeds, audio_shape, arrays["train"], arrays["test"],
             "label", args.epochs, args.batch_size,
             lambda seed, acc, _: f"[{variant}] {name} seed {seed}: accuracy "
-            f"{acc:.4f} (elapsed {time.time() - _WORKER['start']:.0f} s)")
+            f"{acc:.4f} (elapsed "
+            f"{time.time() - _common.WORKER['start']:.0f} s)")
     return name, out
 
 
@@ -188,8 +180,8 @@ def main(argv=None):
     order = sorted(models, key=lambda n: -COST_RANK.get(n, 0))
     results = {v: {} for v in args.variants}
     for name, per_variant in _common.run_tasks(
-            train_model, order, workers, _init_worker,
-            (args, threads, time.time())):
+            train_model, order, workers, _common.init_worker,
+            (args, threads, time.time(), load_variant)):
         for variant, r in per_variant.items():
             results[variant][name] = r
     summary = summarize(results, fusions, args.variants)

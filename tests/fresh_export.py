@@ -48,12 +48,20 @@ def serve_in_fresh_process(model, resources, serve, raws, tmp_path, suffix):
     for i, raw in enumerate(raws):
         (folder / f"{i:03d}{suffix}").write_bytes(raw)
     result = tmp_path / "out.npz"
+    run_fresh_script(EXPORT_SCRIPT, export, folder, result, timeout=180)
+    return np.load(result)
+
+
+def run_fresh_script(script, *args, timeout=240):
+    """Runs `script` (which ends by printing `MODULES <json list>`, as
+    `EXPORT_SCRIPT` does) in a new Python with `args`; asserts it exited
+    0 and imported neither keras_hub nor keras_mm. Returns its stdout."""
     proc = subprocess.run(
-        [sys.executable, "-c", EXPORT_SCRIPT, export, str(folder),
-         str(result)], capture_output=True, text=True, timeout=180,
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True, text=True, timeout=timeout,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     modules = json.loads(proc.stdout.split("MODULES ")[-1])
     assert not [m for m in modules if m.split(".")[0] in
                 ("keras_hub", "keras_mm")], modules
-    return np.load(result)
+    return proc.stdout

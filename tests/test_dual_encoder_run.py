@@ -18,13 +18,12 @@ import csv
 import json
 import os
 import pickle
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from fresh_export import run_fresh_script
 from keras_mm.cli.main import main
 from keras_mm.errors import ConfigError
 from keras_mm.evaluation.retrieval import retrieval_report
@@ -114,15 +113,8 @@ def test_embed_signatures_in_a_fresh_process_equal_the_towers(run):
                       for r in rows]}
     with open(tmp / "raw.pkl", "wb") as f:
         pickle.dump(raw, f)
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH_SCRIPT, result.export_path,
-         str(tmp / "raw.pkl"), str(tmp / "served.pkl")],
-        capture_output=True, text=True, timeout=240,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    modules = json.loads(proc.stdout.split("MODULES ")[-1])
-    assert not [m for m in modules if m.split(".")[0] in
-                ("keras_hub", "keras_mm")], modules
+    run_fresh_script(FRESH_SCRIPT, result.export_path, tmp / "raw.pkl",
+                     tmp / "served.pkl")
     with open(tmp / "served.pkl", "rb") as f:
         served = pickle.load(f)
     assert served["signatures"] == [
@@ -224,3 +216,17 @@ def test_init_from_mismatches_name_the_key(run, change, path, words):
               export=False)
     assert error.value.key_path == path
     assert words in str(error.value)
+
+
+def test_embed_refuses_an_empty_value_naming_the_input(run):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(run["result"].export_path)
+    embed = loaded.signatures["embed_text"]
+    out = embed(text=tf.constant(["one example matching"]))["embedding"]
+    assert out.shape == (1, 8)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="input `text` is empty in an example"):
+        embed(text=tf.constant(["one example matching", ""]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
+        embed(text=tf.constant([], tf.string))

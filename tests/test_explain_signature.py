@@ -16,8 +16,6 @@ import math
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -25,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mm
+from fresh_export import run_fresh_script
 from keras_mm.data import SensorPreprocessor
 from keras_mm.data import TabularPreprocessor
 from keras_mm.data import TextPreprocessor
@@ -262,15 +261,8 @@ def served(tmp_path_factory):
     raw = batch_inputs(rows, functions.raw_signature())
     with open(tmp / "raw.pkl", "wb") as f:
         pickle.dump(raw, f)
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH_SCRIPT, plain, explained,
-         str(tmp / "raw.pkl"), str(tmp / "out.pkl")],
-        capture_output=True, text=True, timeout=240,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    modules = json.loads(proc.stdout.split("MODULES ")[-1])
-    assert not [m for m in modules if m.split(".")[0] in
-                ("keras_hub", "keras_mm")], modules
+    run_fresh_script(FRESH_SCRIPT, plain, explained, tmp / "raw.pkl",
+                     tmp / "out.pkl")
     with open(tmp / "out.pkl", "rb") as f:
         out = pickle.load(f)
     # The in-process computation on the same preprocessed batch.

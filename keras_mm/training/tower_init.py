@@ -120,10 +120,11 @@ def source_weights(sources):
     from its best (else final) checkpoint."""
     from keras_mm.training.finished_run import load_run
 
-    out = {}
+    out, models = {}, {}
     for name, (run_dir, _) in sources.items():
-        _, model, _ = load_run(run_dir)
-        tower = model.get_layer(f"{name}_tower")
+        if run_dir not in models:       # one load per source run
+            models[run_dir] = load_run(run_dir)[1]
+        tower = models[run_dir].get_layer(f"{name}_tower")
         out[name] = [(w.path, np.asarray(w.numpy())) for w in tower.weights]
     return out
 
