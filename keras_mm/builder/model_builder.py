@@ -4,9 +4,10 @@ import json
 
 import keras
 
+from keras_mm.builder.alignment import aligns_towers
 from keras_mm.builder.multimodal_model import MultimodalModel
 from keras_mm.builder.spec import (_fusion_kwargs, _head_kwargs,
-                                   _tower_kwargs, aligns_towers, instantiate,
+                                   _tower_kwargs, instantiate,
                                    load_registries, normalize_spec,
                                    tower_class, unimodal_spec)
 from keras_mm.errors import ConfigError

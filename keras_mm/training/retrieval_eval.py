@@ -12,7 +12,7 @@ the whole report under `heads.<head>.retrieval`; the headline figures
 import keras
 import numpy as np
 
-from keras_mm.builder.spec import aligns_towers
+from keras_mm.builder.alignment import aligns_towers
 from keras_mm.evaluation.retrieval import retrieval_report
 
 HEADLINE = ("r@1", "median_rank", "class_r@1", "zero_shot_accuracy")
