@@ -214,7 +214,7 @@ def test_missing_file(tmp_path):
      "inputs.image.modality: 'picture' is not one of "),
     ("heads.label.type=softmax",
      "heads.label.type: 'softmax' is not one of binary, classification, "
-     "multilabel, regression"),
+     "contrastive, multilabel, regression"),
     ("heads.label.num_clases=3",
      "heads.label.num_clases: unknown key 'num_clases' for "
      "ClassificationHead; allowed keys are "),
