@@ -124,3 +124,28 @@ def test_dual_encoder_errors_name_the_key(change, path, words):
         build_model({**SPEC, **change})
     assert error.value.key_path == path
     assert words in str(error.value)
+
+
+def test_loss_options_reach_every_loss_layer():
+    head = ContrastiveHead(["image", "audio", "text"], loss="siglip",
+                           loss_options={"bias": -4.5, "scale": 5.0})
+    head(INPUTS)
+    for layer in head.loss_layers:
+        assert float(keras.ops.convert_to_numpy(layer.log_scale)) == \
+            pytest.approx(np.log(5.0))
+        assert float(keras.ops.convert_to_numpy(
+            layer.logit_bias_weight)) == pytest.approx(-4.5)
+    assert ContrastiveHead.from_config(head.get_config()).loss_options == \
+        {"bias": -4.5, "scale": 5.0}
+
+
+@pytest.mark.parametrize("options,words", [
+    ({"bias": -4.5}, "are not arguments of the clip loss"),
+    ({"temperature": -1}, "temperature"),
+])
+def test_bad_loss_options_are_named(options, words):
+    with pytest.raises(ConfigError) as error:
+        build_model({**SPEC, "heads": {"align": {
+            "type": "contrastive", "loss_options": options}}})
+    assert error.value.key_path.startswith("heads.align")
+    assert words in str(error.value)

@@ -34,6 +34,20 @@ def _check_pairs(modalities, pairs):
     return checked
 
 
+def _check_loss_options(loss, options):
+    """The loss layer's arguments, checked by constructing one."""
+    options = dict(options or {})
+    allowed = {"clip": ("temperature", "max_scale"),
+               "siglip": ("scale", "bias")}[loss]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"ContrastiveHead: loss_options {unknown} are not arguments of "
+            f"the {loss} loss; they are {', '.join(allowed)}")
+    CONTRASTIVE_LOSSES[loss](**options)      # raises on a bad value
+    return options
+
+
 @keras.saving.register_keras_serializable(package="keras_mm")
 @HEADS.register("contrastive")
 class ContrastiveHead(keras.layers.Layer):
@@ -56,6 +70,11 @@ class ContrastiveHead(keras.layers.Layer):
             `"siglip"` (pairwise sigmoid, learnable scale and bias).
         embedding_dim: width of the shared embedding space.
         pairs: the `[a, b]` pairs that get a loss (default: every pair).
+        loss_options: arguments of every pair's loss layer: `ClipLoss`'s
+            `temperature` (initial, default 0.07) and `max_scale` (100);
+            `SigLipLoss`'s initial `scale` (10) and `bias` (-10; the
+            paper's value for batches of thousands: about
+            `-log(batch size)` suits small batches).
         kernel_initializer: initializer of the projection kernels.
 
     Call arguments:
@@ -79,7 +98,8 @@ class ContrastiveHead(keras.layers.Layer):
     takes_modalities = True
 
     def __init__(self, modalities, loss="clip", embedding_dim=128,
-                 pairs=None, kernel_initializer="glorot_uniform", **kwargs):
+                 pairs=None, loss_options=None,
+                 kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.modalities = check_unique_strings("ContrastiveHead",
                                                "modalities", modalities)
@@ -94,6 +114,7 @@ class ContrastiveHead(keras.layers.Layer):
         self.embedding_dim = check_positive_int(
             "ContrastiveHead", "embedding_dim", embedding_dim)
         self.pairs = _check_pairs(self.modalities, pairs)
+        self.loss_options = _check_loss_options(loss, loss_options)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def default_loss(self):
@@ -119,7 +140,8 @@ class ContrastiveHead(keras.layers.Layer):
         loss_class = CONTRASTIVE_LOSSES[self.loss]
         self.loss_layers = []
         for a, b in self.pairs:
-            layer = loss_class(dtype=self.dtype_policy, name=f"{a}_{b}_loss")
+            layer = loss_class(**self.loss_options, dtype=self.dtype_policy,
+                               name=f"{a}_{b}_loss")
             layer.build([(None, self.embedding_dim)] * 2)
             self.loss_layers.append(layer)
         self.built = True
@@ -151,6 +173,7 @@ class ContrastiveHead(keras.layers.Layer):
             "loss": self.loss,
             "embedding_dim": self.embedding_dim,
             "pairs": [list(p) for p in self.pairs],
+            "loss_options": dict(self.loss_options),
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer)})
         return config
