@@ -63,6 +63,25 @@ def make_parser(description):
     return p
 
 
+def add_worker_flags(parser, what="models"):
+    """`--limit` and `--workers`, the flags of the scripts that train many
+    small models side by side in worker processes."""
+    parser.add_argument("--limit", type=int, default=None,
+                        help="keep the first N rows of each split")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"{what} trained in parallel, each in its own "
+                             "process with --threads threads (default: one "
+                             "per core, at most 2, with 1 thread each)")
+
+
+def apply_quick(args, quick, keys=("limit", "seeds", "epochs")):
+    """Under `--quick`, each of `keys` left unset takes its `quick`
+    value."""
+    if args.quick:
+        for key in keys:
+            setattr(args, key, getattr(args, key) or quick[key])
+
+
 def configure_tensorflow(threads=0):
     """Imports TensorFlow quietly and sets the thread pools."""
     import tensorflow as tf

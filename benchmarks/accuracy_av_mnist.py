@@ -97,17 +97,22 @@ QUICK = {"limit": 2048, "seeds": [0], "epochs": 3,
          "fusions": ["concat", "film"]}
 
 
+def av_inputs(audio_shape):
+    """The spec `inputs` of AV-MNIST: the image and audio towers above."""
+    return {
+        "image": {"modality": "image", "shape": [28, 28, 1],
+                  "tower": dict(IMAGE_TOWER)},
+        "audio": {"modality": "audio", "shape": list(audio_shape),
+                  "tower": dict(AUDIO_TOWER)},
+    }
+
+
 def fusion_spec(fusion_type, audio_shape):
     """The `keras_mm.build_model` spec of one fusion model."""
     fusion = {"type": fusion_type}  # every fusion at its defaults
     return {
         "name": f"av_mnist_{fusion_type}",
-        "inputs": {
-            "image": {"modality": "image", "shape": [28, 28, 1],
-                      "tower": dict(IMAGE_TOWER)},
-            "audio": {"modality": "audio", "shape": list(audio_shape),
-                      "tower": dict(AUDIO_TOWER)},
-        },
+        "inputs": av_inputs(audio_shape),
         "fusion": fusion,
         "trunk": dict(TRUNK),
         "heads": {"label": {"type": "classification", "num_classes": 10}},
@@ -245,20 +250,11 @@ def main(argv=None):
                         default=list(VARIANTS))
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the MultiBench reference model")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="keep the first N rows of each split")
     parser.add_argument("--jit", action="store_true",
                         help="jit_compile=True (XLA) for the keras_mm models")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="models trained in parallel, each in its own "
-                             "process with --threads threads (default: one "
-                             "per core, at most 2, with 1 thread each)")
+    _common.add_worker_flags(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.limit = args.limit or QUICK["limit"]
-        args.seeds = args.seeds or QUICK["seeds"]
-        args.epochs = args.epochs or QUICK["epochs"]
-        args.fusions = args.fusions or QUICK["fusions"]
+    _common.apply_quick(args, QUICK, ("limit", "seeds", "epochs", "fusions"))
     args.seeds = args.seeds or [0, 1, 2]
     fusions = list(args.fusions or FUSION_TYPES)
     _common.require_data(args.data / "mnist", args.data / "fsdd",

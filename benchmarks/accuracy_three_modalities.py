@@ -141,19 +141,11 @@ def main(argv=None):
                         default=None, help="fusion types (default: all)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS,
                         default=list(VARIANTS))
-    parser.add_argument("--limit", type=int, default=None,
-                        help="keep the first N rows of each split")
     parser.add_argument("--jit", action="store_true",
                         help="jit_compile=True (XLA)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="models trained in parallel (default: one per "
-                             "core, at most 2, 1 thread each)")
+    _common.add_worker_flags(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.limit = args.limit or QUICK["limit"]
-        args.seeds = args.seeds or QUICK["seeds"]
-        args.epochs = args.epochs or QUICK["epochs"]
-        args.fusions = args.fusions or QUICK["fusions"]
+    _common.apply_quick(args, QUICK, ("limit", "seeds", "epochs", "fusions"))
     args.seeds = args.seeds or [0]
     args.epochs = args.epochs or EPOCHS
     fusions = list(args.fusions or FUSION_TYPES)

@@ -113,7 +113,7 @@ import warnings
 
 import _common
 from _plain_clip import plain_clip_twin
-from accuracy_av_mnist import AUDIO_TOWER, IMAGE_TOWER
+from accuracy_av_mnist import AUDIO_TOWER, IMAGE_TOWER, av_inputs
 from train_throughput import time_fit
 
 VARIANTS = ("clean", "degraded")
@@ -139,12 +139,7 @@ def dual_spec(loss, audio_shape):
     """The `keras_mm.build_model` spec of the contrastive dual encoder."""
     return {
         "name": f"av_mnist_dual_{loss}",
-        "inputs": {
-            "image": {"modality": "image", "shape": [28, 28, 1],
-                      "tower": dict(IMAGE_TOWER)},
-            "audio": {"modality": "audio", "shape": list(audio_shape),
-                      "tower": dict(AUDIO_TOWER)},
-        },
+        "inputs": av_inputs(audio_shape),
         "fusion": "none",
         "heads": {"align": {"type": "contrastive", "loss": loss}},
     }
@@ -406,25 +401,16 @@ def main(argv=None):
                                            "degraded)")
     parser.add_argument("--losses", nargs="+", choices=LOSSES,
                         default=list(LOSSES))
-    parser.add_argument("--limit", type=int, default=None,
-                        help="keep the first N rows of each split")
     parser.add_argument("--steps", type=int, default=THROUGHPUT["steps"],
                         help="training steps per timed throughput fit")
     parser.add_argument("--repeats", type=int,
                         default=THROUGHPUT["repeats"],
                         help="timed throughput fits per model")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="trainings in parallel, each in its own "
-                             "process (default: one per core, at most 2, "
-                             "with 1 TensorFlow thread each)")
+    _common.add_worker_flags(parser, "trainings")
     args = parser.parse_args(argv)
+    _common.apply_quick(args, QUICK, ("limit", "seeds", "epochs",
+                                      "finetune_epochs", "variants"))
     if args.quick:
-        args.limit = args.limit or QUICK["limit"]
-        args.seeds = args.seeds or QUICK["seeds"]
-        args.epochs = args.epochs or QUICK["epochs"]
-        args.finetune_epochs = args.finetune_epochs or \
-            QUICK["finetune_epochs"]
-        args.variants = args.variants or QUICK["variants"]
         args.steps = min(args.steps, QUICK["steps"])
         args.repeats = min(args.repeats, QUICK["repeats"])
     args.seeds = args.seeds or [0, 1, 2]
