@@ -276,13 +276,7 @@ def main(argv=None):
 
     models = list(UNIMODAL) + fusions + ([] if args.no_baseline
                                          else [BASELINE])
-    for variant in args.variants:    # build + preprocess once, before workers
-        arrays, prep = _common.load_av_mnist(args.data, args.cache, variant,
-                                             limit=args.limit)
-        print(f"[{variant}] data ready ({len(arrays['train']['label'])} "
-              f"train / {len(arrays['test']['label'])} test; built and "
-              f"preprocessed in {prep:.1f} s)", file=sys.stderr, flush=True)
-        del arrays
+    _common.prepare_av_mnist(args)   # build + preprocess once, before workers
     # The most expensive models first: the workers finish closer together.
     order = sorted(models, key=lambda n: -COST_RANK.get(n, 0))
     results = {v: {} for v in args.variants}

@@ -440,13 +440,7 @@ def main(argv=None):
          "head at its defaults but for `loss`",
          f"audio features (AudioPreprocessor): {_common.AV_MNIST_AUDIO}"])
 
-    for variant in args.variants:    # build + preprocess once, before workers
-        arrays, prep = _common.load_av_mnist(args.data, args.cache, variant,
-                                             limit=args.limit)
-        print(f"[{variant}] data ready ({len(arrays['train']['label'])} "
-              f"train / {len(arrays['test']['label'])} test; built and "
-              f"preprocessed in {prep:.1f} s)", file=sys.stderr, flush=True)
-        del arrays
+    _common.prepare_av_mnist(args)   # build + preprocess once, before workers
     tasks = [("dual", v, s, loss) for v in args.variants for s in args.seeds
              for loss in args.losses]
     tasks += [("scratch", v, s, None) for v in args.variants
