@@ -111,11 +111,22 @@ def embed(args):
 
 
 def export(args):
-    from keras_mm.training import export_run
+    options = dict(name=args.name, base_dir=args.base_dir,
+                   version=args.version,
+                   allow_untrained=args.allow_untrained or None)
+    if args.quantize == "none" and args.format == "savedmodel":
+        from keras_mm.training import export_run
 
-    path = export_run(args.run_dir, name=args.name, base_dir=args.base_dir,
-                      version=args.version, verify=not args.no_verify,
-                      allow_untrained=args.allow_untrained or None)
+        path = export_run(args.run_dir, verify=not args.no_verify, **options)
+    else:
+        from keras_mm.compression.compressed_export import export_compressed
+        from keras_mm.compression.parity import format_report
+
+        path, report = export_compressed(
+            args.run_dir, args.quantize, args.format,
+            verify=not args.no_verify,
+            max_metric_drop=args.max_metric_drop, **options)
+        print(format_report(report))
     print(f"exported: {path}")
 
 

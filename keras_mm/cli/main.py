@@ -150,6 +150,22 @@ def _add_export(sub):
                         "or whose loss went non-finite (refused by "
                         "default, unless the recipe sets "
                         "export.allow_untrained)")
+    p.add_argument("--quantize", default="none",
+                   choices=["none", "int8", "float8", "float16", "dynamic"],
+                   help="a compressed artefact with a parity report "
+                        "against float32: SavedModel int8 / float8 (the "
+                        "next version), LiteRT none / float16 / dynamic / "
+                        "int8 (with --format litert); refused, and nothing "
+                        "written, when a head's metric drops by more than "
+                        "export.max_metric_drop")
+    p.add_argument("--format", default="savedmodel",
+                   choices=["savedmodel", "litert"],
+                   help="litert: <base-dir>/<name>_litert/<version>/ with "
+                        "model.tflite on the preprocessed inputs and "
+                        "preprocessing.json")
+    p.add_argument("--max-metric-drop", type=float,
+                   help="largest accuracy drop in points (default "
+                        "export.max_metric_drop, 1)")
     p.set_defaults(func=commands.export)
 
 

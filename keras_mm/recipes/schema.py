@@ -23,6 +23,10 @@ from keras_mm.builder.schema import (PRETRAINED_KEYS, NonNegativeFloat,
 DATA_FORMATS = ("manifest", "tfrecord")
 SPLITS = ("train", "val", "test")
 BAD_RECORD_POLICIES = ("error", "skip", "missing")
+# export.quantize (a SavedModel, beside "none") and export.litert modes
+# (keras_mm.compression).
+QUANTIZE_MODES = ("int8", "float8")
+LITERT_MODES = ("none", "float16", "dynamic", "int8")
 # generate.type -> "module:function" building that data set.
 GENERATORS = {
     "demo": "keras_mm.datasets.demo:ensure_demo_dataset",
@@ -330,6 +334,16 @@ class ExportSection(Section):
     # Add the `explain` signature (per-modality Shapley values beside the
     # prediction); needs a model with a presence input.
     explain: bool = False
+    # A weight-quantized SavedModel written as the next version after the
+    # float one (keras_mm.compression), refused when a head's metric drops
+    # by more than max_metric_drop (accuracy points).
+    quantize: Literal[("none",) + QUANTIZE_MODES] = "none"
+    # A LiteRT file of the model on its preprocessed inputs, written to
+    # <base_dir>/<name>_litert/<version>/; null: none.
+    litert: Optional[Literal[LITERT_MODES]] = None
+    max_metric_drop: NonNegativeFloat = 1.0
+    # Training batches that calibrate LiteRT int8 activations.
+    calibration_batches: PositiveInt = 16
 
 
 def _none_as_empty(value):

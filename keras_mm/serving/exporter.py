@@ -41,6 +41,7 @@ from keras_mm.serving.warmup import write_warmup_requests
 
 METADATA_FILE = os.path.join("assets.extra", "keras_mm.json")
 VERIFY_FILE = os.path.join("assets.extra", "keras_mm_verify.json")
+PARITY_FILE = os.path.join("assets.extra", "keras_mm_parity.json")
 FORMAT = "keras_mm.export/1"
 
 
@@ -74,6 +75,23 @@ def encode_tensor(value):
     if dtype == "float32":  # JSON has no NaN: None stands for it
         values = [None if v != v else v for v in values]
     return {"dtype": dtype, "shape": list(array.shape), "values": values}
+
+
+def store_weights_once(archive):
+    """Keeps each weight once in `archive`'s SavedModel.
+
+    Keras 3.15's TF `ExportArchive` saves every weight twice: `track(model)`
+    lists the Keras variables, and `write_out` lists the `tf.Variable`s
+    the endpoints capture (`_all_variables`); a checkpoint stores both,
+    so `variables/` was twice the weights. The endpoints need only the
+    captured ones (a fresh process reloads the same outputs bitwise;
+    lookup tables and assets are tracked apart), so the Keras lists are
+    emptied before writing.
+    """
+    trackable = archive._tf_trackable
+    trackable.variables = []
+    trackable.trainable_variables = []
+    trackable.non_trainable_variables = []
 
 
 def _golden_batch(functions, golden_examples):
@@ -148,7 +166,8 @@ def export(model, preprocessors, name, *, golden_examples,
            base_dir="saved_models", version=None, columns=None,
            column_kinds=None, verify=True, serving_base_path=None,
            verify_timeout=600, atol=1e-5, max_bytes=None, batching=None,
-           num_versions=1, explain=False):
+           num_versions=1, explain=False, extra_metadata=None,
+           before_publish=None):
     """Exports `model` with its preprocessing as a TF Serving SavedModel.
 
     Signatures (method `tensorflow/serving/predict`, batch-first):
@@ -191,6 +210,14 @@ def export(model, preprocessors, name, *, golden_examples,
         num_versions: versions TF Serving keeps loaded (`models.config`).
         explain: add the `explain` signature (needs a model with a
             `presence` input; recipe key `export.explain`).
+        extra_metadata: more keys for `keras_mm.json` (a quantized
+            export's `quantization` summary).
+        before_publish: `fn(folder, final folder) -> report or None`,
+            called on the complete, verified version folder (the temp
+            folder, published as the final one) before publishing; it
+            raises `ExportError` to refuse (nothing is published), and its
+            report goes to `assets.extra/keras_mm_parity.json` (the parity
+            report of a compressed export).
 
     Returns:
         The path of the published version folder.
@@ -266,10 +293,12 @@ def export(model, preprocessors, name, *, golden_examples,
         for endpoint, function, signature in embedder.endpoints():
             archive.add_endpoint(endpoint, function,
                                  input_signature=[signature])
+        store_weights_once(archive)
         archive.write_out(tmp_dir, verbose=False)
 
         metadata = _metadata(functions, name, version, golden, expected,
                              golden_serialized, atol)
+        metadata.update(extra_metadata or {})
         if explainer is not None:
             metadata["explain"] = dict(
                 explainer.metadata(),
@@ -297,6 +326,11 @@ def export(model, preprocessors, name, *, golden_examples,
             report["path"] = os.path.abspath(final_dir)
             atomic.atomic_write_text(os.path.join(tmp_dir, VERIFY_FILE),
                                      json.dumps(report, indent=1))
+        if before_publish is not None:
+            parity = before_publish(tmp_dir, os.path.abspath(final_dir))
+            if parity is not None:
+                atomic.atomic_write_text(os.path.join(tmp_dir, PARITY_FILE),
+                                         json.dumps(parity, indent=1))
         atomic.fsync_tree(tmp_dir)
         write_serving_config(model_dir, name, base_path=serving_base_path,
                              num_versions=num_versions,

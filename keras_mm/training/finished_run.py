@@ -102,15 +102,22 @@ def evaluate_splits(model, recipe, spec, preprocessors, splits, batch_size,
     return metrics
 
 
+def first_split(recipe, order=("test", "val", "train")):
+    """The recipe's first split of `order` (the one exports check on)."""
+    splits = recipe["data"]["splits"]
+    return next(s for s in order if s in splits)
+
+
 def export_model(model, preprocessors, recipe, spec, name=None,
-                 base_dir=None, version=None, verify=True, report_dir=None):
+                 base_dir=None, version=None, verify=True, report_dir=None,
+                 **options):
     """Exports `model` with golden examples of the recipe's test split (or
-    val, or train); returns `(version folder, verify report or None)`."""
+    val, or train); returns `(version folder, verify report or None)`.
+    `options`: more `keras_mm.serving.export` arguments."""
     from keras_mm.serving import export as export_saved_model
 
     settings = recipe["export"]
-    splits = recipe["data"]["splits"]
-    split = next((s for s in ("test", "val", "train") if s in splits))
+    split = first_split(recipe)
     pipe = run_data.make_pipeline(recipe, split, preprocessors, spec,
                                   report_dir=report_dir, with_labels=False)
     golden = run_data.golden_examples(pipe, settings["golden_examples"])
@@ -119,7 +126,8 @@ def export_model(model, preprocessors, recipe, spec, name=None,
         golden_examples=golden,
         base_dir=base_dir or settings["base_dir"],
         version=version if version is not None else settings["version"],
-        verify=verify, explain=bool(settings.get("explain", False)))
+        verify=verify, explain=bool(settings.get("explain", False)),
+        **options)
     return path, verify_report(path) if verify else None
 
 
@@ -212,6 +220,34 @@ def untrained_check(run_dir, recipe, model, preprocessors, spec):
     return untrained_reason(history, metrics, spec)
 
 
+def load_trained_run(run_dir, allow_untrained=None):
+    """`load_run` of a run folder (or its recipe) for export: `(run_dir,
+    recipe, model, preprocessors, spec)`; refuses (`ExportError`) a model
+    that looks untrained unless `allow_untrained` (default the recipe's
+    `export.allow_untrained`), and warns when it is allowed."""
+    import warnings
+
+    from keras_mm.builder import model_spec
+    from keras_mm.errors import ExportError
+    from keras_mm.training.baseline_check import (export_refusal,
+                                                  untrained_message)
+
+    run_dir = find_run_dir(run_dir)
+    recipe, model, preprocessors = load_run(run_dir)
+    spec = model_spec(model)
+    if allow_untrained is None:
+        allow_untrained = recipe["export"]["allow_untrained"]
+    reason = untrained_check(run_dir, recipe, model, preprocessors, spec)
+    if reason is not None:
+        message = untrained_message(run_dir, reason)
+        if not allow_untrained:
+            raise ExportError(export_refusal(
+                message, "", " and train again, or pass --allow-untrained "
+                "(allow_untrained=True)"))
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return run_dir, recipe, model, preprocessors, spec
+
+
 def export_run(run_dir, name=None, base_dir=None, version=None,
                verify=True, allow_untrained=None):
     """Exports a finished run's best model with its fitted preprocessors.
@@ -233,26 +269,8 @@ def export_run(run_dir, name=None, base_dir=None, version=None,
         ExportError: the model looks untrained and not `allow_untrained`;
             nothing is published.
     """
-    import warnings
-
-    from keras_mm.builder import model_spec
-    from keras_mm.errors import ExportError
-    from keras_mm.training.baseline_check import (export_refusal,
-                                                  untrained_message)
-
-    run_dir = find_run_dir(run_dir)
-    recipe, model, preprocessors = load_run(run_dir)
-    spec = model_spec(model)
-    if allow_untrained is None:
-        allow_untrained = recipe["export"]["allow_untrained"]
-    reason = untrained_check(run_dir, recipe, model, preprocessors, spec)
-    if reason is not None:
-        message = untrained_message(run_dir, reason)
-        if not allow_untrained:
-            raise ExportError(export_refusal(
-                message, "", " and train again, or pass --allow-untrained "
-                "(allow_untrained=True)"))
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    run_dir, recipe, model, preprocessors, spec = load_trained_run(
+        run_dir, allow_untrained)
     path, _ = export_model(model, preprocessors, recipe, spec,
                            name=name, base_dir=base_dir, version=version,
                            verify=verify)

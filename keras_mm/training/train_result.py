@@ -15,6 +15,9 @@ class TrainResult:
         export_path: the published `saved_models/<name>/<version>` folder,
             or None when not exported.
         verify_report: the verifier's report of that export, or None.
+        compressed_exports: `{"<format>-<mode>": parity report}` of the
+            compressed artefacts `export.quantize` / `export.litert` asked
+            for (each report's `path` is the published artefact).
         scoreboard: rows `{"model", "split", "loss", "<head>_<metric>"...}`:
             the fused model per split, then each single-modality model
             where `evaluation.compare_unimodal` asks for them.
@@ -38,6 +41,7 @@ class TrainResult:
     history: dict
     export_path: typing.Optional[str] = None
     verify_report: typing.Optional[dict] = None
+    compressed_exports: dict = dataclasses.field(default_factory=dict)
     scoreboard: list = dataclasses.field(default_factory=list)
     best_checkpoint: typing.Optional[str] = None
     resumed_from_epoch: int = 0

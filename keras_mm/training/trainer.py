@@ -88,6 +88,9 @@ from keras_mm.training.baseline_check import (export_refusal,
 from keras_mm.training import (fine_tuning, run_artifacts, run_data,
                                run_folder, run_preprocessors, tower_init)
 from keras_mm.training.distributed_loop import fit_distributed
+from keras_mm.compression.compressed_export import (compressed_modes,
+                                                    export_compressed_model)
+from keras_mm.compression.parity import format_report
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
                                             load_model, model_input_names)
 from keras_mm.training.optimizers import build_optimizer
@@ -472,6 +475,15 @@ def _export(run, eval_model, result, verify):
         run.clock.add("export", -float(seconds))
         run.clock.add("verify", float(seconds))
     _say(run.verbose, f"exported to {result.export_path}")
+    for fmt, mode in compressed_modes(recipe["export"]):
+        with run.clock.phase("export"):
+            path, report = export_compressed_model(
+                eval_model, run.preprocessors, recipe, run.spec, mode, fmt,
+                verify=verify and recipe["export"]["verify"],
+                report_dir=run.run_dir)
+        result.compressed_exports[f"{fmt}-{mode}"] = report
+        _say(run.verbose, format_report(report))
+        _say(run.verbose, f"exported to {path}")
 
 
 def _check_trained(run, result, export):
