@@ -230,9 +230,42 @@ def test_robustness_av_mnist_quick(shared_data, tmp_path):
     assert max(acc[key]["full"] for key in fused) > 0.3, acc
 
 
+@pytest.mark.slow
+def test_compression_quick(shared_data, tmp_path):
+    # one fusion, 1,024 rows, 2 epochs: the int8 SavedModel and the four
+    # LiteRT modes, each through keras_mm.compression.export_compressed
+    result = last_json(run_script(
+        "compression.py", "--quick", "--fusions", "concat", "--data",
+        str(shared_data), "--cache", str(tmp_path / "cache")))
+    assert result["quick"] is True and result["distill_gain_points"] is None
+    reports = result["fusions"]["concat"]["reports"]
+    assert sorted(reports) == ["litert-dynamic", "litert-float16",
+                               "litert-int8", "litert-none",
+                               "savedmodel-int8"]
+    for name, report in reports.items():
+        head = report["heads"]["digit"]
+        assert report["size_ratio"] == pytest.approx(
+            report["size_bytes"] / report["reference_size_bytes"])
+        assert head["drop_points"] == pytest.approx(
+            head["reference"] - head["compressed"])
+        assert 0.0 <= head["top1_agreement"] <= 1.0, name
+    assert reports["litert-none"]["size_ratio"] == 1.0
+    assert reports["litert-none"]["heads"]["digit"]["top1_agreement"] == 1.0
+    assert result["int8_size_ratio"] == reports["savedmodel-int8"][
+        "size_ratio"]
+    assert result["litert_int8_acc_drop_points"] == reports["litert-int8"][
+        "heads"]["digit"]["drop_points"]
+    # int8 weights: about a quarter of the float32 ones
+    weights = reports["savedmodel-int8"]
+    assert weights["weights_bytes"] < 0.35 * weights[
+        "reference_weights_bytes"]
+    assert reports["litert-int8"]["size_ratio"] < 0.35
+
+
 @pytest.mark.parametrize("name", ["accuracy_av_mnist.py",
                                   "accuracy_three_modalities.py",
                                   "robustness_av_mnist.py",
+                                  "compression.py",
                                   "audio_heldout_speaker.py",
                                   "accuracy_basicmotions.py",
                                   "train_throughput.py",

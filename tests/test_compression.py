@@ -60,6 +60,12 @@ def test_int8_kernels_are_the_float_kernels_to_half_a_step():
         dequantized = np.asarray(layer.kernel)
         scale = np.asarray(layer.kernel_scale)
         assert scale.shape == (1, 1, 1, kernel.shape[-1])
+        # symmetric abs-max per output channel: the whole int8 range used
+        np.testing.assert_allclose(
+            scale.reshape(-1), np.abs(kernel).max(axis=(0, 1, 2)) / 127,
+            rtol=1e-6)
+        assert np.all(np.abs(layer._kernel.numpy()).max(axis=(0, 1, 2))
+                      == 127)
         assert np.all(np.abs(dequantized - kernel) <= scale / 2 + 1e-7)
         values, want_scale = quantize_int8(kernel)
         np.testing.assert_array_equal(layer._kernel.numpy(), values)

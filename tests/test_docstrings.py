@@ -1,9 +1,9 @@
 """The `>>>` examples in the layer packages' docstrings run as doctests.
 
-Every module of keras_mm.towers, .fusion, .heads, .layers, .ops and
-.pretrained is collected with pkgutil; each module's examples must pass, a
-sensible number of examples must be found (so the test cannot pass on an
-empty collection), and every public class must carry at least one example
+Every module of keras_mm.towers, .fusion, .heads, .layers, .ops,
+.pretrained and .compression is collected with pkgutil; each module's
+examples must pass, a sensible number of examples must be found (so the
+test cannot pass on an empty collection), and every public class must carry at least one example
 (the pretrained ones skip theirs: they need a preset folder).
 """
 
@@ -15,13 +15,16 @@ import pkgutil
 import pytest
 
 PACKAGES = ("keras_mm.towers", "keras_mm.fusion", "keras_mm.heads",
-            "keras_mm.layers", "keras_mm.ops", "keras_mm.pretrained")
+            "keras_mm.layers", "keras_mm.ops", "keras_mm.pretrained",
+            "keras_mm.compression")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # Public classes that carry no example, with the reason.
 NO_EXAMPLE = {
     "BaseHead": "abstract: a subclass sets output_units() and the losses",
     "ModuleFunction": "internal: the hub towers' wrapper of a restored "
                       "SavedModel function",
+    "SavedModelRunner": "needs an exported SavedModel (test_compression)",
+    "LiteRTRunner": "needs a .tflite file (test_compression)",
 }
 
 

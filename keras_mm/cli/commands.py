@@ -122,12 +122,31 @@ def export(args):
         from keras_mm.compression.compressed_export import export_compressed
         from keras_mm.compression.parity import format_report
 
-        path, report = export_compressed(
-            args.run_dir, args.quantize, args.format,
-            verify=not args.no_verify,
-            max_metric_drop=args.max_metric_drop, **options)
+        from keras_mm.errors import ExportError
+
+        try:
+            path, report = export_compressed(
+                args.run_dir, args.quantize, args.format,
+                verify=not args.no_verify,
+                max_metric_drop=args.max_metric_drop, **options)
+        except ExportError as error:    # a refusal: its report, then why
+            if getattr(error, "report", None) is not None:
+                print(format_report(error.report))
+            raise
         print(format_report(report))
     print(f"exported: {path}")
+
+
+def check(args):
+    from keras_mm.tpu.recipe_check import check_recipe
+
+    report = check_recipe(args.recipe, tpu=args.tpu,
+                          overrides=args.overrides)
+    print(report.table())
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump(report.as_dict(), f, indent=1)
+    return report.exit_code
 
 
 def verify(args):

@@ -70,6 +70,28 @@ def _add_train(sub):
     p.set_defaults(func=commands.train)
 
 
+def _add_check(sub):
+    p = sub.add_parser(
+        "check", help="check that a recipe's model compiles for TPU (XLA)",
+        description="Build a recipe's model and one batch of its training "
+                    "pipeline, compile the train and predict steps with "
+                    "XLA (on CPU) and report: a. Keras kept jit_compile, b. "
+                    "ops XLA rejects, c. float64 / dynamic shapes in the "
+                    "HLO, d. jit against plain outputs, e. batch and shape "
+                    "advice, f. the pipeline's static shapes. Exits 1 when a "
+                    "or b fails.")
+    p.add_argument("recipe", help="recipe file, e.g. recipes/demo.yaml")
+    p.add_argument("--tpu", action="store_true",
+                   help="check as on a TPU: bfloat16, steps_per_execution "
+                        "32, the advice for 8 cores")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY.PATH=VALUE",
+                   help="override a recipe key (repeatable)")
+    p.add_argument("--json", dest="json_out",
+                   help="also write the report as JSON to this file")
+    p.set_defaults(func=commands.check)
+
+
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="evaluate a finished run",
                        description="Evaluate the best checkpoint of a run "
@@ -307,7 +329,7 @@ def build_parser():
     sub.required = True
     for add in (_add_init, _add_train, _add_evaluate, _add_export,
                 _add_verify, _add_predict, _add_data, _add_explain,
-                _add_embed):
+                _add_embed, _add_check):
         add(sub)
     return parser
 

@@ -43,11 +43,13 @@ LITERT_REPORT = "parity.json"
 
 
 def _refuse(report, what):
-    return ExportError(
+    error = ExportError(
         f"{what} refused: a head's metric dropped by more than "
         f"export.max_metric_drop = {report['max_metric_drop']:g}; nothing "
         "was published (use a milder mode, or raise max_metric_drop)\n"
         + format_report(report) + "\n" + json.dumps(report, indent=1))
+    error.report = report
+    return error
 
 
 def _head_kinds(model):

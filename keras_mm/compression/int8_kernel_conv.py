@@ -20,7 +20,18 @@ _SUBCLASSES = {}
 
 
 class Int8KernelMixin:
-    """The `kernel` of a convolution whose weights are int8 + scale."""
+    """The `kernel` of a convolution whose weights are int8 + scale (mixed
+    into a quantized layer's class by `quantize_conv_kernels`).
+
+    Example:
+
+    >>> import keras
+    >>> conv = keras.layers.Conv2D(4, 3)
+    >>> conv.build((None, 8, 8, 1))
+    >>> _ = quantize_conv_kernels(keras.Sequential([conv]))
+    >>> isinstance(conv, Int8KernelMixin), conv._kernel.dtype
+    (True, 'int8')
+    """
 
     @property
     def kernel(self):
@@ -56,7 +67,19 @@ def quantize_int8(values, axis=-1):
 
 def quantize_conv_kernels(model):
     """Stores every convolution kernel of `model` as int8 + scale, in
-    place. Returns the names of the layers changed."""
+    place. Returns the paths of the layers changed.
+
+    Example:
+
+    >>> import keras
+    >>> inputs = keras.Input((16, 3))
+    >>> conv = keras.layers.Conv1D(8, 3, name="conv")
+    >>> model = keras.Model(inputs, conv(inputs))
+    >>> quantize_conv_kernels(model)
+    ['conv']
+    >>> conv._kernel.dtype, tuple(conv.kernel_scale.shape)
+    ('int8', (1, 1, 8))
+    """
     changed = []
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if not _quantizable(layer):

@@ -52,7 +52,17 @@ def _numpy(value):
 
 
 class KerasRunner:
-    """A Keras model's `{head: output}` on preprocessed inputs."""
+    """A Keras model's `{head: output}` on preprocessed inputs.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((3,), name="x")
+    >>> model = keras.Model({"x": inputs},
+    ...                     {"y": keras.layers.Dense(2)(inputs)})
+    >>> KerasRunner(model)({"x": np.ones((4, 3), "float32")})["y"].shape
+    (4, 2)
+    """
 
     def __init__(self, model):
         import tensorflow as tf

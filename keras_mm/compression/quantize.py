@@ -70,13 +70,13 @@ def quantize_model(model, mode="int8"):
 
     Example:
 
-    >>> import keras, keras_mm
+    >>> import keras
     >>> from keras_mm.compression import quantize_model
     >>> inputs = keras.Input((8,))
-    >>> model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    >>> model = keras.Model(inputs, keras.layers.Dense(4, name="out")(inputs))
     >>> small, summary = quantize_model(model)
     >>> summary["quantized_layers"], summary["float_params"]
-    (['dense'], 0)
+    (['out'], 0)
     """
     if mode not in MODES:
         raise ExportError(f"quantize={mode!r}: choose one of "
