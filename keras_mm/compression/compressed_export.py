@@ -120,6 +120,24 @@ def compressed_modes(settings):
     return modes
 
 
+def export_recipe_modes(model, preprocessors, recipe, spec, *, verify=True,
+                        report_dir=None, say=None):
+    """The compressed artefacts a recipe's `export.quantize` /
+    `export.litert` ask for (the trainer's, after the float export):
+    `{"<format>-<mode>": parity report}`; `say(line)` gets each report
+    and path."""
+    reports = {}
+    for fmt, mode in compressed_modes(recipe["export"]):
+        path, report = export_compressed_model(
+            model, preprocessors, recipe, spec, mode, fmt, verify=verify,
+            report_dir=report_dir)
+        reports[f"{fmt}-{mode}"] = report
+        if say is not None:
+            say(format_report(report))
+            say(f"exported to {path}")
+    return reports
+
+
 def export_compressed_model(model, preprocessors, recipe, spec, quantize,
                             fmt="savedmodel", *, name=None, base_dir=None,
                             version=None, verify=True, max_metric_drop=None,

@@ -17,8 +17,8 @@ the model, data-dependent shapes, float64, Keras silently giving up on XLA.
   the same batch and weights (shape, and `|a - b| <= atol + rtol |b|`): a
   dynamic-size `TensorArray` returns a wrong result under XLA without an
   error;
-- e. `advice`: the Cloud TPU guide's batch and shape advice (batch a
-  multiple of 8 per replica, dense widths toward multiples of 128,
+- e. `advice`: the Cloud TPU guide's batch and shape advice (a global
+  batch divisible by 8 x replicas, dense widths toward multiples of 128,
   `steps_per_execution`, bfloat16);
 - f. `input_shapes`: the input pipeline's static shapes (a `None`
   dimension, such as the batch of a partial last batch, is a new XLA
@@ -177,13 +177,13 @@ def _hlo_findings(hlo, paths, inputs):
     return f64, dynamic
 
 
-def _train_step(model):
+def _train_step(model, labels=True):
     def step(x, y):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
             loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
         return loss, tape.gradient(loss, model.trainable_variables)
-    return step
+    return step if labels else (lambda x: step(x, None))
 
 
 def _compile(function, args):
@@ -234,13 +234,14 @@ def _compare(model, x, atol, rtol):
 def _advice(model, batch_size, replicas, steps_per_execution, precision):
     rows = []
     if batch_size is not None:
-        ok = batch_size % 8 == 0
+        ok = batch_size % (8 * replicas) == 0
         rows.append(Finding(
-            "e", ok, f"batch {batch_size} per replica ({batch_size * replicas}"
-            f" global over {replicas} replica(s))" + (
-                "" if ok else ": not a multiple of 8"),
-            "" if ok else "use a per-replica batch that is a multiple of 8 "
-            "(128 or more fills a TPU core)"))
+            "e", ok, f"global batch {batch_size} over {replicas} "
+            f"replica(s)" + ("" if ok else f": not a multiple of "
+                             f"{8 * replicas} (8 x replicas)"),
+            "" if ok else f"use a global batch that is a multiple of "
+            f"{8 * replicas} (training.batch_size; 128 or more per replica "
+            "fills a TPU core)"))
     narrow = []
     for layer in model._flatten_layers(include_self=False, recursive=True):
         units = getattr(layer, "units", None)
@@ -288,11 +289,13 @@ def check_model(model, batch, *, dataset=None, batch_size=None, replicas=1,
     Args:
         model: a built Keras model, compiled with its losses (the train
             step computes `model.compute_loss`).
-        batch: one `(inputs, labels)` batch (or inputs alone: then only
-            the predict step is compiled), e.g. from the real pipeline.
+        batch: one `(inputs, labels)` batch, or inputs alone (a model
+            whose losses are `add_loss` ones; an uncompiled model gets the
+            predict step only), e.g. from the real pipeline.
         dataset: the input pipeline, for check f (its `element_spec`).
         batch_size, replicas, steps_per_execution, precision: the
-            training settings, for the advice of check e.
+            training settings (`batch_size` is the global batch, as
+            `training.batch_size`), for the advice of check e.
         atol, rtol: check d's tolerance.
 
     Returns:
@@ -319,11 +322,16 @@ def check_model(model, batch, *, dataset=None, batch_size=None, replicas=1,
     if y is not None:
         y = tf.nest.map_structure(tf.convert_to_tensor, y)
         steps.append(("train", _train_step(model), (x, y)))
+    elif getattr(model, "compiled", False):    # add_loss alone (contrastive)
+        steps.append(("train", _train_step(model, labels=False), (x,)))
     rejected, f64, dynamic, hlos = {}, set(), set(), {}
-    for name, value in sorted(x.items() if isinstance(x, dict) else ()):
-        if not (value.dtype.is_floating or value.dtype.is_integer
-                or value.dtype.is_bool):
-            rejected[f"input {name}"] = {f"a {value.dtype.name} tensor"}
+    for what, values in (("input", x), ("label", y)):
+        for name, value in sorted(values.items() if isinstance(values, dict)
+                                  else ()):
+            if not (value.dtype.is_floating or value.dtype.is_integer
+                    or value.dtype.is_bool):
+                rejected[f"{what} {name}"] = {f"a {value.dtype.name} "
+                                              "tensor"}
     for step, function, args in steps:
         hlo, error = _compile(function, args)
         if error is not None:
@@ -351,8 +359,9 @@ def check_model(model, batch, *, dataset=None, batch_size=None, replicas=1,
                 "b", False, f"XLA rejects {', '.join(sorted(ops))} in "
                 f"{owner}", fix))
     else:
+        names = [step for step, _, _ in steps]
         findings.append(Finding("b", True, "XLA compiles the " + " and ".join(
-            s for s, _, _ in steps) + " steps"))
+            names) + (" steps" if len(names) > 1 else " step")))
     if hlos:
         for owner in sorted(f64):
             findings.append(Finding("c", False, f"float64 in {owner}",

@@ -24,7 +24,8 @@ def check_recipe(recipe, *, tpu=False, overrides=(), atol=None, rtol=None):
     The data is generated where the recipe says so, the preprocessors are
     fitted on the training split as `train` fits them (nothing is written
     to a run folder), and the batch comes from the training pipeline with
-    `drop_remainder=True`, as keras_mm batches on TPU. The model is built
+    `drop_remainder=True`, as keras_mm batches on TPU, and without string
+    labels, as `fit` gets it (`run_data.numeric_labels`). The model is built
     under the precision the run would use: `mixed_bfloat16` with `tpu`
     (what `training.precision: auto` picks on a TPU), else the recipe's,
     with the recipe's op determinism.
@@ -81,8 +82,8 @@ def check_recipe(recipe, *, tpu=False, overrides=(), atol=None, rtol=None):
                       jit_compile=False)
         pipe = run_data.make_pipeline(recipe, "train", preprocessors, spec,
                                       input_names=model_input_names(model))
-        dataset = pipe.dataset(batch_size, training=True, shuffle=False,
-                               drop_remainder=True)
+        dataset = run_data.numeric_labels(pipe.dataset(
+            batch_size, training=True, shuffle=False, drop_remainder=True))
         batch = next(iter(dataset), None)
         if batch is None:
             raise ValueError(
@@ -94,7 +95,7 @@ def check_recipe(recipe, *, tpu=False, overrides=(), atol=None, rtol=None):
             model, batch, dataset=dataset, batch_size=batch_size,
             replicas=8 if tpu else 1, steps_per_execution=steps if tpu
             else None, precision=precision if tpu else None, **options)
-    count = pipe.num_examples()
+    count = pipe.num_examples()     # batch_size is the global batch
     if count is not None and count % batch_size:
         report.findings.append(Finding(
             "f", False, f"{count % batch_size} of the {count} training "
@@ -102,4 +103,27 @@ def check_recipe(recipe, *, tpu=False, overrides=(), atol=None, rtol=None):
             " (drop_remainder; a smaller batch would be a new XLA program)",
             f"a batch size that divides {count}, or accept the loss",
             severity="warning"))
+    return report
+
+
+def require_ready(recipe, say=None):
+    """The check `train` runs first under `training.strategy: tpu`.
+
+    Raises `ConfigError` (key `training.strategy`) naming the failed
+    checks a / b, before any TPU time is spent; `say(text)` gets the
+    table of a passing check (its warnings are advice). Returns the
+    report."""
+    from keras_mm.errors import ConfigError
+
+    report = check_recipe(recipe, tpu=True)
+    if not report.ok:
+        failures = "; ".join(f"{f['check']}. {f['what']} ({f['fix']})"
+                             for f in report.failed()
+                             if f["severity"] == "error")
+        raise ConfigError("training.strategy",
+                          f"the TPU readiness check failed: {failures}; "
+                          "`keras-mm check RECIPE --tpu` prints the whole "
+                          "report")
+    if say is not None:
+        say("TPU readiness check (XLA on CPU):\n" + report.table())
     return report

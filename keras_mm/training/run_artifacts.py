@@ -292,3 +292,13 @@ def format_scoreboard(rows):
              for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def publish_scoreboard(rows, path, verbose):
+    """Writes the scoreboard rows to `path` (scoreboard.json) and prints
+    their table when `verbose` (nothing without rows)."""
+    if not rows:
+        return
+    write_json(path, rows)
+    if verbose:
+        print("\n" + format_scoreboard(rows) + "\n", flush=True)

@@ -411,6 +411,23 @@ def eval_dataset(pipeline, batch_size, drop_remainder=False):
     return dataset
 
 
+def numeric_labels(dataset):
+    """`dataset` without its string labels (a contrastive head's `key`
+    labels, read for the retrieval metrics only): `fit` gets numbers
+    alone, which a TPU needs (a string tensor cannot go to the device)."""
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2
+            and isinstance(spec[1], dict)):
+        return dataset
+    strings = [k for k, v in spec[1].items() if v.dtype == tf.string]
+    if not strings:
+        return dataset
+    if len(strings) == len(spec[1]):    # a dual encoder: add_loss alone
+        return dataset.map(lambda x, y: x)
+    return dataset.map(lambda x, y: (x, {k: v for k, v in y.items()
+                                         if k not in strings}))
+
+
 def golden_examples(pipeline, count):
     """Raw request values of the first `count` usable examples.
 

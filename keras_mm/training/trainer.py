@@ -30,7 +30,8 @@ Steps of `train`:
 
 In the code, `_run` trains one model: `_prepare` (steps 3-4, and fresh
 start or resume), `_build` (5), `_fit` (6) and `_evaluate` (7); `train`
-adds `_compare_unimodal` and `_publish_scoreboard` (8) and `_export` (9).
+adds `_compare_unimodal`, `run_artifacts.publish_scoreboard` (8) and
+`_export` (9).
 The run folder's bookkeeping is in `run_folder`, the callbacks in
 `run_callbacks`, evaluation and export in `finished_run`, and the files
 written in `run_artifacts`.
@@ -88,9 +89,7 @@ from keras_mm.training.baseline_check import (export_refusal,
 from keras_mm.training import (fine_tuning, run_artifacts, run_data,
                                run_folder, run_preprocessors, tower_init)
 from keras_mm.training.distributed_loop import fit_distributed
-from keras_mm.compression.compressed_export import (compressed_modes,
-                                                    export_compressed_model)
-from keras_mm.compression.parity import format_report
+from keras_mm.compression.compressed_export import export_recipe_modes
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
                                             load_model, model_input_names)
 from keras_mm.training.optimizers import build_optimizer
@@ -257,8 +256,9 @@ def _build(run):
         shuffle_buffer=recipe["data"]["shuffle_buffer"],
         drop_remainder=plan.drop_remainder, cache=recipe["data"]["cache"],
         deterministic=deterministic)
-    run.val_ds = run_data.eval_dataset(
-        run.pipelines["val"], batch_size, plan.drop_remainder) \
+    run.train_ds = run_data.numeric_labels(run.train_ds)
+    run.val_ds = run_data.numeric_labels(run_data.eval_dataset(
+        run.pipelines["val"], batch_size, plan.drop_remainder)) \
         if "val" in run.pipelines else None
     with plan.strategy.scope(), clock.phase("build"):
         optimizer = build_optimizer(training, run.steps)
@@ -450,17 +450,6 @@ def _compare_unimodal(recipe, plan, run_dir, verbose, preprocessors, result,
                 metrics, f"{name} only"))
 
 
-def _publish_scoreboard(result, run_dir, verbose):
-    """Writes scoreboard.json and prints the table (when there are rows)."""
-    if not result.scoreboard:
-        return
-    run_artifacts.write_json(os.path.join(run_dir, SCOREBOARD_FILE),
-                             result.scoreboard)
-    if verbose:
-        print("\n" + run_artifacts.format_scoreboard(result.scoreboard)
-              + "\n", flush=True)
-
-
 def _export(run, eval_model, result, verify):
     """Exports the evaluated model (and verifies it when asked); sets
     `result.export_path` and `result.verify_report`."""
@@ -475,15 +464,11 @@ def _export(run, eval_model, result, verify):
         run.clock.add("export", -float(seconds))
         run.clock.add("verify", float(seconds))
     _say(run.verbose, f"exported to {result.export_path}")
-    for fmt, mode in compressed_modes(recipe["export"]):
-        with run.clock.phase("export"):
-            path, report = export_compressed_model(
-                eval_model, run.preprocessors, recipe, run.spec, mode, fmt,
-                verify=verify and recipe["export"]["verify"],
-                report_dir=run.run_dir)
-        result.compressed_exports[f"{fmt}-{mode}"] = report
-        _say(run.verbose, format_report(report))
-        _say(run.verbose, f"exported to {path}")
+    with run.clock.phase("export"):     # export.quantize / export.litert
+        result.compressed_exports = export_recipe_modes(
+            eval_model, run.preprocessors, recipe, run.spec,
+            verify=verify and recipe["export"]["verify"],
+            report_dir=run.run_dir, say=lambda m: _say(run.verbose, m))
 
 
 def _check_trained(run, result, export):
@@ -571,6 +556,11 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
 
     for note in plan.notes:
         _say(verbose, note)
+    if plan.kind == "tpu" and plan.is_chief:
+        from keras_mm.tpu.recipe_check import require_ready
+
+        with clock.phase("tpu_check"):
+            require_ready(recipe, say=lambda text: _say(verbose, text))
 
     with global_state(plan.precision, training["deterministic"]):
         result, run, eval_model = _run(recipe, plan, run_dir, verbose,
@@ -587,7 +577,9 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
             run_folder.remove(os.path.join(run_dir, UNIMODAL_DIR))
         refused = None
         if plan.is_chief:
-            _publish_scoreboard(result, run_dir, verbose)
+            run_artifacts.publish_scoreboard(
+                result.scoreboard, os.path.join(run_dir, SCOREBOARD_FILE),
+                verbose)
             refused = _check_trained(run, result, export)
             if export and refused is None:
                 _export(run, eval_model, result, verify)
