@@ -157,6 +157,13 @@ def require_data(*paths, what="the benchmark data"):
         sys.exit(0)
 
 
+def require_av_mnist_sources(args, what="AV-MNIST's source data"):
+    """`require_data` of MNIST and FSDD under `args.data` (what AV-MNIST
+    and the three-digits set are built from)."""
+    require_data(args.data / "mnist", args.data / "fsdd",
+                 what=f"{what} (MNIST + FSDD)")
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:

@@ -257,8 +257,7 @@ def main(argv=None):
     _common.apply_quick(args, QUICK, ("limit", "seeds", "epochs", "fusions"))
     args.seeds = args.seeds or [0, 1, 2]
     fusions = list(args.fusions or FUSION_TYPES)
-    _common.require_data(args.data / "mnist", args.data / "fsdd",
-                         what="AV-MNIST's source data (MNIST + FSDD)")
+    _common.require_av_mnist_sources(args)
     wall = time.perf_counter()
     workers, threads = _common.worker_plan(args.workers, args.threads)
     _common.configure_tensorflow(args.threads)

@@ -149,8 +149,8 @@ def main(argv=None):
     args.seeds = args.seeds or [0]
     args.epochs = args.epochs or EPOCHS
     fusions = list(args.fusions or FUSION_TYPES)
-    _common.require_data(args.data / "mnist", args.data / "fsdd",
-                         what="the three-digits source data (MNIST + FSDD)")
+    _common.require_av_mnist_sources(
+        args, what="the three-digits source data")
     wall = time.perf_counter()
     workers, threads = _common.worker_plan(args.workers, args.threads)
     _common.configure_tensorflow(args.threads)

@@ -121,8 +121,7 @@ def main(argv=None):
     parser.add_argument("--fusions", nargs="+", default=list(FUSIONS))
     args = parser.parse_args(argv)
     _common.apply_quick(args, QUICK, keys=("limit", "epochs"))
-    _common.require_data(args.data / "mnist", args.data / "fsdd",
-                         what="AV-MNIST's source data (MNIST + FSDD)")
+    _common.require_av_mnist_sources(args)
     wall = time.perf_counter()
     _common.configure_tensorflow(args.threads)
     _common.print_header(

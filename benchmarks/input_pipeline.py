@@ -92,8 +92,7 @@ def main():
                         help="training rows to read (default: all 8000; "
                              "1024 with --quick)")
     args = parser.parse_args()
-    _common.require_data(args.data / "mnist", args.data / "fsdd",
-                         what="AV-MNIST's sources (MNIST + FSDD)")
+    _common.require_av_mnist_sources(args, what="AV-MNIST's sources")
     _common.configure_tensorflow(args.threads)
     import csv
 

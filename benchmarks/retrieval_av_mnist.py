@@ -417,8 +417,7 @@ def main(argv=None):
     args.epochs = args.epochs or EPOCHS
     args.finetune_epochs = args.finetune_epochs or FINETUNE_EPOCHS
     args.variants = args.variants or list(VARIANTS)
-    _common.require_data(args.data / "mnist", args.data / "fsdd",
-                         what="AV-MNIST's source data (MNIST + FSDD)")
+    _common.require_av_mnist_sources(args)
     wall = time.perf_counter()
     workers, threads = _common.worker_plan(args.workers, args.threads)
     _common.configure_tensorflow(args.threads)

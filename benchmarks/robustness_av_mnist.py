@@ -156,8 +156,7 @@ def main(argv=None):
         args.epochs = args.epochs or QUICK["epochs"]
     args.seeds = args.seeds or [0, 1, 2]
     args.epochs = args.epochs or av.EPOCHS["degraded"]
-    _common.require_data(args.data / "mnist", args.data / "fsdd",
-                         what="AV-MNIST's source data (MNIST + FSDD)")
+    _common.require_av_mnist_sources(args)
     wall = time.perf_counter()
     _common.configure_tensorflow(args.threads)
     _common.print_header(

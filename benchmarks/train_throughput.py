@@ -219,8 +219,7 @@ def main(argv=None):
         args.limit = args.limit or QUICK["limit"]
         args.steps = min(args.steps, QUICK["steps"])
         args.repeats = min(args.repeats, QUICK["repeats"])
-    _common.require_data(args.data / "mnist", args.data / "fsdd",
-                         what="AV-MNIST's source data (MNIST + FSDD)")
+    _common.require_av_mnist_sources(args)
     wall = time.perf_counter()
     import numpy as np
 
