@@ -447,6 +447,33 @@ def test_signatures_take_raw_inputs_batch_first(media, seq):
     assert inputs == {"examples": ("string", [None])}
 
 
+def test_signatures_share_one_model_graph_and_each_weight_is_stored_once(
+        media):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    graph = saved_model_pb2.SavedModel()
+    with open(os.path.join(media.path, "saved_model.pb"), "rb") as f:
+        graph.ParseFromString(f.read())
+    names = [fn.signature.name for fn in
+             graph.meta_graphs[0].graph_def.library.function]
+    # serving_default, serve_tensors and serve_examples call one traced
+    # model function, and serve_examples calls serving_default's body
+    assert sum(n.startswith("__inference_predict_model_inputs_")
+               for n in names) == 1, names
+    assert sum(n.startswith("__inference__serve_raw_")
+               for n in names) == 1, names
+    with_convolutions = [fn.signature.name for fn in
+                         graph.meta_graphs[0].graph_def.library.function
+                         if any(node.op == "Conv2D" for node in fn.node_def)]
+    assert len(with_convolutions) == 1 and with_convolutions[0].startswith(
+        "__inference_predict_model_inputs_"), with_convolutions
+    stored = tf.train.list_variables(os.path.join(media.path, "variables",
+                                                  "variables"))
+    values = sum(int(np.prod(shape)) for name, shape in stored
+                 if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert values == sum(int(np.prod(v.shape)) for v in media.model.weights)
+
+
 def test_golden_outputs_and_warmup_requests(media):
     report = saved_report(media.path)
     assert report["checks"]["golden"]["problems"] == []

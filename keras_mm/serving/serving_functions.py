@@ -399,8 +399,30 @@ class ServingFunctions:
     def predict_model_inputs(self, inputs):
         return self.postprocess(self.model(inputs, training=False))
 
+    def _shared(self, name, function, signature):
+        # One traced function, called by every signature that needs it:
+        # traced inline, each signature held its own copy of the model
+        # graph (and serve_examples a second copy of the preprocessing),
+        # which made saved_model.pb larger than a small model's weights.
+        shared = self.__dict__.get(name)
+        if shared is None:
+            shared = tf.function(function, input_signature=[signature],
+                                 autograph=False)
+            self.__dict__[name] = shared
+        return shared
+
+    def predict_shared(self, inputs):
+        """`predict_model_inputs` as one traced function (the signatures'
+        shared model call)."""
+        return self._shared("_predict_fn", self.predict_model_inputs,
+                            self.tensor_signature())(inputs)
+
     def serve_raw(self, raw):
-        return self.predict_model_inputs(self.preprocess(raw))
+        return self._shared("_serve_raw_fn", self._serve_raw,
+                            self.raw_signature())(raw)
+
+    def _serve_raw(self, raw):
+        return self.predict_shared(self.preprocess(raw))
 
     def id_bounds(self):
         """`{model input: vocabulary size or per-column cardinalities}` of
@@ -431,7 +453,7 @@ class ServingFunctions:
             return {k: tf.identity(v) for k, v in inputs.items()}
 
     def serve_tensors(self, inputs):
-        return self.predict_model_inputs(self.check_tensors(inputs))
+        return self.predict_shared(self.check_tensors(inputs))
 
     def examples_to_raw(self, serialized):
         """Serialized `tf.train.Example`s -> the raw request dict.
