@@ -251,10 +251,12 @@ def test_refused_exports_leave_no_version(run):
     models = run["models"]
     before = sorted(os.listdir(models))
     config = (models / "models.config").read_text("utf-8")
+    # -100: refused whatever the drop (a test split of 32 rows moves 3.1
+    # points an example, and int8 may well score higher than float32)
     with pytest.raises(ExportError, match="savedmodel-int8 export of "
                                           "'small' refused") as info:
         export_compressed(run["result"].run_dir, "int8", verify=False,
-                          max_metric_drop=-1)
+                          max_metric_drop=-100)
     assert "top-1 agreement" in str(info.value)
     assert sorted(os.listdir(models)) == before
     assert (models / "models.config").read_text("utf-8") == config
@@ -262,7 +264,7 @@ def test_refused_exports_leave_no_version(run):
     before = sorted(os.listdir(litert))
     with pytest.raises(ExportError, match="litert-float16 export"):
         export_compressed(run["result"].run_dir, "float16", "litert",
-                          max_metric_drop=-1)
+                          max_metric_drop=-100)
     assert sorted(os.listdir(litert)) == before
 
 
