@@ -242,12 +242,13 @@ def test_compression_quick(shared_data, tmp_path):
     assert sorted(reports) == ["litert-dynamic", "litert-float16",
                                "litert-int8", "litert-none",
                                "savedmodel-int8"]
+    # the JSON line rounds every float to 4 decimals
     for name, report in reports.items():
         head = report["heads"]["digit"]
         assert report["size_ratio"] == pytest.approx(
-            report["size_bytes"] / report["reference_size_bytes"])
+            report["size_bytes"] / report["reference_size_bytes"], abs=1e-4)
         assert head["drop_points"] == pytest.approx(
-            head["reference"] - head["compressed"])
+            head["reference"] - head["compressed"], abs=2e-4)
         assert 0.0 <= head["top1_agreement"] <= 1.0, name
     assert reports["litert-none"]["size_ratio"] == 1.0
     assert reports["litert-none"]["heads"]["digit"]["top1_agreement"] == 1.0
