@@ -149,6 +149,28 @@ def check(args):
     return report.exit_code
 
 
+def tune(args):
+    from keras_mm.tuning import tune as tune_fn
+
+    overrides = list(args.overrides)
+    for flag, key in (("max_trials", "max_trials"),
+                      ("max_minutes", "max_minutes"),
+                      ("algorithm", "algorithm"), ("folder", "folder")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"tune.{key}={json.dumps(value)}")
+    result = tune_fn(args.recipe, overrides=overrides,
+                     runs_dir=args.runs_dir, overwrite=args.overwrite)
+    # The tuner has printed a line per trial and the table.
+    if result.best is None:
+        print(f"no trial finished; see {_shown(result.folder)}")
+        return 1
+    print(f"best: trial {result.best['trial']}, val {result.objective} "
+          f"{result.best['score']:.4f}; train it: keras-mm train "
+          f"{_shown(result.best_recipe)}")
+    return 0
+
+
 def verify(args):
     from keras_mm.serving import verify as verify_fn
 

@@ -92,6 +92,34 @@ def _add_check(sub):
     p.set_defaults(func=commands.check)
 
 
+def _add_tune(sub):
+    p = sub.add_parser(
+        "tune", help="search a recipe's tune: space with KerasTuner",
+        description="Train one run per trial of the recipe's tune: section "
+                    "(key paths -> search spaces), select on the val split "
+                    "(held out of train when the recipe has none), and "
+                    "write trials.csv, trials.png and best.yaml (the best "
+                    "trial's recipe, for `keras-mm train`) into "
+                    "<runs_dir>/<name>_tune. The same command resumes a "
+                    "killed search without repeating finished trials.")
+    p.add_argument("recipe", help="recipe file with a tune: section")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY.PATH=VALUE",
+                   help="override a recipe key (repeatable), tune keys "
+                        "too, e.g. --set tune.max_trials=20")
+    p.add_argument("--max-trials", type=int, help="tune.max_trials")
+    p.add_argument("--max-minutes", type=float, help="tune.max_minutes")
+    p.add_argument("--algorithm", choices=("random", "bayesian",
+                                           "hyperband"),
+                   help="tune.algorithm")
+    p.add_argument("--folder", help="the search's folder (tune.folder)")
+    p.add_argument("--runs-dir", help="parent of the default folder "
+                                      "(training.runs_dir)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a folder that holds a search")
+    p.set_defaults(func=commands.tune)
+
+
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="evaluate a finished run",
                        description="Evaluate the best checkpoint of a run "
@@ -329,7 +357,7 @@ def build_parser():
     sub.required = True
     for add in (_add_init, _add_train, _add_evaluate, _add_export,
                 _add_verify, _add_predict, _add_data, _add_explain,
-                _add_embed, _add_check):
+                _add_embed, _add_check, _add_tune):
         add(sub)
     return parser
 

@@ -468,6 +468,8 @@ def normalize_recipe(recipe, name=None):
                                               out["data"])
     _check_dual_encoder(out)
     out["export"] = _normalize_export(sections.export, out["name"])
+    if sections.tune is not None:
+        out["tune"] = sections.tune.model_dump()
     return out
 
 

@@ -19,6 +19,7 @@ from keras_mm.builder.schema import (PRETRAINED_KEYS, NonNegativeFloat,
                                      NonNegativeInt, OpenSection, PositiveInt,
                                      Section, bounded_int, choice, fail,
                                      is_int)
+from keras_mm.recipes.tune_schema import TuneSection
 
 DATA_FORMATS = ("manifest", "tfrecord")
 SPLITS = ("train", "val", "test")
@@ -369,6 +370,8 @@ class RecipeSections(Section):
         EvaluationSection()
     export: Annotated[ExportSection, BeforeValidator(_none_as_empty)] = \
         ExportSection()
+    # `keras-mm tune` (keras_mm.tuning); training ignores it.
+    tune: Optional[TuneSection] = None
 
     @model_validator(mode="after")
     def fine_tuning_inputs(self):
