@@ -233,11 +233,19 @@ def test_robustness_av_mnist_quick(shared_data, tmp_path):
 @pytest.mark.slow
 def test_compression_quick(shared_data, tmp_path):
     # one fusion, 1,024 rows, 2 epochs: the int8 SavedModel and the four
-    # LiteRT modes, each through keras_mm.compression.export_compressed
+    # LiteRT modes, each through keras_mm.compression.export_compressed,
+    # and the distilled half-width student
     result = last_json(run_script(
         "compression.py", "--quick", "--fusions", "concat", "--data",
         str(shared_data), "--cache", str(tmp_path / "cache")))
-    assert result["quick"] is True and result["distill_gain_points"] is None
+    assert result["quick"] is True
+    # the half-width student of the concat model, with and without it
+    distilled = result["fusions"]["concat"]["distill"]
+    assert result["distill_gain_points"] == distilled["gain_points"]
+    assert distilled["gain_points"] == pytest.approx(
+        100 * (distilled["student"] - distilled["student_alone"]), abs=0.02)
+    assert distilled["teacher"] == pytest.approx(
+        result["fusions"]["concat"]["float_accuracy"], abs=1e-4)
     reports = result["fusions"]["concat"]["reports"]
     assert sorted(reports) == ["litert-dynamic", "litert-float16",
                                "litert-int8", "litert-none",
@@ -263,10 +271,34 @@ def test_compression_quick(shared_data, tmp_path):
     assert reports["litert-int8"]["size_ratio"] < 0.35
 
 
+@pytest.mark.slow
+def test_tune_av_mnist_quick(shared_data, tmp_path):
+    # 1,024 rows, 2 trials of 2 epochs: trial 0 is the shipped recipe's
+    # values, the best is selected on the held-out val rows
+    result = last_json(run_script(
+        "tune_av_mnist.py", "--quick", "--data", str(shared_data),
+        "--cache", str(tmp_path / "cache")))
+    assert result["quick"] is True and result["trials"] == 2
+    table = {row["trial"]: row for row in result["table"]}
+    assert table["0"]["values"] == {
+        "training.optimizer.learning_rate": 0.002, "fusion.type": "concat",
+        "inputs.image.tower.dim": 64, "inputs.audio.tower.dim": 64}
+    best = table[result["best_trial"]]
+    assert result["best_val_accuracy"] == max(r["score"] for r in
+                                              table.values())
+    assert result["best_accuracy"] == best["splits"]["test"]
+    assert result["default_accuracy"] == table["0"]["splits"]["test"]
+    # the JSON line rounds every float to 4 decimals
+    assert result["gap_points"] == pytest.approx(
+        100 * (result["best_accuracy"] - result["default_accuracy"]),
+        abs=0.02)
+
+
 @pytest.mark.parametrize("name", ["accuracy_av_mnist.py",
                                   "accuracy_three_modalities.py",
                                   "robustness_av_mnist.py",
                                   "compression.py",
+                                  "tune_av_mnist.py",
                                   "audio_heldout_speaker.py",
                                   "accuracy_basicmotions.py",
                                   "train_throughput.py",

@@ -138,8 +138,8 @@ def _first_try_unimodal(data_dir, runs_dir, names):
     """Issue 12's first try: the README-style three-input recipe with the
     tower defaults, 8 epochs, batch 64, Adam at the trainer's default
     learning rate, constant; the single-input models `compare_unimodal`
-    trains (`trainer._unimodal_recipe`), trained through `train`."""
-    from keras_mm.training import train, trainer
+    trains (`run_folder.unimodal_recipe`), trained through `train`."""
+    from keras_mm.training import train
 
     recipe = three_digits_recipe(data_dir, name="first_try")
     recipe["training"].update({"optimizer": {"type": "adam"},
@@ -150,7 +150,7 @@ def _first_try_unimodal(data_dir, runs_dir, names):
     recipe = run_folder.load_recipe(recipe, ())
     results = {}
     for name in names:
-        sub = trainer._unimodal_recipe(recipe, name)
+        sub = run_folder.unimodal_recipe(recipe, name)
         results[name] = train(sub, export=False, verbose=0, callbacks=[])
     return results
 

@@ -139,7 +139,7 @@ def test_unimodal_key_follows_recipe_data_and_seed(tmp_path):
     from keras_mm.datasets import make_demo_dataset
     from keras_mm.training import run_preprocessors
     from keras_mm.training.run_folder import load_recipe, unimodal_key
-    from keras_mm.training.trainer import _unimodal_recipe
+    from keras_mm.training.run_folder import unimodal_recipe as _unimodal_recipe
 
     make_demo_dataset(tmp_path / "demo", num_train=12, num_val=4,
                       num_test=4)

@@ -111,6 +111,18 @@ def test_the_recipes_own_values_are_its_reference_trial(tmp_path):
     assert values is None and "0.5 lies outside" in why
 
 
+def test_a_normalized_recipe_normalizes_to_itself(tmp_path):
+    # a run folder's recipe.yaml is the normalized recipe, read back later
+    recipe = searchable(tmp_path / "d")
+    recipe["tune"]["space"]["training.batch_size"] = {"int": [8, 32],
+                                                      "step": 8}
+    recipe["distill"] = {"teacher": "runs/big"}
+    once = normalize_recipe(recipe)
+    assert normalize_recipe(copy.deepcopy(once)) == once
+    assert once["tune"]["space"]["training.batch_size"] == {
+        "kind": "int", "low": 8, "high": 32, "step": 8}
+
+
 def test_tune_without_a_tune_section_says_how_to_add_one(tmp_path):
     recipe = searchable(tmp_path / "d")
     del recipe["tune"]

@@ -37,6 +37,19 @@ class MultimodalModel(keras.Model):
         """The normalized spec as a dict (None when unknown)."""
         return None if self.spec_json is None else json.loads(self.spec_json)
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """The compiled loss; in training, with a teacher attached
+        (`keras_mm.compression.Distillation.attach`), mixed with its soft
+        targets."""
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred,
+                                    sample_weight=sample_weight,
+                                    training=training)
+        distillation = self.__dict__.get("_keras_mm_distillation")
+        if distillation is None or not training:
+            return loss
+        return distillation.loss(self, x, y_pred, loss)
+
     def get_config(self):
         config = super().get_config()
         config["spec_json"] = self.spec_json

@@ -11,10 +11,13 @@ and a parity report for each.
 - `export_compressed(run_dir, ...)`: all of it for a finished run
   (`keras-mm export RUN --quantize int8 [--format litert]`), refused
   without a trace when the metric drops by more than
-  `export.max_metric_drop`.
+  `export.max_metric_drop`;
+- `Distillation(teacher, heads, temperature, alpha)`: a student's loss
+  mixed with a teacher's soft targets (the recipe's `distill:` section).
 """
 
+from keras_mm.compression.distillation import Distillation
 from keras_mm.compression.int8_kernel_conv import quantize_conv_kernels
 from keras_mm.compression.quantize import quantize_model
 
-__all__ = ["quantize_conv_kernels", "quantize_model"]
+__all__ = ["Distillation", "quantize_conv_kernels", "quantize_model"]

@@ -23,6 +23,7 @@ metric drops by more than `max_metric_drop`, the export is refused with
 the report, and no version folder is left.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -69,6 +70,12 @@ def _check_mode(fmt, quantize):
             f"{', '.join(modes)}" + (" (float16 and dynamic are LiteRT "
                                      "modes: add --format litert)"
                                      if fmt == "savedmodel" else ""))
+
+
+def _numpy_batches(dataset):
+    """The LiteRT converter's representative data: NumPy batches."""
+    for batch in dataset:
+        yield {k: v.numpy() for k, v in batch.items()}
 
 
 def export_compressed(run_dir, quantize="int8", fmt="savedmodel", *,
@@ -165,22 +172,19 @@ def export_compressed_model(model, preprocessors, recipe, spec, quantize,
         return _export_saved_model(model, preprocessors, recipe, spec,
                                    dataset, quantize, version=version,
                                    verify=verify, **options)
-    if calibration_batches is None:
-        calibration_batches = settings.get("calibration_batches", 16)
-    train = run_data.make_pipeline(
-        recipe, "train", preprocessors, spec,
-        input_names=model_input_names(model), with_labels=False,
-        report_dir=report_dir)
-    calibration = run_data.eval_dataset(train, batch_size).take(
-        int(calibration_batches))
-
-    def representative():
-        for batch in calibration:
-            yield {k: v.numpy() for k, v in batch.items()}
-
+    representative = None
+    if quantize == "int8":      # only int8 calibrates its activations
+        if calibration_batches is None:
+            calibration_batches = settings.get("calibration_batches", 16)
+        train = run_data.make_pipeline(
+            recipe, "train", preprocessors, spec,
+            input_names=model_input_names(model), with_labels=False,
+            report_dir=report_dir)
+        calibration = run_data.eval_dataset(train, batch_size).take(
+            int(calibration_batches))
+        representative = functools.partial(_numpy_batches, calibration)
     return export_litert(model, preprocessors, dataset, quantize,
-                         representative=representative
-                         if quantize == "int8" else None, version=version,
+                         representative=representative, version=version,
                          **options)
 
 

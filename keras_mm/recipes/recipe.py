@@ -62,6 +62,21 @@ export:
   golden_examples: 4
   allow_untrained: false       # export a run that never beat the baseline
   explain: false               # add the `explain` signature (modality Shapley values)
+  quantize: none               # int8 | float8: a weight-quantized next version
+  litert: null                 # none | float16 | dynamic | int8: a .tflite too
+  max_metric_drop: 1.0         # refuse a compressed export that drops more (points)
+  calibration_batches: 16      # LiteRT int8 calibration batches
+distill:                       # optional: train on a finished run's soft targets
+  teacher: runs/big            # its inputs and preprocessing are this recipe's
+  temperature: 2.0
+  alpha: 0.5                   # label loss weight; 1 - alpha: the soft targets
+  compare_alone: true          # scoreboard: teacher, student, student alone
+tune:                          # optional: `keras-mm tune` (training ignores it)
+  space: {training.optimizer.learning_rate: {log_uniform: [1.0e-4, 1.0e-2]}}
+  objective: auto              # <head>.<metric> or loss, on the val split
+  algorithm: random            # random | bayesian | hyperband
+  max_trials: 12
+  max_minutes: null
 ```
 
 Sizes are bounded (`training.epochs` <= 100000, `training.batch_size` <=
@@ -468,6 +483,8 @@ def normalize_recipe(recipe, name=None):
                                               out["data"])
     _check_dual_encoder(out)
     out["export"] = _normalize_export(sections.export, out["name"])
+    if sections.distill is not None:
+        out["distill"] = sections.distill.model_dump()
     if sections.tune is not None:
         out["tune"] = sections.tune.model_dump()
     return out

@@ -347,6 +347,18 @@ class ExportSection(Section):
     calibration_batches: PositiveInt = 16
 
 
+class DistillSection(Section):
+    """`distill:`: train this recipe's model (the student) on a finished
+    run's soft targets (`keras_mm.compression.distillation`)."""
+
+    teacher: _text("the teacher's run folder (runs/<name>)")
+    temperature: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0
+    # The weight of the label loss; 1 - alpha weights the soft targets.
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    # Also train the same student without the teacher (scoreboard rows).
+    compare_alone: bool = True
+
+
 def _none_as_empty(value):
     return {} if value is None else value
 
@@ -370,6 +382,7 @@ class RecipeSections(Section):
         EvaluationSection()
     export: Annotated[ExportSection, BeforeValidator(_none_as_empty)] = \
         ExportSection()
+    distill: Optional[DistillSection] = None
     # `keras-mm tune` (keras_mm.tuning); training ignores it.
     tune: Optional[TuneSection] = None
 

@@ -55,9 +55,23 @@ def _bounds(kind, value):
     return [low, high]
 
 
+def _as_written(value):
+    """A normalized entry (`{"kind", ...}`, as a run's recipe.yaml keeps
+    it) back in the written form, so normalizing is idempotent."""
+    kind = value.get("kind")
+    if kind == "choice":
+        return {"choice": value.get("values")}
+    out = {kind: [value.get("low"), value.get("high")]}
+    if "step" in value:
+        out["step"] = value["step"]
+    return out
+
+
 def _space_entry(value):
     """`{kind: spec}` -> `{"kind", "values"}` or `{"kind", "low", "high"
     [, "step"]}`."""
+    if isinstance(value, dict) and value.get("kind") in SPACE_KINDS:
+        value = _as_written(value)
     if not isinstance(value, dict):
         raise fail(f"{value!r} is not a search space; write one of "
                    "{choice: [...]}, {uniform: [low, high]}, "

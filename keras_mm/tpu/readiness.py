@@ -102,20 +102,20 @@ class ReadinessReport:
 
 
 def _layer_paths(model):
-    """Layer paths of `model`, longest first (to match op names)."""
+    """`[(layer path, op-name pattern)]` of `model`, longest path first (to
+    match op names); each pattern is compiled once."""
     paths = set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
         paths.add(getattr(layer, "path", None) or layer.name)
-    return sorted(paths, key=len, reverse=True)
+    return [(path, re.compile(r"(^|/)" + "/".join(
+        re.escape(p) + r"(_\d+)?" for p in path.split("/")) + r"(/|$)"))
+        for path in sorted(paths, key=len, reverse=True)]
 
 
 def _owner(op_name, paths, inputs):
     """The layer path (or input) an op name belongs to."""
-    for path in paths:
-        parts = path.split("/")
-        pattern = r"(^|/)" + "/".join(re.escape(p) + r"(_\d+)?"
-                                      for p in parts) + r"(/|$)"
-        if re.search(pattern, op_name):
+    for path, pattern in paths:
+        if pattern.search(op_name):
             return f"layer {path}"
     base = op_name.split("/")[0]
     for name in inputs:
@@ -163,16 +163,26 @@ def _xla_error_ops(message, paths, inputs):
     return found
 
 
+_OP_META = re.compile(r'op_type="(\w+)" op_name="([^"]+)"')
+_BOUNDED_DIM = re.compile(r"\[[^\]]*<=")
+
+
 def _hlo_findings(hlo, paths, inputs):
     """`(float64 owners, dynamic-shape owners)` of an HLO module text."""
     f64, dynamic = set(), set()
     for line in hlo.splitlines():
-        meta = re.search(r'op_type="(\w+)" op_name="([^"]+)"', line)
-        owner = _owner(meta.group(2), paths, inputs) if meta else None
-        if "f64[" in line and owner is not None:
+        meta = _OP_META.search(line)
+        if meta is None:
+            continue
+        is_f64 = "f64[" in line
+        is_dynamic = meta.group(1) in DYNAMIC_SHAPE_OPS or \
+            _BOUNDED_DIM.search(line) is not None
+        if not (is_f64 or is_dynamic):
+            continue                    # most lines: no owner needed
+        owner = _owner(meta.group(2), paths, inputs)
+        if is_f64:
             f64.add(owner)
-        if owner is not None and (re.search(r"\[[^\]]*<=", line) or
-                                  meta.group(1) in DYNAMIC_SHAPE_OPS):
+        if is_dynamic:
             dynamic.add(owner)
     return f64, dynamic
 

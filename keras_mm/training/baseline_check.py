@@ -21,9 +21,13 @@ its mean binary cross-entropy is below that of predicting each label's
 frequency, or its per-label accuracy above each label's majority value.
 """
 
+import logging
 import math
+import warnings
 
 import numpy as np
+
+log = logging.getLogger("keras_mm")
 
 # Margins so that rounding never counts as learning.
 ACCURACY_MARGIN = 1e-6
@@ -150,5 +154,26 @@ def export_refusal(message, kept, allow):
             f"learning_rate and the data{allow} to export it anyway")
 
 
-__all__ = ["export_refusal", "head_baseline", "prior_loss",
+def check_trained(run, result, export):
+    """Warns when the run learned nothing (`baseline_check`); returns the
+    message refusing the export (None when it may go ahead)."""
+    reason = untrained_reason(run.history, result.metrics, run.spec)
+    result.untrained = reason
+    if reason is None:
+        return None
+    recipe = run.recipe
+    message = untrained_message(recipe["name"], reason)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+    log.warning(message)
+    if not export or recipe["export"]["allow_untrained"]:
+        return None
+    again = " and run the same command again (it exports without " \
+        "training again)" if run.training["backup"] else ""
+    return export_refusal(
+        message, f" (the run folder {run.run_dir} keeps the model and its "
+        "metrics)", ", or set export.allow_untrained: true (--set "
+        f"export.allow_untrained=true){again}")
+
+
+__all__ = ["check_trained", "export_refusal", "head_baseline", "prior_loss",
            "untrained_message", "untrained_reason"]

@@ -45,7 +45,7 @@ UNIMODAL_KEY_FILE = "unimodal_key.json"
 RESUME_KEYS = ("data", "inputs", "fusion", "trunk", "heads",
                "training.batch_size", "training.optimizer",
                "training.schedule", "training.seed", "training.precision",
-               "training.epochs")
+               "training.epochs", "distill")
 
 
 def _export_follows_name(raw, stem, overrides):

@@ -77,17 +77,15 @@ import logging
 import os
 import sys
 import typing
-import warnings
 
 import keras
 
 from keras_mm.errors import ExportError
 from keras_mm.serving.atomic import atomic_save_model
-from keras_mm.training.baseline_check import (export_refusal,
-                                              untrained_message,
-                                              untrained_reason)
-from keras_mm.training import (fine_tuning, run_artifacts, run_data,
-                               run_folder, run_preprocessors, tower_init)
+from keras_mm.training.baseline_check import check_trained
+from keras_mm.training import (distill_run, fine_tuning, run_artifacts,
+                               run_data, run_folder, run_preprocessors,
+                               tower_init)
 from keras_mm.training.distributed_loop import fit_distributed
 from keras_mm.compression.compressed_export import export_recipe_modes
 from keras_mm.training.finished_run import (evaluate_splits, export_model,
@@ -127,8 +125,6 @@ def _verbosity(value):
     return int(value)
 
 
-_unimodal_recipe = run_folder.unimodal_recipe
-
 
 # -- the steps of one training run --------------------------------------------
 
@@ -151,6 +147,7 @@ class _Run:
     preprocessors: dict = None
     spec: dict = None
     sources: dict = None                # tower.init_from: {input: (run, recipe)}
+    teacher: typing.Any = None          # distill: distill_run.Teacher
     model: typing.Any = None
     pipelines: dict = None
     train_ds: typing.Any = None
@@ -180,6 +177,7 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
 
     run_data.modality_dropout(recipe)     # its ConfigError before any work
     sources = tower_init.check_sources(recipe)     # init_from, likewise
+    teacher = distill_run.check_teacher(recipe)     # distill, likewise
     run = _Run(recipe=recipe, plan=plan, run_dir=run_dir, verbose=verbose,
                clock=clock or PhaseClock(), checked=checked)
     training = run.training
@@ -214,12 +212,15 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
     else:
         preprocessors = run_preprocessors.make_preprocessors(recipe)
         preprocessors.update(tower_init.source_preprocessors(sources))
+        if teacher is not None:         # the student's are the teacher's
+            preprocessors = distill_run.teacher_preprocessors(teacher)
         preprocessors = run_preprocessors.adapt_preprocessors(
-            preprocessors, recipe, clock=run.clock, fitted=sources)
+            preprocessors, recipe, clock=run.clock,
+            fitted=list(preprocessors) if teacher else sources)
     run_preprocessors.save_preprocessors(preprocessors, pre_path)
     run.preprocessors = preprocessors
     run.spec = complete_spec(recipe_model_spec(recipe), preprocessors)
-    run.sources = sources
+    run.sources, run.teacher = sources, teacher
     return run
 
 
@@ -236,6 +237,7 @@ def _build(run):
         keras.utils.set_random_seed(seed)
         run.model = build_model(run.spec)
         tower_init.initialize_towers(run.model, weights, run.sources)
+        distill_run.attach(run.model, run.teacher)
     input_names = model_input_names(run.model)
     run.pipelines = {split: run_data.make_pipeline(
         recipe, split, run.preprocessors, run.spec, input_names=input_names,
@@ -423,7 +425,7 @@ def _compare_unimodal(recipe, plan, run_dir, verbose, preprocessors, result,
     single-input runs share (`run_data.share_check`)."""
     runs_dir = recipe["training"]["runs_dir"]
     for name in recipe["inputs"]:
-        sub = _unimodal_recipe(recipe, name)
+        sub = run_folder.unimodal_recipe(recipe, name)
         # A one-input model has no presence input: no modality dropout.
         sub["training"] = dict(sub["training"], modality_dropout=None)
         sub_dir = os.path.join(run_dir, UNIMODAL_DIR, name)
@@ -450,6 +452,21 @@ def _compare_unimodal(recipe, plan, run_dir, verbose, preprocessors, result,
                 metrics, f"{name} only"))
 
 
+def _compare_teacher(run, result):
+    """The scoreboard's `teacher` rows and, with `distill.compare_alone`,
+    the student trained without the teacher (`alone/`)."""
+    if run.plan.is_chief:
+        result.scoreboard[:0] = run_artifacts.scoreboard_rows(
+            distill_run.teacher_metrics(run.teacher, run), "teacher")
+    if run.teacher.settings["compare_alone"]:
+        _say(run.verbose, "training the student without the teacher")
+        alone = _run(distill_run.alone_recipe(run.recipe), run.plan,
+                     os.path.join(run.run_dir, "alone"), run.verbose,
+                     preprocessors=run.preprocessors, checked=run.pipelines)
+        result.scoreboard.extend(run_artifacts.scoreboard_rows(
+            alone[0].metrics, "student alone") if run.plan.is_chief else [])
+
+
 def _export(run, eval_model, result, verify):
     """Exports the evaluated model (and verifies it when asked); sets
     `result.export_path` and `result.verify_report`."""
@@ -469,27 +486,6 @@ def _export(run, eval_model, result, verify):
             eval_model, run.preprocessors, recipe, run.spec,
             verify=verify and recipe["export"]["verify"],
             report_dir=run.run_dir, say=lambda m: _say(run.verbose, m))
-
-
-def _check_trained(run, result, export):
-    """Warns when the run learned nothing (`baseline_check`); returns the
-    message refusing the export (None when it may go ahead)."""
-    reason = untrained_reason(run.history, result.metrics, run.spec)
-    result.untrained = reason
-    if reason is None:
-        return None
-    recipe = run.recipe
-    message = untrained_message(recipe["name"], reason)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-    log.warning(message)
-    if not export or recipe["export"]["allow_untrained"]:
-        return None
-    again = " and run the same command again (it exports without " \
-        "training again)" if run.training["backup"] else ""
-    return export_refusal(
-        message, f" (the run folder {run.run_dir} keeps the model and its "
-        "metrics)", ", or set export.allow_untrained: true (--set "
-        f"export.allow_untrained=true){again}")
 
 
 # -- public API ---------------------------------------------------------------
@@ -567,7 +563,7 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
                                        callbacks, clock=clock)
         if plan.is_chief:
             result.scoreboard = run_artifacts.scoreboard_rows(
-                result.metrics, "fused")
+                result.metrics, "student" if run.teacher else "fused")
         if recipe["evaluation"]["compare_unimodal"] and \
                 len(recipe["inputs"]) > 1:
             with clock.phase("scoreboard"):
@@ -575,12 +571,15 @@ def train(recipe, overrides=(), *, export=True, verify=True, runs_dir=None,
                                   run.preprocessors, result, run.pipelines)
         elif plan.is_chief:             # no stale single-input rows
             run_folder.remove(os.path.join(run_dir, UNIMODAL_DIR))
+        if run.teacher is not None:
+            with clock.phase("scoreboard"):
+                _compare_teacher(run, result)
         refused = None
         if plan.is_chief:
             run_artifacts.publish_scoreboard(
                 result.scoreboard, os.path.join(run_dir, SCOREBOARD_FILE),
                 verbose)
-            refused = _check_trained(run, result, export)
+            refused = check_trained(run, result, export)
             if export and refused is None:
                 _export(run, eval_model, result, verify)
         if refused is None:

@@ -15,8 +15,9 @@ trials.csv         one row per trial (trials.png: the plot)
 best.yaml          the best trial's recipe, ready for `keras-mm train`
 ```
 
-Selection is on the val split only (the test split is reported beside it,
-never selected on). A search killed at any point is resumed by the same
+Selection is on the val split only: trials evaluate val alone, and the
+test split is evaluated after the search for the best trial and the
+recipe's own (reported, never selected on). A search killed at any point is resumed by the same
 command: finished trials are kept, the interrupted one is retried with
 the same values from its last epoch backup. `max_trials` and `max_minutes`
 may be raised between sessions; any other change to the recipe or its
@@ -103,6 +104,23 @@ class _SearchState:
         self.state = state or {"fingerprint": fingerprint, "seconds": {}}
         self.save()
 
+    def tested(self, trial_id, run_dir, split):
+        """`{split: metrics}` of a trial's best model on `split`, evaluated
+        once (kept in search.json)."""
+        from keras_mm.training import evaluate
+
+        tested = self.state.setdefault("tested", {}).setdefault(trial_id, {})
+        if split not in tested:
+            import keras
+            metrics = evaluate(run_dir, splits=[split])[split]
+            keras.backend.clear_session()
+            tested[split] = {"loss": metrics.get("loss"), "heads": {
+                head: {k: v for k, v in values.items()
+                       if isinstance(v, (int, float))}
+                for head, values in metrics.get("heads", {}).items()}}
+            self.save()
+        return {split: tested[split]}
+
     def spent(self):
         return float(sum(self.state["seconds"].values()))
 
@@ -156,7 +174,7 @@ def _describe(values):
 
 
 def _rows(oracle, space, objective, trials_dir, name, state, recipe_values,
-          extra, direction):
+          direction):
     from keras_mm.training.run_folder import METRICS_FILE
 
     rows = []
@@ -174,7 +192,7 @@ def _rows(oracle, space, objective, trials_dir, name, state, recipe_values,
         rows.append({
             "trial": trial_id, "status": trial.status, "values": values,
             "score": score, "run_dir": run_dir,
-            "splits": {s: split_score(metrics, s, objective) for s in extra},
+            "splits": {},
             "seconds": state.state["seconds"].get(trial_id),
             "recipe": recipe_values is not None and values == recipe_values
             and trial_id == min(oracle.trials), "best": False})
@@ -264,7 +282,9 @@ def tune(recipe, overrides=(), *, max_trials=None, max_minutes=None,
     if note:    # the held-out manifests hold absolute paths, checked above
         data["allow_paths_outside"] = True
     extra = [s for s in ("test",) if s in splits]
-    evaluation = {"splits": ["val"] + extra, "compare_unimodal": False}
+    # Trials are scored on val only; the test split is evaluated at the end
+    # for the best trial and the recipe's own (never selected on).
+    evaluation = {"splits": ["val"], "compare_unimodal": False}
     base = {k: copy.deepcopy(v) for k, v in raw.items() if k != "tune"}
     base.update(data=data, evaluation=evaluation)
 
@@ -337,7 +357,12 @@ def tune(recipe, overrides=(), *, max_trials=None, max_minutes=None,
         raise error.args[0] from None
 
     rows = _rows(tuner.oracle, space, objective, trials_dir, name, state,
-                 recipe_values, extra, direction)
+                 recipe_values, direction)
+    for row in rows:
+        if row["best"] or row["recipe"]:
+            row["splits"] = {s: split_score(state.tested(
+                row["trial"], row["run_dir"], s), s, objective)
+                for s in extra}
     result = TuneResult(folder=folder, objective=objective,
                         direction=direction, trials=rows, stopped=stopped,
                         notes=notes)
@@ -353,8 +378,9 @@ def tune(recipe, overrides=(), *, max_trials=None, max_minutes=None,
         result.best_recipe = os.path.join(folder, tune_report.BEST_FILE)
         text, _ = tune_report.best_recipe(
             raw, result.best["values"], data,
-            dict(evaluation, compare_unimodal=normalized["evaluation"][
-                "compare_unimodal"]), f"{name}_best", result.best["trial"],
+            {"splits": ["val"] + extra, "compare_unimodal": normalized[
+                "evaluation"]["compare_unimodal"]}, f"{name}_best",
+            result.best["trial"],
             result.best["score"], objective, result.best_recipe)
         partial = f"{result.best_recipe}.partial"
         with open(partial, "w", encoding="utf-8") as f:

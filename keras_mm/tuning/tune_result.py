@@ -13,7 +13,9 @@ class TuneResult:
         trials: one row per trial, in trial order: `{"trial", "status",
             "values" {key path: value}, "score" (val objective or None),
             "splits" {split: objective on it}, "seconds", "run_dir",
-            "best", "recipe"}` (`recipe`: the recipe's own values).
+            "best", "recipe"}` (`recipe`: the recipe's own values). Trials
+            are scored on val only; `splits` (test) is filled for the best
+            row and the recipe's row, evaluated after the search.
         best: the best row (on val), or None when no trial finished.
         best_recipe: the path of `best.yaml`, or None.
         table: the trials as fixed-width text (also `trials.csv`).
