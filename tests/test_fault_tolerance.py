@@ -16,20 +16,18 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
 
+from subprocess_runs import finish, start
 from test_training import assert_loss_went_down, tiny_recipe, write_recipe
 
 # End-to-end runs in subprocesses (a minute or more on 2 cores): in the
 # slow set, which CI runs (`pytest -m slow`).
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
 
 COMMAND = textwrap.dedent("""
@@ -55,33 +53,8 @@ COMMAND = textwrap.dedent("""
 """)
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("TF_CONFIG", None)
-    return env
-
-
 def _start(script, recipe, runs_dir, batch_log, log_path):
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, script, recipe, os.fspath(runs_dir),
-         os.fspath(batch_log)], env=_env(), cwd=REPO, stdout=log,
-        stderr=subprocess.STDOUT)
-    proc.log_file = log
-    return proc
-
-
-def _finish(proc, timeout):
-    try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.log_file.close()
-    with open(proc.log_file.name) as f:
-        return f.read()
+    return start([script, recipe, runs_dir, batch_log], log_path)
 
 
 def _batches(path):
@@ -154,7 +127,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path):
             killed_at = done[-1]
             break
         time.sleep(0.05)
-    output = _finish(victim, timeout=30)
+    output = finish(victim, timeout=30)
     assert killed_at is not None, "the run ended before it could be " \
         "killed:\n" + output[-4000:]
     assert victim.returncode == -signal.SIGKILL
@@ -166,7 +139,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path):
     # The same command again: resumes at epoch 1 (the interrupted one).
     resumed = _start(script, recipe_path, runs, tmp_path / "batches.txt",
                      tmp_path / "resumed.log")
-    output = _finish(resumed, timeout=300)
+    output = finish(resumed, timeout=300)
     assert resumed.returncode == 0, output[-6000:]
     assert output.count(f"resuming ft from the backup in {run_dir}") == 1
     assert f"epoch 2 of {EPOCHS}" in output
@@ -175,7 +148,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path):
     epochs_seen = {e for e, _ in _batches(tmp_path / "batches.txt")}
     assert epochs_seen == {0, 1, 2}
 
-    ref_output = _finish(reference, timeout=300)
+    ref_output = finish(reference, timeout=300)
     assert reference.returncode == 0, ref_output[-6000:]
     assert "RESUMED_FROM 0" in ref_output
 

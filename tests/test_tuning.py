@@ -8,8 +8,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,9 +19,9 @@ from keras_mm.recipes.recipe import normalize_recipe
 from keras_mm.tuning import tune
 from keras_mm.tuning.holdout import holdout_splits
 from keras_mm.tuning.search_space import check_space, recipe_values
+from subprocess_runs import finish, start
 from test_training import tiny_recipe, write_recipe
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = {
     "training.optimizer.learning_rate": {"log_uniform": [1e-3, 3e-2]},
     "fusion.type": {"choice": ["concat", "gated"]},
@@ -34,7 +32,8 @@ SPACE = {
 def searchable(data_dir, *, val=False, epochs=2, **tune_keys):
     """The tiny demo recipe without a val split (the search holds one out)
     and a `tune:` section over SPACE."""
-    recipe = tiny_recipe(data_dir, epochs=epochs, sizes=(48, 16, 16))
+    recipe = tiny_recipe(data_dir, epochs=epochs, sizes=(48, 16, 16),
+                         deterministic=True)     # best.yaml reproduces it
     if not val:
         del recipe["data"]["splits"]["val"]
         recipe["evaluation"] = {"splits": ["test"]}
@@ -300,25 +299,7 @@ KILLED = "import sys; from keras_mm.cli.main import main; " \
 
 
 def _start(args, log_path):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, *args], env=env,
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    proc.log = log
-    return proc
-
-
-def _output(proc, timeout):
-    try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.log.close()
-    with open(proc.log.name) as f:
-        return f.read()
+    return start(["-c", KILLED, *args], log_path)
 
 
 @pytest.mark.slow
@@ -339,13 +320,13 @@ def test_a_search_killed_mid_trial_resumes_without_repeating_trials(
             killed = True
             break
         time.sleep(0.05)
-    output = _output(victim, 30)
+    output = finish(victim, 30)
     assert killed, "the search ended before it was killed:\n" + output[-3000:]
     assert "tune: trial 0:" in output and "tune: trial 1:" not in output
     stamp = os.path.getmtime(folder / "trials" / "tiny_trial_0" / "run.json")
 
     resumed = _start(["tune", path], tmp_path / "resumed.log")
-    output = _output(resumed, 400)
+    output = finish(resumed, 400)
     assert resumed.returncode == 0, output[-4000:]
     assert "tune: trial 0:" not in output        # not run again
     assert output.count("tune: trial 1:") == 1

@@ -17,6 +17,13 @@ import tempfile
 from keras_mm.cli import commands
 
 
+def _add_overrides(parser, example):
+    parser.add_argument("--set", dest="overrides", action="append",
+                        default=[], metavar="KEY.PATH=VALUE",
+                        help="override a recipe key (repeatable), e.g. "
+                             f"--set {example}")
+
+
 def _add_init(sub):
     from keras_mm.inference import example_names
 
@@ -55,10 +62,7 @@ def _add_train(sub):
                     "when the recipe says how), evaluate it, export it to "
                     "saved_models/<name>/<version> and verify the export.")
     p.add_argument("recipe", help="recipe file, e.g. recipes/demo.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY.PATH=VALUE",
-                   help="override a recipe key (repeatable), e.g. "
-                        "--set training.epochs=3")
+    _add_overrides(p, "training.epochs=3")
     p.add_argument("--runs-dir", help="where runs/<name>/ goes")
     p.add_argument("--no-export", action="store_true",
                    help="skip the export (and its verification)")
@@ -84,9 +88,7 @@ def _add_check(sub):
     p.add_argument("--tpu", action="store_true",
                    help="check as on a TPU: bfloat16, steps_per_execution "
                         "32, the advice for 8 cores")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY.PATH=VALUE",
-                   help="override a recipe key (repeatable)")
+    _add_overrides(p, "training.batch_size=64")
     p.add_argument("--json", dest="json_out",
                    help="also write the report as JSON to this file")
     p.set_defaults(func=commands.check)
@@ -103,10 +105,7 @@ def _add_tune(sub):
                     "<runs_dir>/<name>_tune. The same command resumes a "
                     "killed search without repeating finished trials.")
     p.add_argument("recipe", help="recipe file with a tune: section")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY.PATH=VALUE",
-                   help="override a recipe key (repeatable), tune keys "
-                        "too, e.g. --set tune.max_trials=20")
+    _add_overrides(p, "tune.max_trials=20")
     p.add_argument("--max-trials", type=int, help="tune.max_trials")
     p.add_argument("--max-minutes", type=float, help="tune.max_minutes")
     p.add_argument("--algorithm", choices=("random", "bayesian",

@@ -73,8 +73,8 @@ class Distillation:
     ...     return keras.Model({"x": x}, {"y": out})
     >>> student, teacher = tiny(1), tiny(2)
     >>> student.compile("sgd", {"y": "sparse_categorical_crossentropy"})
-    >>> Distillation(teacher, {"y": "classification"}, 2.0, 0.5).attach(
-    ...     student)
+    >>> student = Distillation(teacher, {"y": "classification"}, 2.0,
+    ...                        0.5).attach(student)
     >>> batch = {"x": np.ones((2, 3), "float32")}
     >>> loss = Distillation.of(student).loss(
     ...     student, batch, student(batch), tf.constant(1.0))

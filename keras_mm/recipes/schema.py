@@ -114,6 +114,7 @@ FolderPath = _text("a folder path")
 Address = _text("a dispatcher address")
 TPUAddress = _text("a TPU name or address")
 MetricName = _text("a metric name such as val_loss")
+TeacherRun = _text("the teacher's run folder (runs/<name>)")
 JitChoice = choice("auto", True, False)
 VerboseChoice = choice("auto", 0, 1, 2)
 
@@ -351,7 +352,7 @@ class DistillSection(Section):
     """`distill:`: train this recipe's model (the student) on a finished
     run's soft targets (`keras_mm.compression.distillation`)."""
 
-    teacher: _text("the teacher's run folder (runs/<name>)")
+    teacher: TeacherRun
     temperature: Annotated[float, Field(gt=0.0, le=100.0)] = 2.0
     # The weight of the label loss; 1 - alpha weights the soft targets.
     alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5

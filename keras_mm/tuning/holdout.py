@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import os
-import random
 
 import tensorflow as tf
 
@@ -40,27 +39,15 @@ def _file_columns(recipe):
 
 
 def _val_rows(rows, label, fraction, seed):
-    """Row indices held out: per label value, a seeded shuffle's first
-    `round(fraction * n)` (at least one of a class with two rows or more);
-    a label with more values than half the rows is one group."""
-    groups = {}
-    for i, row in enumerate(rows):
-        key = str(row.get(label)) if label else ""
-        groups.setdefault(key, []).append(i)
-    if len(groups) > max(2, len(rows) // 2):
-        groups = {"": list(range(len(rows)))}
-    rng = random.Random(seed)
-    chosen = []
-    for key in sorted(groups):
-        members = list(groups[key])
-        rng.shuffle(members)
-        count = int(round(fraction * len(members)))
-        if len(members) >= 2:
-            count = min(max(count, 1), len(members) - 1)
-        else:
-            count = 0
-        chosen += members[:count]
-    return set(chosen)
+    """Row indices held out: `stratified_split` per label value (a label
+    with more values than half the rows, a regression target, is one
+    group)."""
+    from keras_mm.datasets.ts_dataset import stratified_split
+
+    labels = [str(row.get(label)) for row in rows] if label else []
+    if len(set(labels)) > max(2, len(rows) // 2) or not labels:
+        labels = [None] * len(rows)
+    return set(stratified_split(labels, fraction, seed)[1])
 
 
 def _absolute_cell(value, manifest, column, row, allow_outside):
