@@ -101,9 +101,21 @@ def main(argv=None):
 
     started = time.perf_counter()
     result = tune(recipe_for(args, folder, work), verbose=1)
+    # (the tuner printed a line per trial and its fixed-width table)
     seconds = time.perf_counter() - started
     default = next(r for r in result.trials if r["recipe"])
     best = result.best
+    keys = list(result.trials[0]["values"])
+    print()
+    print(_common.markdown_table(
+        ["trial", *keys, "val accuracy %", "test accuracy %", "seconds"],
+        [[r["trial"] + (" (best)" if r["best"] else "")
+          + (" (recipe)" if r["recipe"] else ""),
+          *[r["values"][k] for k in keys],
+          "" if r["score"] is None else f"{100 * r['score']:.2f}",
+          f"{100 * r['splits']['test']:.2f}" if "test" in r["splits"]
+          else "", f"{r['seconds']:.0f}" if r["seconds"] else ""]
+         for r in result.trials]))
     gap = 100 * (best["splits"]["test"] - default["splits"]["test"])
     print()
     print(f"- defaults (trial {default['trial']}): val "
