@@ -97,7 +97,7 @@ def atomic_write_text(path, text):
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX,
                                suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

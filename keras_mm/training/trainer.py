@@ -210,10 +210,11 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
         preprocessors = run_preprocessors.load_preprocessors(
             pre_path, order=list(recipe["inputs"]))
     else:
-        preprocessors = run_preprocessors.make_preprocessors(recipe)
-        preprocessors.update(tower_init.source_preprocessors(sources))
         if teacher is not None:         # the student's are the teacher's
             preprocessors = distill_run.teacher_preprocessors(teacher)
+        else:
+            preprocessors = run_preprocessors.make_preprocessors(recipe)
+            preprocessors.update(tower_init.source_preprocessors(sources))
         preprocessors = run_preprocessors.adapt_preprocessors(
             preprocessors, recipe, clock=run.clock,
             fitted=list(preprocessors) if teacher else sources)

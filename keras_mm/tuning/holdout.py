@@ -23,10 +23,11 @@ FILE_MODALITIES = ("image", "audio", "video", "sensor")
 
 
 def _label_column(recipe):
-    for head, spec in recipe["heads"].items():
-        if spec["type"] in ("classification", "binary", "multilabel"):
-            return spec.get("source") or head
-    return None
+    from keras_mm.training.run_data import head_labels
+
+    return next((spec["column"] for spec in head_labels(recipe).values()
+                 if spec["type"] in ("classification", "binary",
+                                     "multilabel")), None)
 
 
 def _file_columns(recipe):
@@ -83,13 +84,6 @@ def _serialize(rows, columns, jsonl, delimiter):
     return buffer.getvalue()
 
 
-def _write(path, text):
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(partial, path)
-
-
 def holdout_splits(recipe, fraction, seed, folder):
     """`data.splits` with a held-out `val` (see the module docs).
 
@@ -104,6 +98,7 @@ def holdout_splits(recipe, fraction, seed, folder):
         was held out (None when the recipe has a val split already).
     """
     from keras_mm.data.manifest import Manifest
+    from keras_mm.serving.atomic import atomic_write_text
 
     data = recipe["data"]
     splits = dict(data["splits"])
@@ -147,8 +142,8 @@ def holdout_splits(recipe, fraction, seed, folder):
     for split, rows in parts.items():
         path = os.path.join(folder, f"{split}{ext}")
         splits[split] = path
-        _write(path, _serialize(rows, columns, jsonl,
-                                "\t" if ext == ".tsv" else ","))
+        atomic_write_text(path, _serialize(rows, columns, jsonl,
+                                           "\t" if ext == ".tsv" else ","))
     note = (f"held out {len(parts['val'])} of {len(manifest.rows)} train "
             f"rows for validation ({fraction:.0%}, seed {seed}"
             f"{', stratified by ' + repr(label) if label else ''}): "

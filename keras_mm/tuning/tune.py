@@ -40,6 +40,7 @@ import time
 import keras_tuner
 
 from keras_mm.errors import ConfigError, DataError
+from keras_mm.serving.atomic import atomic_write_text
 from keras_mm.tuning import search_space, tune_report
 from keras_mm.tuning.tune_result import TuneResult
 
@@ -129,10 +130,8 @@ class _SearchState:
         self.save()
 
     def save(self):
-        partial = f"{self.path}.partial"
-        with open(partial, "w", encoding="utf-8") as f:
-            json.dump(self.state, f, indent=1, sort_keys=True)
-        os.replace(partial, self.path)
+        atomic_write_text(self.path, json.dumps(self.state, indent=1,
+                                                sort_keys=True))
 
 
 def _fingerprint(raw, splits, train_digest):
@@ -169,7 +168,7 @@ def _trial_recipe(base, values, name, epochs):
 
 
 def _describe(values):
-    return ", ".join(f"{k}={tune_report._cell(v)}" for k, v in
+    return ", ".join(f"{k}={tune_report.cell(v)}" for k, v in
                      values.items())
 
 
@@ -382,10 +381,7 @@ def tune(recipe, overrides=(), *, max_trials=None, max_minutes=None,
                 "evaluation"]["compare_unimodal"]}, f"{name}_best",
             result.best["trial"],
             result.best["score"], objective, result.best_recipe)
-        partial = f"{result.best_recipe}.partial"
-        with open(partial, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(partial, result.best_recipe)
+        atomic_write_text(result.best_recipe, text)
     _say(verbose, result.table)
     return result
 

@@ -3,18 +3,20 @@ and `best.yaml`."""
 
 import copy
 import csv
+import io
 import json
 import math
-import os
 
 import yaml
+
+from keras_mm.serving.atomic import atomic_file, atomic_write_text
 
 TABLE_FILE = "trials.csv"
 PLOT_FILE = "trials.png"
 BEST_FILE = "best.yaml"
 
 
-def _cell(value):
+def cell(value):
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e-2 and value else \
             f"{value:.4f}"
@@ -30,10 +32,10 @@ def table_text(rows, keys, objective, extra):
     for row in rows:
         mark = ("*" if row["best"] else "") + ("r" if row["recipe"] else "")
         lines.append([row["trial"], mark]
-                     + [_cell(row["values"].get(k)) for k in keys]
-                     + [_cell(row["score"])]
-                     + [_cell(row["splits"].get(s)) for s in extra]
-                     + [_cell(row["seconds"] and round(row["seconds"])),
+                     + [cell(row["values"].get(k)) for k in keys]
+                     + [cell(row["score"])]
+                     + [cell(row["splits"].get(s)) for s in extra]
+                     + [cell(row["seconds"] and round(row["seconds"])),
                         row["status"].lower()])
     widths = [max(len(str(line[i])) for line in lines)
               for i in range(len(header))]
@@ -47,18 +49,17 @@ def table_text(rows, keys, objective, extra):
 def write_table(rows, keys, extra, path):
     fields = ["trial", "status", "best", "recipe"] + list(keys) + \
         ["val"] + list(extra) + ["seconds"]
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({
-                "trial": row["trial"], "status": row["status"],
-                "best": int(row["best"]), "recipe": int(row["recipe"]),
-                **{k: json.dumps(row["values"].get(k)) for k in keys},
-                "val": row["score"], "seconds": row["seconds"],
-                **{s: row["splits"].get(s) for s in extra}})
-    os.replace(partial, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({
+            "trial": row["trial"], "status": row["status"],
+            "best": int(row["best"]), "recipe": int(row["recipe"]),
+            **{k: json.dumps(row["values"].get(k)) for k in keys},
+            "val": row["score"], "seconds": row["seconds"],
+            **{s: row["splits"].get(s) for s in extra}})
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 
@@ -100,10 +101,9 @@ def plot_trials(rows, space, objective, path):
         ax.grid(alpha=0.3)
     fig.suptitle("trials (star: best, square: the recipe's values)")
     fig.tight_layout()
-    partial = f"{path}.partial.png"
-    fig.savefig(partial, dpi=80)
+    with atomic_file(path) as tmp:      # keeps the .png suffix
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)
-    os.replace(partial, path)
     return path
 
 
