@@ -26,7 +26,6 @@ the report, and no version folder is left.
 import functools
 import json
 import os
-import shutil
 import tempfile
 
 from keras_mm.compression.litert import (MODEL_FILE, convert_litert,
@@ -233,52 +232,38 @@ def export_litert(model, preprocessors, dataset, quantize="none", *,
     Returns `(version folder, parity report)`.
     """
     from keras_mm.serving import atomic
-    from keras_mm.serving.exporter import next_version
     from keras_mm.serving.serving_functions import ServingFunctions
 
     functions = ServingFunctions(model, preprocessors)
     signature = functions.tensor_signature()
     kinds = _head_kinds(model)
     model_dir = os.path.join(os.fspath(base_dir), f"{name}{LITERT_SUFFIX}")
-    atomic.remove_stale_temp_dirs(model_dir)
-    version = int(version) if version is not None else next_version(model_dir)
-    final_dir = os.path.join(model_dir, str(version))
-    if os.path.exists(final_dir):
-        raise ExportError(f"{final_dir} already exists; versions are "
-                          "immutable: omit the version to take the next "
-                          "free one")
     label = f"litert-{quantize}"
-    tmp_dir = atomic.temp_dir_for(model_dir, str(version))
-    try:
-        with tempfile.TemporaryDirectory(prefix="keras_mm_litert_") as tmp:
-            reference_path = os.path.join(tmp, "float32.tflite")
-            float_blob, batch_size = convert_litert(model, signature,
-                                                    "none")
-            with open(reference_path, "wb") as f:
-                f.write(float_blob)
-            blob = float_blob if quantize == "none" else convert_litert(
-                model, signature, quantize, representative,
-                batch_size=batch_size)[0]
-            model_path = os.path.join(tmp_dir, MODEL_FILE)
-            with open(model_path, "wb") as f:
-                f.write(blob)
-            preprocessing_manifest(functions, tmp_dir,
-                                   batch_size=batch_size)
-            report = parity_report(
-                KerasRunner(model), LiteRTRunner(model_path), dataset, kinds,
-                artefact_path=model_path, reference_path=reference_path,
-                latency_reference=LiteRTRunner(reference_path),
-                max_metric_drop=max_metric_drop, name=label)
+    with atomic.publish_version(model_dir, version) as publication, \
+            tempfile.TemporaryDirectory(prefix="keras_mm_litert_") as tmp:
+        final_dir = publication.final
+        reference_path = os.path.join(tmp, "float32.tflite")
+        float_blob, batch_size = convert_litert(model, signature, "none")
+        with open(reference_path, "wb") as f:
+            f.write(float_blob)
+        blob = float_blob if quantize == "none" else convert_litert(
+            model, signature, quantize, representative,
+            batch_size=batch_size)[0]
+        model_path = os.path.join(publication.folder, MODEL_FILE)
+        with open(model_path, "wb") as f:
+            f.write(blob)
+        preprocessing_manifest(functions, publication.folder,
+                               batch_size=batch_size)
+        report = parity_report(
+            KerasRunner(model), LiteRTRunner(model_path), dataset, kinds,
+            artefact_path=model_path, reference_path=reference_path,
+            latency_reference=LiteRTRunner(reference_path),
+            max_metric_drop=max_metric_drop, name=label)
         report["path"] = os.path.abspath(os.path.join(final_dir, MODEL_FILE))
         report["batch_size"] = batch_size
         if not report["ok"]:
             raise _refuse(report, f"{label} export of {name!r}")
-        atomic.atomic_write_text(os.path.join(tmp_dir, LITERT_REPORT),
-                                 json.dumps(report, indent=1))
-        atomic.fsync_tree(tmp_dir)
-        os.rename(tmp_dir, final_dir)
-        atomic.fsync_dir(model_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
+        atomic.atomic_write_text(
+            os.path.join(publication.folder, LITERT_REPORT),
+            json.dumps(report, indent=1))
     return final_dir, report

@@ -9,10 +9,13 @@ export's folder (kept, and its version counted as taken).
 """
 
 import contextlib
+import dataclasses
 import errno
 import os
 import shutil
 import tempfile
+
+from keras_mm.errors import ExportError
 
 TEMP_PREFIX = ".tmp-"
 
@@ -206,3 +209,65 @@ def fsync_tree(root):
             with contextlib.suppress(OSError):
                 _fsync(os.path.join(folder, name))
         fsync_dir(folder)
+
+
+def next_version(model_dir):
+    """The next free integer version in `model_dir` (1 when empty).
+
+    Versions held by the temp folder of a running export count as taken.
+    """
+    if not os.path.isdir(model_dir):
+        return 1
+    taken = [int(d) for d in os.listdir(model_dir) if d.isdigit()]
+    taken += live_temp_labels(model_dir)
+    return max(taken, default=0) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """A version being written: `folder` (the hidden temp folder to write
+    into), `final` (the integer-named folder it becomes) and `version`."""
+
+    version: int
+    folder: str
+    final: str
+
+
+@contextlib.contextmanager
+def publish_version(model_dir, version=None):
+    """Yields a `Publication` for `<model_dir>/<version>/`; the block writes
+    the version into `publication.folder`.
+
+    Before: dead writers' temp folders are removed, `version` (None: the
+    next free one) is checked to be free (versions are immutable). When the
+    block ends without an error, the folder is flushed to disk and renamed
+    onto `final` in one step; on any error it is removed, so TF Serving or
+    a user never sees a partial version.
+    """
+    model_dir = os.fspath(model_dir)
+    if version is not None and (not str(version).isdigit()
+                                or int(version) < 1):
+        raise ExportError(f"version={version!r}: give a positive integer, "
+                          "or None for the next free one")
+    remove_stale_temp_dirs(model_dir)
+    version = int(version) if version is not None \
+        else next_version(model_dir)
+    final = os.path.join(model_dir, str(version))
+    if os.path.exists(final):
+        raise ExportError(
+            f"{final} already exists; versions are immutable: omit "
+            "`version` to take the next free one")
+    folder = temp_dir_for(model_dir, str(version))
+    try:
+        yield Publication(version, folder, final)
+        fsync_tree(folder)
+        try:
+            os.rename(folder, final)
+        except OSError as e:
+            raise ExportError(
+                f"could not publish {final} ({e.strerror}); another export "
+                "took this version meanwhile: export again") from None
+        fsync_dir(model_dir)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise

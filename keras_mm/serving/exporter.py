@@ -22,7 +22,6 @@ removes its leftovers (temp folders whose process is gone).
 import base64
 import json
 import os
-import shutil
 import time
 
 import numpy as np
@@ -39,22 +38,12 @@ from keras_mm.serving.serving_functions import (ServingFunctions,
 from keras_mm.serving.verify import verify as verify_export
 from keras_mm.serving.warmup import write_warmup_requests
 
+next_version = atomic.next_version
+
 METADATA_FILE = os.path.join("assets.extra", "keras_mm.json")
 VERIFY_FILE = os.path.join("assets.extra", "keras_mm_verify.json")
 PARITY_FILE = os.path.join("assets.extra", "keras_mm_parity.json")
 FORMAT = "keras_mm.export/1"
-
-
-def next_version(model_dir):
-    """The next free integer version in `model_dir` (1 when empty).
-
-    Versions held by the temp folder of a running export count as taken.
-    """
-    if not os.path.isdir(model_dir):
-        return 1
-    taken = [int(d) for d in os.listdir(model_dir) if d.isdigit()]
-    taken += atomic.live_temp_labels(model_dir)
-    return max(taken, default=0) + 1
 
 
 def encode_tensor(value):
@@ -237,46 +226,34 @@ def export(model, preprocessors, name, *, golden_examples,
         raise ExportError(
             f"export name {name!r} must be a plain folder name such as "
             "'demo'")
-    if version is not None and (not str(version).isdigit()
-                                or int(version) < 1):
-        raise ExportError(f"version={version!r}: give a positive integer, "
-                          "or None for the next free one")
     model_dir = os.path.join(os.fspath(base_dir), name)
-    atomic.remove_stale_temp_dirs(model_dir)
-    version = int(version) if version is not None \
-        else next_version(model_dir)
-    final_dir = os.path.join(model_dir, str(version))
-    if os.path.exists(final_dir):
-        raise ExportError(
-            f"{final_dir} already exists; versions are immutable: omit "
-            "`version` to take the next free one")
+    with atomic.publish_version(model_dir, version) as publication:
+        version, tmp_dir = publication.version, publication.folder
+        final_dir = publication.final
+        functions = ServingFunctions(model, preprocessors, columns=columns,
+                                     column_kinds=column_kinds,
+                                     max_bytes=max_bytes)
+        embedder = EmbedSignatures(functions)
+        explainer = None
+        if explain:
+            from keras_mm.serving.explain_signature import ExplainSignature
 
-    functions = ServingFunctions(model, preprocessors, columns=columns,
-                                 column_kinds=column_kinds,
-                                 max_bytes=max_bytes)
-    embedder = EmbedSignatures(functions)
-    explainer = None
-    if explain:
-        from keras_mm.serving.explain_signature import ExplainSignature
+            explainer = ExplainSignature(functions)
+        golden = _golden_batch(functions, golden_examples)
+        golden_tensors = {k: tf.constant(v) for k, v in golden.items()}
+        try:
+            golden_inputs = reference_model_inputs(functions, golden_tensors)
+            expected = reference_outputs(functions, golden_tensors,
+                                         golden_inputs)
+            explain_expected = None if explainer is None else \
+                explainer.reference(golden_inputs)
+            embed_expected = embedder.reference(golden_inputs)
+        except tf.errors.InvalidArgumentError as e:
+            raise ExportError(
+                "the golden examples cannot be preprocessed / predicted: "
+                f"{e.message.strip().splitlines()[0]}") from None
+        golden_serialized = functions.serialize_examples(golden)
 
-        explainer = ExplainSignature(functions)
-    golden = _golden_batch(functions, golden_examples)
-    golden_tensors = {k: tf.constant(v) for k, v in golden.items()}
-    try:
-        golden_inputs = reference_model_inputs(functions, golden_tensors)
-        expected = reference_outputs(functions, golden_tensors,
-                                     golden_inputs)
-        explain_expected = None if explainer is None else \
-            explainer.reference(golden_inputs)
-        embed_expected = embedder.reference(golden_inputs)
-    except tf.errors.InvalidArgumentError as e:
-        raise ExportError(
-            "the golden examples cannot be preprocessed / predicted: "
-            f"{e.message.strip().splitlines()[0]}") from None
-    golden_serialized = functions.serialize_examples(golden)
-
-    tmp_dir = atomic.temp_dir_for(model_dir, str(version))
-    try:
         archive = keras.export.ExportArchive()
         archive.track(model)
         for resource in functions.resources():
@@ -331,20 +308,9 @@ def export(model, preprocessors, name, *, golden_examples,
             if parity is not None:
                 atomic.atomic_write_text(os.path.join(tmp_dir, PARITY_FILE),
                                          json.dumps(parity, indent=1))
-        atomic.fsync_tree(tmp_dir)
         write_serving_config(model_dir, name, base_path=serving_base_path,
                              num_versions=num_versions,
                              inputs=metadata["inputs"], **(batching or {}))
-        try:
-            os.rename(tmp_dir, final_dir)
-        except OSError as e:
-            raise ExportError(
-                f"could not publish {final_dir} ({e.strerror}); another "
-                "export took this version meanwhile: export again") from None
-        atomic.fsync_dir(model_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return final_dir
 
 
