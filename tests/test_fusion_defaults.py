@@ -210,23 +210,40 @@ def test_spec_film_without_any_feature_map_names_fusion_target():
         normalize_spec(_film_spec(inputs))
 
 
-def test_joint_transformer_default_pools_the_mean():
+def test_joint_transformer_default_pools_each_modality_then_averages():
+    """Default pooling: the mean over modalities of each modality's token
+    mean of the encoded sequence, so a modality's weight in the output
+    does not grow with its token count (here 'a' has 3 tokens, 'b' 1)."""
     inputs = {"a": RNG.normal(size=(4, 3, 6)).astype("float32"),
               "b": RNG.normal(size=(4, 5)).astype("float32")}
     keras.utils.set_random_seed(1)
     layer = JointTransformerFusion(units=8, num_layers=1, num_heads=2,
                                    dropout=0.0)
     out = _np(layer(inputs))
-    mean = JointTransformerFusion(units=8, num_layers=1, num_heads=2,
-                                  dropout=0.0, pooling="mean")
+    assert layer.pooling == "modality"
+    # the encoded joint sequence [CLS, a1, a2, a3, b], from the layer's parts
+    tokens = [_np(layer.projections[j](
+        inputs[m] if inputs[m].ndim == 3 else inputs[m][:, None]))
+        + _np(layer.type_embeddings)[j] for j, m in
+        enumerate(layer.modalities)]
+    cls = np.broadcast_to(_np(layer.cls_token), (4, 1, 8))
+    encoded = _np(layer.encoder(np.concatenate([cls] + tokens, 1)))
+    a, b = layer.modalities.index("a"), layer.modalities.index("b")
+    assert (a, b) == (0, 1)
+    np.testing.assert_allclose(
+        out, 0.5 * (encoded[:, 1:4].mean(1) + encoded[:, 4]), atol=1e-5)
+    # "b" absent: the output is "a"'s token mean alone (not halved)
+    presence = np.array([[1, 0]] * 4, "float32")
+    alone = _np(layer.encoder(np.concatenate([cls] + tokens[:1], 1)))
+    np.testing.assert_allclose(_np(layer(inputs, presence=presence)),
+                               alone[:, 1:].mean(1), atol=1e-5)
+    # the token mean ("mean") weights "a" 3:1 and counts the [CLS]
+    mean = JointTransformerFusion.from_config(
+        dict(layer.get_config(), pooling="mean"))
     mean(inputs)
     mean.set_weights(layer.get_weights())
-    np.testing.assert_allclose(_np(mean(inputs)), out, atol=1e-6)
-    cls = JointTransformerFusion.from_config(
-        dict(mean.get_config(), pooling="cls"))
-    cls(inputs)
-    cls.set_weights(layer.get_weights())
-    assert np.abs(_np(cls(inputs)) - out).max() > 1e-3
+    np.testing.assert_allclose(_np(mean(inputs)), encoded.mean(1),
+                               atol=1e-5)
 
 
 # -- every fusion type at its defaults against the best single modality -------

@@ -288,7 +288,7 @@ def _joint_without(layer, drop, kwargs):
     return other, sub_inputs
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "modality"])
 @pytest.mark.parametrize("name", ["a", "b", "c"])
 def test_joint_transformer_absent_equals_the_layer_without_it(name,
                                                               pooling):
