@@ -190,15 +190,18 @@ def export_compressed_model(model, preprocessors, recipe, spec, quantize,
 def _export_saved_model(model, preprocessors, recipe, spec, dataset,
                         quantize, *, name, base_dir, max_metric_drop,
                         version=None, verify=True):
-    from keras_mm.training.finished_run import export_model
+    from keras_mm.training.finished_run import (export_model,
+                                                recipe_golden_examples)
 
     quantized, summary = quantize_model(model, quantize)
+    golden = recipe_golden_examples(recipe, preprocessors, spec)
     kinds = _head_kinds(model)
     label = f"savedmodel-{quantize}"
     with tempfile.TemporaryDirectory(prefix="keras_mm_float_") as scratch:
         reference_dir, _ = export_model(model, preprocessors, recipe, spec,
                                         name=name, base_dir=scratch,
-                                        version=1, verify=False)
+                                        version=1, verify=False,
+                                        golden=golden)
         reference = SavedModelRunner(reference_dir, kinds)
         reports = []
 
@@ -216,7 +219,7 @@ def _export_saved_model(model, preprocessors, recipe, spec, dataset,
 
         path, _ = export_model(
             quantized, preprocessors, recipe, spec, name=name,
-            base_dir=base_dir, version=version, verify=verify,
+            base_dir=base_dir, version=version, verify=verify, golden=golden,
             extra_metadata={"quantization": summary}, before_publish=check)
     return path, reports[0]
 

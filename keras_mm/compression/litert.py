@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -41,7 +40,7 @@ CONVERT_TIMEOUT = 1800
 def tensor_saved_model(model, signature, folder):
     """Writes a SavedModel of `model` on `signature` (`{model input:
     TensorSpec}`) whose `serving_default` returns `{head: output}`."""
-    from keras_mm.serving.exporter import store_weights_once
+    from keras_mm.serving.exporter import write_archive
 
     def serve(inputs):
         outputs = model(inputs, training=False)
@@ -49,13 +48,8 @@ def tensor_saved_model(model, signature, folder):
             outputs = dict(zip(model.output_names, tf.nest.flatten(outputs)))
         return {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve,
-                         input_signature=[dict(signature)])
-    store_weights_once(archive)
-    archive.write_out(folder, verbose=False)
-    return folder
+    return write_archive(folder, [model],
+                         [("serving_default", serve, dict(signature))])
 
 
 def fixed_batch(signature, batch_size):

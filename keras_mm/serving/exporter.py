@@ -83,6 +83,21 @@ def store_weights_once(archive):
     trackable.non_trainable_variables = []
 
 
+def write_archive(folder, tracked, endpoints):
+    """Writes a SavedModel of `endpoints` (`(name, function, input
+    signature)`) with Keras' `ExportArchive`: the objects in `tracked`
+    (the model, lookup tables) are tracked and each weight is stored once
+    (`store_weights_once`)."""
+    archive = keras.export.ExportArchive()
+    for obj in tracked:
+        archive.track(obj)
+    for endpoint, function, signature in endpoints:
+        archive.add_endpoint(endpoint, function, input_signature=[signature])
+    store_weights_once(archive)
+    archive.write_out(folder, verbose=False)
+    return folder
+
+
 def _golden_batch(functions, golden_examples):
     specs = functions.raw_signature()
     if isinstance(golden_examples, dict):
@@ -254,24 +269,18 @@ def export(model, preprocessors, name, *, golden_examples,
                 f"{e.message.strip().splitlines()[0]}") from None
         golden_serialized = functions.serialize_examples(golden)
 
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for resource in functions.resources():
-            archive.track(resource)
-        archive.add_endpoint("serving_default", functions.serve_raw,
-                             input_signature=[functions.raw_signature()])
-        archive.add_endpoint("serve_tensors", functions.serve_tensors,
-                             input_signature=[functions.tensor_signature()])
-        archive.add_endpoint("serve_examples", functions.serve_examples,
-                             input_signature=[functions.example_signature()])
+        endpoints = [
+            ("serving_default", functions.serve_raw,
+             functions.raw_signature()),
+            ("serve_tensors", functions.serve_tensors,
+             functions.tensor_signature()),
+            ("serve_examples", functions.serve_examples,
+             functions.example_signature())]
         if explainer is not None:
-            archive.add_endpoint("explain", explainer.serve,
-                                 input_signature=[functions.raw_signature()])
-        for endpoint, function, signature in embedder.endpoints():
-            archive.add_endpoint(endpoint, function,
-                                 input_signature=[signature])
-        store_weights_once(archive)
-        archive.write_out(tmp_dir, verbose=False)
+            endpoints.append(("explain", explainer.serve,
+                              functions.raw_signature()))
+        endpoints += list(embedder.endpoints())
+        write_archive(tmp_dir, [model, *functions.resources()], endpoints)
 
         metadata = _metadata(functions, name, version, golden, expected,
                              golden_serialized, atol)

@@ -108,19 +108,28 @@ def first_split(recipe, order=("test", "val", "train")):
     return next(s for s in order if s in splits)
 
 
+def recipe_golden_examples(recipe, preprocessors, spec, report_dir=None):
+    """The export's golden examples: `export.golden_examples` raw rows of
+    the recipe's test split (or val, or train)."""
+    pipe = run_data.make_pipeline(recipe, first_split(recipe), preprocessors,
+                                  spec, report_dir=report_dir,
+                                  with_labels=False)
+    return run_data.golden_examples(pipe, recipe["export"]["golden_examples"])
+
+
 def export_model(model, preprocessors, recipe, spec, name=None,
                  base_dir=None, version=None, verify=True, report_dir=None,
-                 **options):
+                 golden=None, **options):
     """Exports `model` with golden examples of the recipe's test split (or
-    val, or train); returns `(version folder, verify report or None)`.
-    `options`: more `keras_mm.serving.export` arguments."""
+    val, or train; `golden`: those already drawn by
+    `recipe_golden_examples`); returns `(version folder, verify report or
+    None)`. `options`: more `keras_mm.serving.export` arguments."""
     from keras_mm.serving import export as export_saved_model
 
     settings = recipe["export"]
-    split = first_split(recipe)
-    pipe = run_data.make_pipeline(recipe, split, preprocessors, spec,
-                                  report_dir=report_dir, with_labels=False)
-    golden = run_data.golden_examples(pipe, settings["golden_examples"])
+    if golden is None:
+        golden = recipe_golden_examples(recipe, preprocessors, spec,
+                                        report_dir)
     path = export_saved_model(
         model, preprocessors, name or settings["name"],
         golden_examples=golden,
