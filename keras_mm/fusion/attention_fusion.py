@@ -21,10 +21,20 @@ class AttentionFusion(BaseFusion):
     query attends over the tokens (`keras.layers.MultiHeadAttention`) and
     the attention output is the fused vector `[batch, units]`.
 
+    Default heads: with one head the pooled vector is a single convex
+    mix of the modality tokens. It settles on the modality that is useful
+    first, and the other one's gradient, scaled by its near-zero weight,
+    never brings it back: on degraded AV-MNIST (the accuracy benchmark's
+    towers, Adam 5e-3 cosine, 4 epochs, seeds 0-2) one head stayed at the
+    image-only accuracy on all three seeds (65.4% against image alone
+    65.2%), while four heads, four independent mixes, reached 93.0 / 95.5
+    / 95.4% (audio alone 84.8% on average).
+
     Args:
         units: token width (= output width); must be divisible by
             `num_heads`.
-        num_heads: attention heads of the pooling (and of the encoder).
+        num_heads: attention heads of the pooling (and of the encoder);
+            default 4.
         num_layers: self-attention encoder layers over the modality tokens
             before the pooling (0 = pooling only).
         intermediate_dim: MLP width of the encoder (`None`: 4 x `units`).
@@ -79,7 +89,7 @@ class AttentionFusion(BaseFusion):
 
     input_kind = "vector"
 
-    def __init__(self, units=64, num_heads=1, num_layers=0,
+    def __init__(self, units=64, num_heads=4, num_layers=0,
                  intermediate_dim=None, dropout=0.0, return_attention=False,
                  kernel_initializer="glorot_uniform",
                  query_initializer="truncated_normal", modalities=None,
