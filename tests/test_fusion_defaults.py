@@ -321,14 +321,17 @@ def _accuracy(spec, train, test, epochs=6):
 # seeds) about 1.5: 3 points is 2 such errors. A saturated gate or a FiLM
 # bound to the noisy map loses far more (see BENCHMARKS.md).
 TOLERANCE = 0.03
-# Still below on this set (measured 2026-12-02, clean alone 91.5%): tensor
-# 85.8% (64.8% before its inputs were normalized), low_rank 87.8% (86.7%),
-# joint_transformer 83.2% (re-measured 2026-12-02 on 20530ed and on the
-# pretrained-towers commits alike, deterministic over two runs: the 87.3%
-# first written here was not this code). Open in issue 12: this test keeps
-# the other six types at the target and fails if one of these three falls
-# further.
-KNOWN_BELOW = {"tensor": 0.84, "low_rank": 0.86, "joint_transformer": 0.81}
+# Still below on this set (measured 2026-12-04 with this test, clean alone
+# 91.3%): tensor 85.3% and low_rank 88.1%. Every other type is within 1
+# point of the clean input or above (concat 91.0, weighted 91.3, gated
+# 90.8, attention 91.9, joint_transformer 90.3 - 83.2 before its default
+# pooled each modality - cross_attention 91.0), except film at 88.8. The
+# two products overfit the noise x noise interaction entries on 800 rows:
+# a tensor fusion keeping only its first-order entries reached 90.3% (mean
+# of seeds 0-2), and scaling the higher orders down (x0.1) 88.6%. Open in
+# issue 12: this test keeps the other seven types within the tolerance and
+# fails if one of these two falls further.
+KNOWN_BELOW = {"tensor": 0.84, "low_rank": 0.86}
 
 
 @pytest.mark.slow
