@@ -8,7 +8,8 @@
 - `keras_mm.serving.client`: REST JSON / gRPC `PredictRequest` builders.
 """
 
-from keras_mm.serving.exporter import export, next_version
+from keras_mm.serving.atomic import next_version
+from keras_mm.serving.exporter import export
 from keras_mm.serving.predict import predict
 from keras_mm.serving.serving_functions import ServingFunctions
 from keras_mm.serving.verify import verify

@@ -38,8 +38,6 @@ from keras_mm.serving.serving_functions import (ServingFunctions,
 from keras_mm.serving.verify import verify as verify_export
 from keras_mm.serving.warmup import write_warmup_requests
 
-next_version = atomic.next_version
-
 METADATA_FILE = os.path.join("assets.extra", "keras_mm.json")
 VERIFY_FILE = os.path.join("assets.extra", "keras_mm_verify.json")
 PARITY_FILE = os.path.join("assets.extra", "keras_mm_parity.json")
