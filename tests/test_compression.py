@@ -26,7 +26,9 @@ from fresh_export import run_fresh_script
 from keras_mm.cli.main import main
 from keras_mm.compression import quantize_model
 from keras_mm.compression.compressed_export import export_compressed
+from keras_mm.compression import litert_convert
 from keras_mm.compression.int8_kernel_conv import quantize_int8
+from keras_mm.compression.litert import strip_tensor_names, tensor_saved_model
 from keras_mm.compression.parity import (LiteRTRunner, SavedModelRunner,
                                          artefact_bytes)
 from keras_mm.errors import ConfigError, ExportError
@@ -111,6 +113,40 @@ def test_savedmodel_stores_each_weight_once_and_int8_shrinks_it(tmp_path):
     ratio = artefact_bytes(os.path.join(small_folder, "variables")) / \
         artefact_bytes(os.path.join(folder, "variables"))
     assert ratio < 0.3, ratio   # int8, per-channel scales, the index
+
+
+def test_litert_files_lose_only_their_intermediate_tensor_names(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = conv_model()
+    folder = tensor_saved_model(
+        model, {"x": tf.TensorSpec([None, 16, 16, 3], name="x")},
+        str(tmp_path / "sm"))
+    out = str(tmp_path / "model.tflite")
+    litert_convert.convert(folder, "none", out)
+    with open(out, "rb") as f:
+        blob = f.read()
+    small = strip_tensor_names(blob)
+    x = np.random.default_rng(2).normal(size=(1, 16, 16, 3)).astype("f4")
+    results, names = [], []
+    for content in (blob, small):
+        interpreter = Interpreter(model_content=content)
+        runner = interpreter.get_signature_runner("serving_default")
+        assert list(runner.get_input_details()) == ["x"]
+        results.append(runner(x=x))
+        names.append({t["index"]: t["name"]
+                      for t in interpreter.get_tensor_details()})
+    assert list(results[1]) == list(results[0]) == ["out"]
+    np.testing.assert_array_equal(results[1]["out"], results[0]["out"])
+    np.testing.assert_allclose(results[1]["out"], model(x), atol=1e-5)
+    ends = {d["index"] for d in Interpreter(model_content=small)
+            .get_input_details() + Interpreter(model_content=small)
+            .get_output_details()}
+    assert all(names[1][i] == names[0][i] and names[0][i] for i in ends)
+    assert all(not name for i, name in names[1].items() if i not in ends)
+    dropped = sum(len(name) for i, name in names[0].items() if i not in ends)
+    assert dropped > 100
+    assert len(small) <= len(blob) - dropped
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,10 @@ PREPROCESSING_FILE = "preprocessing.json"
 # vocabulary) is written to a file beside preprocessing.json.
 VOCABULARY_MIN_ITEMS = 2
 CONVERT_TIMEOUT = 1800
+# Files from this size on keep their tensor names: re-serializing one
+# through the flatbuffer object API puts every buffer inline, and a
+# flatbuffer cannot pass 2 GiB.
+STRIP_NAMES_MAX_BYTES = 1 << 30
 
 
 def tensor_saved_model(model, signature, folder):
@@ -137,7 +141,33 @@ def _convert(model, signature, mode, representative, batch_size=None):
                 "graph), or the converter cannot quantize it this way (try "
                 "another mode)")
         with open(args[2], "rb") as f:
-            return f.read()
+            return strip_tensor_names(f.read())
+
+
+def strip_tensor_names(blob):
+    """`blob` (`.tflite` bytes) without the names of its intermediate
+    tensors and its description.
+
+    The converter names each tensor after every TF op fused into it
+    (`model/tower/Relu;model/tower/norm/batchnorm/add;...`), about 7 KB
+    on a small fused model, 3% of its int8 file. Nothing at run time
+    reads them; the subgraphs' input and output tensors keep their names,
+    and the signatures (which map the input and output names to tensor
+    indices) are kept whole. A file of `STRIP_NAMES_MAX_BYTES` or more is
+    returned as it is.
+    """
+    if len(blob) >= STRIP_NAMES_MAX_BYTES:
+        return blob
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(blob)
+    model.description = None
+    for subgraph in model.subgraphs:
+        keep = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep:
+                tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _rebatch(batches, batch_size):
