@@ -104,6 +104,54 @@ def test_the_training_loss_is_alpha_labels_plus_soft_targets():
                       rel=1e-4)
 
 
+def three_inputs(names, width, seed, model_class=keras.Model):
+    """softmax(Dense(concat(input_i * presence_i))) on 2-wide inputs."""
+    inputs = {n: keras.Input((2,), name=n) for n in names}
+    inputs["presence"] = keras.Input((width,), name="presence")
+    parts = [inputs[n] * inputs["presence"][:, i:i + 1]
+             for i, n in enumerate(names)]
+    out = keras.layers.Dense(
+        4, activation="softmax", name="y",
+        kernel_initializer=keras.initializers.GlorotUniform(seed))(
+            keras.layers.Concatenate()(parts))
+    return model_class(inputs, {"y": out})
+
+
+def test_a_student_on_fewer_inputs_trains_on_its_cut_of_the_batch():
+    rng = np.random.default_rng(3)
+    x = {n: rng.normal(size=(8, 2)).astype("float32") for n in "abc"}
+    # each presence column differs, so a wrong gather changes the loss
+    x["presence"] = (rng.random((8, 3)) > 0.4).astype("float32")
+    y = {"y": rng.integers(0, 4, size=8)}
+    teacher = three_inputs("abc", 3, 2)
+    alpha, t = 0.4, 2.0
+
+    def student_and_expected(columns):
+        student = three_inputs("ac", 2, 1, MultimodalModel)
+        student.compile(keras.optimizers.SGD(0.1),
+                        {"y": "sparse_categorical_crossentropy"})
+        mine = {"a": x["a"], "c": x["c"],
+                "presence": x["presence"][:, columns]}
+        p_s = student(mine)["y"].numpy()
+        p_t = teacher(x)["y"].numpy()
+        return student, (alpha * numpy_cross_entropy(p_s, y["y"]) + (
+            1 - alpha) * numpy_soft_loss(p_t, p_s, t))
+
+    student, expected = student_and_expected([0, 2])
+    _, other = student_and_expected([0, 1])
+    assert abs(expected - other) > 1e-3
+    Distillation(teacher, {"y": "classification"}, t, alpha,
+                 student_inputs=["a", "c", "presence"],
+                 teacher_inputs=["a", "b", "c", "presence"],
+                 presence_columns=[0, 2]).attach(student)
+    logs = student.train_on_batch(x, y, return_dict=True)
+    assert logs["loss"] == pytest.approx(expected, rel=1e-4)
+    # the split is the student's inputs, presence gathered
+    mine, theirs = Distillation.of(student).split(x)
+    assert sorted(mine) == ["a", "c", "presence"] and theirs is not x
+    np.testing.assert_array_equal(mine["presence"], x["presence"][:, [0, 2]])
+
+
 def test_the_teacher_stays_out_of_the_students_checkpoint(tmp_path):
     student, teacher = pair()
     alone = len(student.weights)
@@ -182,6 +230,33 @@ def test_a_student_run_reuses_the_teachers_preprocessors_and_scores_all_three(
         rows[("student alone", "test")]["loss"], abs=1e-6)
 
 
+def test_a_student_with_fewer_inputs_than_its_teacher(teacher_run):
+    """The teacher reads text + sensor; the student text alone. It trains
+    on the teacher's soft targets (its loss differs from the student
+    alone's), keeps the teacher's text preprocessor only, and the
+    scoreboard's teacher rows are the teacher's own metrics."""
+    from keras_mm.training import train
+
+    root, recipe, teacher = teacher_run
+    student = student_recipe(recipe, root, "text_student")
+    del student["inputs"]["sensor"]
+    student["fusion"] = {"type": "concat", "presence_mask": False}
+    result = train(student, runs_dir=root / "runs", export=False, verbose=0)
+    rows = {(r["model"], r["split"]): r for r in result.scoreboard}
+    assert rows[("teacher", "test")]["label_accuracy"] == pytest.approx(
+        teacher.metrics["test"]["heads"]["label"]["accuracy"], abs=1e-6)
+    assert rows[("student", "test")]["loss"] != pytest.approx(
+        rows[("student alone", "test")]["loss"], abs=1e-6)
+    with open(os.path.join(teacher.run_dir, "preprocessors.json")) as f:
+        theirs = json.load(f)
+    with open(os.path.join(result.run_dir, "preprocessors.json")) as f:
+        mine = json.load(f)
+    assert list(mine) == ["text"] and mine["text"] == theirs["text"]
+    model = keras.saving.load_model(os.path.join(result.run_dir,
+                                                 "best.keras"))
+    assert [t.name.split(":")[0] for t in model.inputs] == ["text"]
+
+
 def test_a_student_with_other_preprocessing_names_the_key(teacher_run):
     from keras_mm.training import train
 
@@ -197,6 +272,7 @@ def test_a_student_with_other_preprocessing_names_the_key(teacher_run):
         train(student, runs_dir=root / "runs", export=False, verbose=0)
     assert info.value.key_path == "distill.teacher"
     student = student_recipe(recipe, root, "bad")
-    del student["inputs"]["sensor"]
-    with pytest.raises(ConfigError, match="also takes sensor"):
+    student["inputs"]["image"] = dict(student["inputs"]["sensor"])
+    with pytest.raises(ConfigError, match="no input 'image'") as info:
         train(student, runs_dir=root / "runs", export=False, verbose=0)
+    assert info.value.key_path == "inputs.image"

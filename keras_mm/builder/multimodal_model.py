@@ -50,6 +50,19 @@ class MultimodalModel(keras.Model):
             return loss
         return distillation.loss(self, x, y_pred, loss)
 
+    def train_step(self, data):
+        """Keras' train step; with a teacher whose inputs differ from the
+        model's, the batch (in the teacher's inputs) is split first: the
+        model trains on its own inputs, the teacher sees its own."""
+        distillation = self.__dict__.get("_keras_mm_distillation")
+        if distillation is None or distillation.student_inputs is None:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, teacher_x = distillation.split(x)
+        with distillation.teacher_batch(teacher_x):
+            return super().train_step(
+                keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
+
     def get_config(self):
         config = super().get_config()
         config["spec_json"] = self.spec_json

@@ -15,7 +15,15 @@ The teacher is frozen and called in inference mode on the same batch; it
 is attached to the student without being tracked, so the student's
 checkpoints, exports and weights hold the student only. Evaluation and
 validation use the label loss alone.
+
+A student may take fewer inputs than its teacher (the modalities a device
+has). Its training batches then carry the teacher's inputs, and each
+train step gives the student its own: the batch cut to the student's
+input names, with the presence input's columns gathered to the student's
+modalities (`Distillation.split`).
 """
+
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -62,6 +70,14 @@ class Distillation:
             heads that learn from the teacher's head of the same name.
         temperature: `T` > 0.
         alpha: weight of the label loss, in [0, 1].
+        student_inputs: the student's input names, when its training
+            batches carry the teacher's inputs (more modalities, or a
+            presence input only one of them takes); None: both take the
+            same batch.
+        teacher_inputs: the teacher's input names, likewise.
+        presence_columns: with `student_inputs`, the columns of the
+            batch's presence input that are the student's modalities, in
+            the student's presence order.
 
     Example:
 
@@ -82,7 +98,9 @@ class Distillation:
     True
     """
 
-    def __init__(self, teacher, heads, temperature=2.0, alpha=0.5):
+    def __init__(self, teacher, heads, temperature=2.0, alpha=0.5,
+                 student_inputs=None, teacher_inputs=None,
+                 presence_columns=None):
         if not heads:
             raise ValueError("distillation needs a classification or "
                              "binary head")
@@ -93,6 +111,13 @@ class Distillation:
         self.heads = dict(heads)
         self.temperature = float(temperature)
         self.alpha = float(alpha)
+        self.student_inputs = None if student_inputs is None else list(
+            student_inputs)
+        self.teacher_inputs = None if teacher_inputs is None else list(
+            teacher_inputs)
+        self.presence_columns = None if presence_columns is None else list(
+            presence_columns)
+        self._teacher_batch = None
         teacher.trainable = False
 
     def attach(self, model):
@@ -106,6 +131,29 @@ class Distillation:
         """The `Distillation` attached to `model`, or None."""
         return model.__dict__.get(_ATTRIBUTE)
 
+    def split(self, x):
+        """`(student's inputs, teacher's inputs)` of a training batch `x`
+        (a dict); both are `x` when the two take the same inputs."""
+        if self.student_inputs is None:
+            return x, x
+        student = {k: x[k] for k in self.student_inputs}
+        if "presence" in student and self.presence_columns is not None:
+            student["presence"] = tf.gather(
+                x["presence"], self.presence_columns, axis=1)
+        teacher = x if self.teacher_inputs is None else {
+            k: x[k] for k in self.teacher_inputs}
+        return student, teacher
+
+    @contextlib.contextmanager
+    def teacher_batch(self, x):
+        """Within it, `loss` runs the teacher on `x` (the training batch
+        in the teacher's inputs) rather than on the student's."""
+        self._teacher_batch = x
+        try:
+            yield
+        finally:
+            self._teacher_batch = None
+
     def soft_loss(self, teacher_pred, y_pred):
         """The sum over the distilled heads of `soft_target_loss`."""
         total = tf.constant(0.0, tf.float32)
@@ -116,6 +164,8 @@ class Distillation:
 
     def loss(self, model, x, y_pred, label_loss):
         """`alpha * label_loss + (1 - alpha) * soft_loss` on a batch."""
+        if self._teacher_batch is not None:
+            x = self._teacher_batch
         teacher_pred = self.teacher(x, training=False)
         teacher_pred = tf.nest.map_structure(tf.stop_gradient, teacher_pred)
         soft = self.soft_loss(teacher_pred, y_pred)

@@ -67,7 +67,7 @@ export:
   max_metric_drop: 1.0         # refuse a compressed export that drops more (points)
   calibration_batches: 16      # LiteRT int8 calibration batches
 distill:                       # optional: train on a finished run's soft targets
-  teacher: runs/big            # its inputs and preprocessing are this recipe's
+  teacher: runs/big            # this recipe's inputs are some or all of its, preprocessed alike
   temperature: 2.0
   alpha: 0.5                   # label loss weight; 1 - alpha: the soft targets
   compare_alone: true          # scoreboard: teacher, student, student alone

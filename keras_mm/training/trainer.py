@@ -211,7 +211,8 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
             pre_path, order=list(recipe["inputs"]))
     else:
         if teacher is not None:         # the student's are the teacher's
-            preprocessors = distill_run.teacher_preprocessors(teacher)
+            preprocessors = distill_run.teacher_preprocessors(
+                teacher, list(recipe["inputs"]))
         else:
             preprocessors = run_preprocessors.make_preprocessors(recipe)
             preprocessors.update(tower_init.source_preprocessors(sources))
@@ -250,11 +251,16 @@ def _build(run):
         for split in ("train", "val"):
             if split in run.pipelines:
                 run.pipelines[split].validate()
+        # a student with fewer inputs: its batches carry the teacher's
+        fit_pipe = distill_run.fit_pipeline(run.teacher, run)
+        if fit_pipe is not None:
+            fit_pipe.validate()
     deterministic = bool(recipe["data"]["deterministic"] or
                          training["deterministic"])
     keras.utils.set_random_seed(seed)
     run.train_ds, run.steps = run_data.epoch_dataset(
-        run.pipelines["train"], batch_size, seed=seed,
+        run.pipelines["train"] if fit_pipe is None else fit_pipe,
+        batch_size, seed=seed,
         epochs=training["epochs"], initial_epoch=run.initial_epoch,
         shuffle_buffer=recipe["data"]["shuffle_buffer"],
         drop_remainder=plan.drop_remainder, cache=recipe["data"]["cache"],
