@@ -10,7 +10,6 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_mm.builder.multimodal_model import MultimodalModel
 from keras_mm.compression import Distillation

@@ -83,15 +83,16 @@ def check_teacher(recipe):
                    student_order=list(recipe["inputs"]))
 
 
-def teacher_preprocessors(teacher, names=None):
-    """The teacher's fitted preprocessors (`{input: preprocessor}`, the
-    teacher's order), cut to `names` in their order when given."""
+def teacher_preprocessors(teacher, every=False):
+    """The teacher's fitted preprocessors (`{input: preprocessor}`) of the
+    student's inputs, in the student's order; `every`: all the teacher's,
+    in its order."""
     from keras_mm.training import run_preprocessors
 
     loaded = run_preprocessors.load_preprocessors(
         os.path.join(teacher.run_dir, run_preprocessors.PREPROCESSORS_FILE),
         order=list(teacher.recipe["inputs"]))
-    return loaded if names is None else {n: loaded[n] for n in names}
+    return loaded if every else {n: loaded[n] for n in teacher.student_order}
 
 
 def teacher_format_recipe(teacher, recipe):
@@ -131,8 +132,9 @@ def split_inputs(teacher, model):
 
 def fit_pipeline(teacher, run):
     """The train split's `Pipeline` in the teacher's inputs (and the
-    presence input, when either model takes it), for a student whose
-    inputs differ from the teacher's; None when they are the same."""
+    presence input, when either model takes it), validated, for a student
+    whose inputs differ from the teacher's; None when they are the same.
+    Its bad-input report (written after the student's) covers both."""
     from keras_mm.training import run_data
 
     split = None if teacher is None else split_inputs(teacher, run.model)
@@ -141,9 +143,11 @@ def fit_pipeline(teacher, run):
     recipe = teacher_format_recipe(teacher, run.recipe)
     names = list(dict.fromkeys(split[1] + split[0]))
     # make_pipeline reads the spec's fusion.presence_mask: the recipe's
-    return run_data.make_pipeline(
-        recipe, "train", teacher_preprocessors(teacher), recipe,
+    pipe = run_data.make_pipeline(
+        recipe, "train", teacher_preprocessors(teacher, every=True), recipe,
         input_names=names, report_dir=run.work_dir)
+    pipe.validate()
+    return pipe
 
 
 def attach(model, teacher):
@@ -175,7 +179,8 @@ def teacher_metrics(teacher, run):
                                             run.pipelines)
     else:
         recipe = teacher_format_recipe(teacher, run.recipe)
-        preprocessors, pipelines = teacher_preprocessors(teacher), None
+        preprocessors = teacher_preprocessors(teacher, every=True)
+        pipelines = None
     return evaluate_splits(
         teacher.model, recipe, model_spec(teacher.model), preprocessors,
         run.recipe["evaluation"]["splits"], run.training["batch_size"],

@@ -195,10 +195,9 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
     else:
         run_folder.check_resumable(recipe, recipe_path, backup_dir)
         run.initial_epoch = resume_epoch
+        epoch = min(run.initial_epoch + 1, training["epochs"])
         _say(verbose, f"resuming {recipe['name']} from the backup in "
-             f"{backup_dir}: epoch "
-             f"{min(run.initial_epoch + 1, training['epochs'])}"
-             f" of {training['epochs']}")
+             f"{backup_dir}: epoch {epoch} of {training['epochs']}")
     save_recipe(recipe, recipe_path)
 
     keras.utils.set_random_seed(training["seed"])
@@ -211,8 +210,7 @@ def _prepare(recipe, plan, run_dir, verbose, preprocessors=None,
             pre_path, order=list(recipe["inputs"]))
     else:
         if teacher is not None:         # the student's are the teacher's
-            preprocessors = distill_run.teacher_preprocessors(
-                teacher, list(recipe["inputs"]))
+            preprocessors = distill_run.teacher_preprocessors(teacher)
         else:
             preprocessors = run_preprocessors.make_preprocessors(recipe)
             preprocessors.update(tower_init.source_preprocessors(sources))
@@ -251,16 +249,12 @@ def _build(run):
         for split in ("train", "val"):
             if split in run.pipelines:
                 run.pipelines[split].validate()
-        # a student with fewer inputs: its batches carry the teacher's
-        fit_pipe = distill_run.fit_pipeline(run.teacher, run)
-        if fit_pipe is not None:
-            fit_pipe.validate()
+        fit_pipe = distill_run.fit_pipeline(run.teacher, run)  # or None
     deterministic = bool(recipe["data"]["deterministic"] or
                          training["deterministic"])
     keras.utils.set_random_seed(seed)
     run.train_ds, run.steps = run_data.epoch_dataset(
-        run.pipelines["train"] if fit_pipe is None else fit_pipe,
-        batch_size, seed=seed,
+        fit_pipe or run.pipelines["train"], batch_size, seed=seed,
         epochs=training["epochs"], initial_epoch=run.initial_epoch,
         shuffle_buffer=recipe["data"]["shuffle_buffer"],
         drop_remainder=plan.drop_remainder, cache=recipe["data"]["cache"],
