@@ -234,22 +234,32 @@ def test_robustness_av_mnist_quick(shared_data, tmp_path):
 def test_compression_quick(shared_data, tmp_path):
     # one fusion, 1,024 rows, 2 epochs: the int8 SavedModel and the four
     # LiteRT modes, each through keras_mm.compression.export_compressed,
-    # and the distilled half-width student
+    # and the two distilled students
     result = last_json(run_script(
         "compression.py", "--quick", "--fusions", "concat", "--data",
         str(shared_data), "--cache", str(tmp_path / "cache")))
     assert result["quick"] is True
-    # the half-width student of the concat model, with and without it
-    distilled = result["fusions"]["concat"]["distill"]
-    assert result["distill_gain_points"] == distilled["gain_points"]
-    assert distilled["gain_points"] == pytest.approx(
-        100 * (distilled["student"] - distilled["student_alone"]), abs=0.02)
-    assert distilled["teacher"] == pytest.approx(
-        result["fusions"]["concat"]["float_accuracy"], abs=1e-4)
+    # the half-width and the audio-only students of the concat model, with
+    # and without it
+    students = result["fusions"]["concat"]["distill"]
+    for student, key in (("half-width towers", "distill_gain_points"),
+                         ("audio only", "audio_student_distill_gain_points")):
+        distilled = students[student]
+        assert result[key] == distilled["gain_points"]
+        assert distilled["gain_points"] == pytest.approx(
+            100 * (distilled["student"] - distilled["student_alone"]),
+            abs=0.02)
+        assert distilled["teacher"] == pytest.approx(
+            result["fusions"]["concat"]["float_accuracy"], abs=1e-4)
     reports = result["fusions"]["concat"]["reports"]
     assert sorted(reports) == ["litert-dynamic", "litert-float16",
                                "litert-int8", "litert-none",
                                "savedmodel-int8"]
+    # the wide-trunk model: its 4.5 M weights outweigh the graph
+    wide = result["fusions"]["concat_wide"]["reports"]["savedmodel-int8"]
+    assert result["wide_int8_size_ratio"] == wide["size_ratio"]
+    assert wide["reference_weights_bytes"] > 4 * 4.4e6
+    assert wide["size_ratio"] < reports["savedmodel-int8"]["size_ratio"]
     # the JSON line rounds every float to 4 decimals
     for name, report in reports.items():
         head = report["heads"]["digit"]

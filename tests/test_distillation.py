@@ -239,7 +239,7 @@ def test_a_student_with_fewer_inputs_than_its_teacher(teacher_run):
     root, recipe, teacher = teacher_run
     student = student_recipe(recipe, root, "text_student")
     del student["inputs"]["sensor"]
-    student["fusion"] = {"type": "concat", "presence_mask": False}
+    student["fusion"] = None     # one input: no fusion
     result = train(student, runs_dir=root / "runs", export=False, verbose=0)
     rows = {(r["model"], r["split"]): r for r in result.scoreboard}
     assert rows[("teacher", "test")]["label_accuracy"] == pytest.approx(
