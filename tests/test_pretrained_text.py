@@ -561,14 +561,20 @@ def test_train_equals_serve_in_tf_data_tf_function_and_fresh_savedmodel(
     ids and masks bitwise, predictions within 1e-5), for two presets in one
     export: WordPiece (BERT) and SentencePiece (ALBERT: segment ids); the
     slow case byte-level BPE (RoBERTa: lookup tables and a cache, pad id 1)
-    and DeBERTa-v3."""
-    pres = {family: preprocessor(presets, family) for family in families}
+    and DeBERTa-v3. The preset folders (copies) are deleted before the
+    fresh process loads the export: it stands alone."""
+    copies = {family: os.fspath(shutil.copytree(
+        presets[family], tmp_path / "presets" / family))
+        for family in families}
+    pres = {family: TextPresetPreprocessor("text", copies[family],
+                                           max_len=MAX_LEN)
+            for family in families}
     keras.utils.set_random_seed(3)
     inputs, vectors = [], []
     for family in pres:
         ids = keras.Input((MAX_LEN,), dtype="int32", name=f"{family}_ids")
         mask = keras.Input((MAX_LEN,), dtype="bool", name=f"{family}_mask")
-        tower = TextPresetTower(preset=presets[family], dim=4,
+        tower = TextPresetTower(preset=copies[family], dim=4,
                                 pooling="mean", name=f"{family}_tower")
         inputs += [ids, mask]
         vectors.append(tower(ids, mask=mask))
@@ -620,6 +626,7 @@ def test_train_equals_serve_in_tf_data_tf_function_and_fresh_savedmodel(
     archive.add_endpoint("serve", serving)      # the function traced above
     export = str(tmp_path / "export")
     archive.write_out(export, verbose=False)
+    shutil.rmtree(tmp_path / "presets")
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps(TEXTS), encoding="utf-8")
     result = tmp_path / "out.npz"
