@@ -403,25 +403,42 @@ def test_cross_attention_fusion_weights():
     np.testing.assert_array_equal(a_to_b[:, :, :, 3], 0.0)  # padded token
 
 
-def test_joint_transformer_fusion_weights():
+@pytest.mark.parametrize("pooling", ["modality", "mean", "cls"])
+def test_joint_transformer_fusion_weights(pooling):
     keras.utils.set_random_seed(0)
     layer = JointTransformerFusion(units=4, num_layers=2, num_heads=2,
-                                   dropout=0.0)
-    out = _np(layer(SEQS, presence=PRESENCE2))
-    internals = layer.fusion_weights(SEQS, presence=PRESENCE2)
+                                   dropout=0.0, pooling=pooling)
+    mask = {"a": np.array([[1, 1, 0]] + [[1, 1, 1]] * 3, bool), "b": None}
+    out = _np(layer(SEQS, presence=PRESENCE2, mask=mask))
+    internals = layer.fusion_weights(SEQS, presence=PRESENCE2, mask=mask)
     # recording left the encoder as it was
-    np.testing.assert_allclose(_np(layer(SEQS, presence=PRESENCE2)), out)
+    np.testing.assert_allclose(
+        _np(layer(SEQS, presence=PRESENCE2, mask=mask)), out)
     assert sorted(internals) == ["attention/layer0", "attention/layer1",
                                  "weights"]
     attention = _np(internals["attention/layer1"])  # [B, heads, 6, 6]
     assert attention.shape == (4, 2, 6, 6)
+    # the pooled queries, as the pooling weighs them: [CLS], a (3), b (2)
+    valid = np.concatenate([np.ones((4, 1)), mask["a"] * PRESENCE2[:, :1],
+                            np.repeat(PRESENCE2[:, 1:], 2, axis=1)], axis=1)
+    if pooling == "cls":
+        queries = np.eye(6)[[0] * 4]
+    elif pooling == "mean":
+        queries = valid / valid.sum(1, keepdims=True)
+    else:
+        a, b = valid[:, 1:4], valid[:, 4:]
+        n_a, n_b = a.sum(1, keepdims=True), b.sum(1, keepdims=True)
+        present = (n_a > 0) * 1 + (n_b > 0)     # one at least a row
+        queries = np.concatenate([
+            np.zeros((4, 1)), a / np.maximum(n_a, 1) / present,
+            b / np.maximum(n_b, 1) / present], axis=1)
+    np.testing.assert_allclose(queries.sum(1), 1.0)
+    row = np.einsum("bq,bqk->bk", queries, attention.mean(1))
     w = _np(internals["weights"])  # [B, 1 + M]: [CLS], a, b
     np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(
-        w, np.stack([attention[:, :, 0, 0].mean(1),
-                     attention[:, :, 0, 1:4].mean(1).sum(-1),
-                     attention[:, :, 0, 4:].mean(1).sum(-1)], axis=1),
-        atol=1e-5)
+        w, np.stack([row[:, 0], row[:, 1:4].sum(-1), row[:, 4:].sum(-1)],
+                    axis=1), atol=1e-5)
     np.testing.assert_array_equal(w[1, 2], 0.0)  # b absent
     np.testing.assert_array_equal(w[2, 1], 0.0)  # a absent
 

@@ -72,7 +72,9 @@ class JointTransformerFusion(BaseFusion):
     Internals: `fusion_weights(inputs, presence, mask)` returns the
     encoder's attention per layer (`"attention/layer<i>"`, `[batch, heads,
     L, L]`) and `"weights"` `[batch, 1 + M]`: how much the last layer's
-    `[CLS]` query attends to itself and to each modality's tokens.
+    pooled queries (the `[CLS]`, the valid tokens, or each present
+    modality's tokens, weighted as the pooling weighs them) attend to the
+    `[CLS]` and to each modality's tokens.
 
     Example:
 
@@ -171,10 +173,13 @@ class JointTransformerFusion(BaseFusion):
         """The joint encoder's self-attention during the call (inference
         mode): `{"attention/layer<i>": [batch, heads, L, L]}` over the joint
         sequence `[CLS] + tokens of each modality` (in `modalities` order),
-        and `{"weights": [batch, 1 + M]}`: the last layer's `[CLS]` query
-        attention (mean over heads) on the `[CLS]` itself, then summed over
-        each modality's tokens. An absent modality (or a padded token) gets
-        exactly 0; a row sums to 1."""
+        and `{"weights": [batch, 1 + M]}`: the last layer's attention (mean
+        over heads) of the queries the pooling reads, each weighted as the
+        pooling weighs it in the output (`"cls"`: the `[CLS]` query alone;
+        `"mean"`: every valid token alike; `"modality"`: each present
+        modality's tokens, 1 / (tokens x present modalities) each), on the
+        `[CLS]`, then summed over each modality's tokens. An absent
+        modality (or a padded token) gets exactly 0; a row sums to 1."""
         self.build_from_call(inputs, presence, mask)
         internals = {}
         self._fuse(inputs, presence, False, mask, internals)
@@ -240,17 +245,41 @@ class JointTransformerFusion(BaseFusion):
         for i, scores in enumerate(records):
             internals[f"attention/layer{i}"] = ops.where(
                 keys, scores, ops.cast(0, scores.dtype))
-        cls_row = ops.mean(ops.cast(
-            internals[f"attention/layer{len(records) - 1}"][:, :, 0],
-            "float32"), axis=1)  # [B, L]
-        weights, start = [cls_row[:, :1]], 1
+        last = ops.mean(ops.cast(
+            internals[f"attention/layer{len(records) - 1}"], "float32"),
+            axis=1)  # [B, L queries, L keys], mean over heads
+        queries = self._pooled_queries(key_mask, [ops.shape(h)[1]
+                                                  for h in tokens])
+        row = ops.einsum("bq,bqk->bk", queries, last)  # [B, L]
+        weights, start = [row[:, :1]], 1
         for h in tokens:
             count = ops.shape(h)[1]
-            weights.append(ops.sum(cls_row[:, start:start + count], axis=1,
+            weights.append(ops.sum(row[:, start:start + count], axis=1,
                                    keepdims=True))
             start = start + count
         internals["weights"] = ops.concatenate(weights, axis=-1)
         return encoded
+
+    def _pooled_queries(self, key_mask, counts):
+        """`[B, L]`: the weight of each encoded token in the output (the
+        pooling's), which sums to 1 a row. `"modality"` pooling with no
+        modality present weighs the `[CLS]` alone."""
+        valid = ops.cast(key_mask, "float32")
+        cls = ops.concatenate([valid[:, :1], ops.zeros_like(valid[:, 1:])],
+                              axis=1)
+        if self.pooling == "cls":
+            return cls
+        if self.pooling == "mean":
+            return valid / ops.sum(valid, axis=1, keepdims=True)
+        parts, start, present = [ops.zeros_like(valid[:, :1])], 1, 0
+        for count in counts:
+            part = valid[:, start:start + count]
+            n = ops.sum(part, axis=1, keepdims=True)
+            parts.append(part / ops.maximum(n, 1.0))
+            present = present + ops.cast(n > 0, "float32")
+            start = start + count
+        queries = ops.concatenate(parts, axis=1) / ops.maximum(present, 1.0)
+        return ops.where(present > 0, queries, cls)
 
     def compute_output_shape(self, input_shape):
         first = next(iter(input_shape.values()))
