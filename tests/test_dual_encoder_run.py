@@ -159,6 +159,34 @@ def test_recipe_keys_a_dual_encoder_cannot_take(tmp_path, key, value, path):
     assert error.value.key_path == path
 
 
+def test_a_siglip_head_starts_at_the_log_odds_of_its_batch(tmp_path):
+    import math
+
+    from keras_mm.heads.contrastive_head import ContrastiveHead
+
+    recipe = dual_recipe(tmp_path / "demo", batch_size=16)
+    recipe["heads"]["align"]["loss"] = "siglip"
+    normalized = normalize_recipe(recipe)
+    assert normalized["heads"]["align"]["loss_options"] == {
+        "bias": round(-math.log(16), 4)}
+    head = normalized["heads"]["align"]
+    layer = ContrastiveHead(head["modalities"], loss="siglip",
+                            embedding_dim=4,
+                            loss_options=head["loss_options"])
+    layer({"text": np.ones((2, 3), "float32"),
+           "sensor": np.ones((2, 5), "float32")})
+    biases = [float(w.numpy()) for w in layer.weights
+              if w.path.endswith("bias") and "loss" in w.path]
+    assert biases == [pytest.approx(-math.log(16), abs=1e-4)]
+    # a bias given is kept; CLIP has none
+    recipe["heads"]["align"]["loss_options"] = {"bias": -2.0}
+    assert normalize_recipe(recipe)["heads"]["align"]["loss_options"] == {
+        "bias": -2.0}
+    recipe["heads"]["align"].update(loss="clip", loss_options=None)
+    assert "loss_options" not in normalize_recipe(recipe)["heads"]["align"] \
+        or not normalize_recipe(recipe)["heads"]["align"]["loss_options"]
+
+
 def classifier_recipe(run, name, **tower):
     """The tiny classifier recipe, both towers started from the dual run."""
     recipe = tiny_recipe(run["tmp"] / "demo", name=name, epochs=1)

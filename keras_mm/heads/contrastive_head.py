@@ -73,8 +73,8 @@ class ContrastiveHead(keras.layers.Layer):
         loss_options: arguments of every pair's loss layer: `ClipLoss`'s
             `temperature` (initial, default 0.07) and `max_scale` (100);
             `SigLipLoss`'s initial `scale` (10) and `bias` (-10; the
-            paper's value for batches of thousands: about
-            `-log(batch size)` suits small batches).
+            paper's value for batches of thousands: `-log(batch size)`
+            suits small batches, and a recipe gets that by default).
         kernel_initializer: initializer of the projection kernels.
 
     Call arguments:

@@ -101,6 +101,7 @@ the allowed values, e.g.
 
 import copy
 import inspect
+import math
 import os
 import re
 
@@ -331,6 +332,30 @@ def _check_dual_encoder(recipe):
             "remove modality_dropout")
 
 
+def siglip_bias(batch_size):
+    """The initial SigLIP bias a recipe gets: `-log(batch_size)`, the
+    log-odds of one positive among `batch_size` candidates (rounded to 4
+    decimals)."""
+    return round(-math.log(batch_size), 4)
+
+
+def _default_siglip_bias(recipe):
+    """A SigLIP head without `loss_options.bias` starts at
+    `siglip_bias(training.batch_size)`, not at the layer's -10 (the
+    paper's, for batches of 32 k). On AV-MNIST at batch 128 (12 epochs,
+    seeds 0 / 1), -log(128) = -4.85 gave class R@1 audio -> image 96.8 /
+    93.6% on clean (-10: 92.4 / 90.8%) and 63.6 / 65.6% on degraded (-10:
+    52.7 / 57.2%); image -> audio 93.0 / 92.7% and 56.9 / 57.3% (-10:
+    91.4 / 91.5% and 56.0 / 55.2%)."""
+    for head in recipe["heads"].values():
+        if head.get("type") == "contrastive" and head.get("loss") == \
+                "siglip":
+            options = dict(head.get("loss_options") or {})
+            options.setdefault("bias", siglip_bias(
+                recipe["training"]["batch_size"]))
+            head["loss_options"] = options
+
+
 def _normalize_export(section, name):
     out = section.model_dump()
     if out["name"] is None:
@@ -482,6 +507,7 @@ def normalize_recipe(recipe, name=None):
     out["evaluation"] = _normalize_evaluation(sections.evaluation,
                                               out["data"])
     _check_dual_encoder(out)
+    _default_siglip_bias(out)
     out["export"] = _normalize_export(sections.export, out["name"])
     if sections.distill is not None:
         out["distill"] = sections.distill.model_dump()
