@@ -34,7 +34,7 @@ default 1 point is tested in tests/test_compression.py.
 
 Distillation: each trained model is the teacher of two students, each
 trained with `distill: {teacher: <the run>}` at the section's defaults
-(temperature 2, alpha 0.5), everything else the same recipe:
+(temperature 4, alpha 0.5), everything else the same recipe:
 - half-width towers (`inputs.*.tower.dim` 32 instead of 64), the issue's
   target: `distill_gain_points`;
 - the audio input alone (a device without a camera; `fusion: null`), the

@@ -98,7 +98,7 @@ class Distillation:
     True
     """
 
-    def __init__(self, teacher, heads, temperature=2.0, alpha=0.5,
+    def __init__(self, teacher, heads, temperature=4.0, alpha=0.5,
                  student_inputs=None, teacher_inputs=None,
                  presence_columns=None):
         if not heads:

@@ -68,7 +68,7 @@ export:
   calibration_batches: 16      # LiteRT int8 calibration batches
 distill:                       # optional: train on a finished run's soft targets
   teacher: runs/big            # this recipe's inputs are some or all of its, preprocessed alike
-  temperature: 2.0
+  temperature: 4.0
   alpha: 0.5                   # label loss weight; 1 - alpha: the soft targets
   compare_alone: true          # scoreboard: teacher, student, student alone
 tune:                          # optional: `keras-mm tune` (training ignores it)
