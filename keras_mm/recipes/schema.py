@@ -355,7 +355,7 @@ class DistillSection(Section):
     teacher: TeacherRun
     # 4: on degraded AV-MNIST (half-width students, one seed each) T = 4
     # gained +0.20 / +0.35 points over the student alone (concat / FiLM),
-    # T = 2 -0.75 to +0.55 in four runs, T = 8 -0.10 (concat).
+    # T = 2 -0.75 to +0.55 in four runs, T = 8 -0.10 / -0.35.
     temperature: Annotated[float, Field(gt=0.0, le=100.0)] = 4.0
     # The weight of the label loss; 1 - alpha weights the soft targets.
     alpha: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
