@@ -9,8 +9,8 @@ the preprocessor, the audio tower with `frontend=None`), as in
 
 1. Retrieval. A dual encoder from a `keras_mm.build_model` spec (`fusion:
    none`, the image and audio towers of `accuracy_av_mnist.py`, a
-   `contrastive` head at its defaults but for `loss`) is trained on the
-   train split's 8,000 pairs, labels unused, with the CLIP loss and with
+   `contrastive` head at a recipe's defaults but for `loss`) is trained on
+   the train split's 8,000 pairs, labels unused, with the CLIP loss and with
    the SigLIP loss, from 3 seeds each. On the 2,000 test pairs
    (`keras_mm.evaluation.retrieval`), both directions: instance R@1 (the
    row's own pair first), class-level R@1 (the first retrieved item of the
@@ -445,7 +445,8 @@ def main(argv=None):
          f"{args.repeats} interleaved rounds of {args.steps} steps per "
          "model in the main process",
          f"towers: image {IMAGE_TOWER}; audio {AUDIO_TOWER}; contrastive "
-         "head at its defaults but for `loss`",
+         "head at a recipe's defaults but for `loss` (SigLIP bias "
+         "-log(batch))",
          f"audio features (AudioPreprocessor): {_common.AV_MNIST_AUDIO}"])
 
     _common.prepare_av_mnist(args)   # build + preprocess once, before workers
