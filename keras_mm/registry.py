@@ -8,7 +8,7 @@ names.
 `register_all()` imports every module that registers something: the Keras
 serializable classes (`keras_mm>MultimodalModel`, the towers, fusion layers,
 heads and blocks, so that a plain `keras.models.load_model` finds them) and
-the four registries below. `import keras_mm` calls it as soon as Keras is
+the registries below. `import keras_mm` calls it as soon as Keras is
 imported (see `keras_mm/__init__.py`).
 """
 
@@ -48,6 +48,12 @@ class Registry:
 
         return decorator
 
+    def unregister(self, name):
+        """Removes `name` (e.g. a test's or a notebook's own class)."""
+        if name not in self._entries:
+            raise KeyError(f"{self.kind} type {name!r} is not registered")
+        del self._entries[name]
+
     def get(self, name, key_path=None):
         """Returns the class for `name` or raises a ConfigError."""
         if name not in self._entries:
@@ -77,9 +83,15 @@ PREPROCESSORS = Registry("preprocessor")  # modality -> preprocessor class
 # names a `preset` or `hub` gets its tower here and its preprocessor under
 # the same key in PREPROCESSORS (e.g. "text_preset").
 PRETRAINED_TOWERS = Registry("pretrained tower")
+# `ImageTower(encoder=NAME)`'s architectures (`ImageEncoder` subclasses).
+IMAGE_ENCODERS = Registry("image encoder")
+# `AudioTower(encoder=NAME)`'s architectures (`AudioEncoder` subclasses).
+AUDIO_ENCODERS = Registry("audio encoder")
+# `TextTower(encoder=NAME)`'s architectures (`TextEncoder` subclasses).
+TEXT_ENCODERS = Registry("text encoder")
 
 
-# Modules whose import registers classes (Keras serializables and the four
+# Modules whose import registers classes (Keras serializables and the
 # registries above). The builder's MultimodalModel is the model class of
 # every `.keras` file the trainer writes.
 REGISTERING_MODULES = ("keras_mm.layers", "keras_mm.towers",

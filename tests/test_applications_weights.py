@@ -14,8 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_mm.towers.image_tower import (IMAGENET_WEIGHTS, ImageTower,
-                                         keras_cache_folder)
+from keras_mm.towers import ImageTower
+from keras_mm.towers.imagenet_weights import (IMAGENET_WEIGHTS,
+                                              keras_cache_folder)
 
 IMAGES32 = np.random.default_rng(5).uniform(
     -1, 1, (2, 32, 32, 3)).astype("float32")
@@ -113,14 +114,14 @@ def test_cached_file_loads_offline_and_saved_model_needs_it_no_more(
     tower = ImageTower(encoder="applications", backbone="mobilenet_v3_small",
                        weights="imagenet", dim=4, name="photo_tower")
     model = keras.Model(inputs, tower(inputs))
-    got = tower.application.get_weights()
+    got = tower.image_encoder.application.get_weights()
     want = source.get_weights()
     assert len(got) == len(want)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     # The same features as the source application.
     np.testing.assert_allclose(
-        tower.application(IMAGES32, training=False),
+        tower.image_encoder.application(IMAGES32, training=False),
         source(IMAGES32, training=False), atol=1e-6, rtol=0)
     # A .keras file holds the weights: it reloads without the cache file.
     out = model(IMAGES32, training=False)
@@ -145,7 +146,8 @@ def test_wrong_file_under_the_name_is_a_one_line_error(offline_home):
         tower(IMAGES32)
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith("ImageTower: cannot load the ImageNet weights "
+    assert message.startswith("ApplicationsImageEncoder: cannot load the "
+                              "ImageNet weights "
                               f"file {offline_home / 'models' / fname}")
     assert "delete it" in message
 

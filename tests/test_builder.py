@@ -468,7 +468,8 @@ _DELETE = object()
      "unknown key 'encodr' for ImageTower; allowed keys are backbone, "
      "base_filters, depth, dim, dropout, encoder, filters"),
     ("inputs.image.tower.encoder", "cnnn", "inputs.image.tower.encoder",
-     "ImageTower: encoder='cnnn' is not one of 'cnn', 'resnet', 'vit'"),
+     "ImageTower: encoder='cnnn' is not one of 'applications', 'cnn', "
+     "'resnet', 'vit'"),
     ("fusion.type", "concatt", "fusion.type",
      "'concatt' is not one of " + ", ".join(FUSIONS.names())),
     ("fusion.unitz", 8, "fusion.unitz",

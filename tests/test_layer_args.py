@@ -117,7 +117,9 @@ WIRED = [
     # towers
     (lambda: SensorTower(dim=0), "SensorTower: dim=0"),
     (lambda: SensorTower(intermediate_dim=0), "SensorTower: intermediate_dim"),
-    (lambda: TextTower(20, 8, num_heads=True), "TextTower: num_heads=True"),
+    (lambda: TextTower(20, 8, dim=True), "TextTower: dim=True"),
+    (lambda: TextTower(20, 8, encoder="transformer", num_heads=True),
+     "TransformerTextEncoder: num_heads=True"),
     (lambda: TabularTower(num_numeric=-1), "TabularTower: num_numeric=-1"),
     (lambda: TabularTower(num_numeric=2, hidden_units=(8, 0)),
      "TabularTower: hidden_units=0"),
@@ -180,7 +182,7 @@ def test_image_tower_applications_encoder():
         tower = ImageTower(encoder="applications",
                            backbone="mobilenet_v3_small", dim=8)
     assert tower(IMAGES32).shape == (2, 8)
-    assert tower.application.name.startswith("MobileNetV3Small")
+    assert tower.image_encoder.application.name.startswith("MobileNetV3Small")
     config = tower.get_config()
     assert (config["encoder"], config["backbone"]) == (
         "applications", "mobilenet_v3_small")
@@ -191,7 +193,7 @@ def test_image_tower_resnet_without_backbone_is_the_resnet_built_here():
         warnings.simplefilter("error")
         tower = ImageTower(encoder="resnet", depth=18, base_filters=4, dim=8)
     assert tower(IMAGES32).shape == (2, 8)
-    assert isinstance(tower.resnet, ResNetBackbone)
+    assert isinstance(tower.image_encoder, ResNetBackbone)
     assert not hasattr(tower, "application")
 
 

@@ -112,8 +112,8 @@ def test_stale_statistics_warn_naming_the_tower(caplog):
         ({"image": x}, {"label": y})).batch(128)
     assert recalibrate_batch_norm(model, train_ds) == 2
     tower = model.get_layer("image_tower")
-    norm = tower.norms[0]
-    conv_out = np.asarray(tower.convs[0](x))
+    norm = tower.image_encoder.norms[0]
+    conv_out = np.asarray(tower.image_encoder.convs[0](x))
     np.testing.assert_allclose(norm.moving_mean, conv_out.mean(axis=(0, 1, 2)),
                                rtol=1e-4, atol=1e-4)
     assert norm.momentum == 0.999

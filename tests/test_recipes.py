@@ -209,7 +209,7 @@ def test_missing_file(tmp_path):
      "allowed keys are "),
     ("inputs.image.tower.encoder=cnnn",
      "inputs.image.tower.encoder: ImageTower: encoder='cnnn' is not one "
-     "of 'cnn', 'resnet', 'vit'"),
+     "of 'applications', 'cnn', 'resnet', 'vit'"),
     ("inputs.image.modality=picture",
      "inputs.image.modality: 'picture' is not one of "),
     ("heads.label.type=softmax",

@@ -146,14 +146,14 @@ def test_image_tower_local_weights_file(tmp_path):
                         dim=8)
     source(IMAGES32)
     path = tmp_path / "mnv3_notop.weights.h5"
-    source.application.save_weights(str(path))
+    source.image_encoder.application.save_weights(str(path))
 
     tower = ImageTower(encoder="applications", backbone="mobilenet_v3_small",
                        dim=8, weights=str(path))
     tower(IMAGES32)
     assert tower.get_config()["weights"] == str(path)
-    a = source.application.get_weights()
-    b = tower.application.get_weights()
+    a = source.image_encoder.application.get_weights()
+    b = tower.image_encoder.application.get_weights()
     assert len(a) == len(b)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
@@ -161,7 +161,7 @@ def test_image_tower_local_weights_file(tmp_path):
                        dim=8)
     fresh(IMAGES32)
     assert not all(np.array_equal(x, y) for x, y in
-                   zip(a, fresh.application.get_weights()))
+                   zip(a, fresh.image_encoder.application.get_weights()))
 
     # A saved model no longer needs the weights file.
     inputs = keras.Input((32, 32, 3))
@@ -356,8 +356,8 @@ def test_registered_towers():
 
 
 BAD_ARGUMENTS = [
-    (ImageTower, {"encoder": "mlp"}, "encoder='mlp' is not one of 'cnn', "
-     "'resnet', 'vit'"),
+    (ImageTower, {"encoder": "mlp"}, "encoder='mlp' is not one of "
+     "'applications', 'cnn', 'resnet', 'vit'"),
     (ImageTower, {"output": "tokens"}, "output='tokens' is not one of "
      "'vector', 'sequence', 'feature_map'"),
     (ImageTower, {"encoder": "resnet", "depth": 50}, "depth=50 is not one "

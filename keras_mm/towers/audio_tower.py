@@ -1,19 +1,15 @@
-import math
-
 import keras
 from keras import ops
 
-from keras_mm.layers.position_embedding import PositionEmbedding
-from keras_mm.layers.transformer_encoder import TransformerEncoder
+import keras_mm.towers.audio_encoders  # noqa: F401  (fills AUDIO_ENCODERS)
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_non_negative_float,
-                                   check_positive_float,
-                                   check_positive_int, check_positive_ints,
-                                   clone_initializer)
+                                   check_positive_float, check_positive_int)
 from keras_mm.ops import audio_features
-from keras_mm.registry import TOWERS
+from keras_mm.registry import AUDIO_ENCODERS, TOWERS
+from keras_mm.towers.encoder_arguments import make_encoder
+from keras_mm.towers.legacy_weights import remap_legacy_encoder
 
-ENCODERS = ("cnn", "crnn", "transformer")
 OUTPUTS = ("vector", "sequence")
 FRONTENDS = ("log_mel", "mfcc", None)
 FEATURE_NORMS = ("layer", "batch", None)
@@ -41,23 +37,28 @@ class AudioTower(keras.layers.Layer):
     log energies), `"batch"` a batch normalization per bin (moving
     statistics that need many training steps to settle), None nothing.
 
-    Encoders:
+    Encoders (`keras_mm.registry.AUDIO_ENCODERS`; one `AudioEncoder` class
+    each, which the tower builds with the arguments below that its
+    `__init__` names; a new architecture is a new registered class):
 
-    - `"cnn"`: VGGish-style 2-D convolutions over time x frequency, one
+    - `"cnn"` (`CNNAudioEncoder`): VGGish-style 2-D convolutions over time x frequency, one
       block per entry of `filters` (3x3 convolution, ReLU, 2x2 max pool;
       no batch norm, so training and inference behave alike), then
       each time step's frequency x channel features are projected to `dim`.
       Tokens: `ceil(frames / 2**len(filters))` time steps.
-    - `"crnn"`: the same conv blocks pooling frequency only (time is kept),
+    - `"crnn"` (`CRNNAudioEncoder`): the same conv blocks pooling frequency only (time is kept),
       then a bidirectional GRU (`rnn_units` per direction) over time and a
       projection to `dim`. Tokens: `frames`.
-    - `"transformer"`: each frame is a token: a dense embedding to `dim`,
+    - `"transformer"` (`TransformerAudioEncoder`): each frame is a token: a dense embedding to `dim`,
       learned position embeddings and `num_layers` pre-norm transformer
       layers. Tokens: `frames`.
 
     Outputs: `output="sequence"` gives the time steps `[batch, tokens,
     dim]` (all valid: `compute_mask` returns None); `output="vector"` gives
     their mean `[batch, dim]`.
+
+    Weights saved before the encoder registry (the encoder's sublayers
+    directly under the tower) still load (`legacy_weights`).
 
     Args:
         encoder: `"crnn"` (default), `"cnn"` or `"transformer"`. The
@@ -116,7 +117,8 @@ class AudioTower(keras.layers.Layer):
                  kernel_initializer="he_normal", **kwargs):
         super().__init__(**kwargs)
         name = "AudioTower"
-        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        self.encoder = check_choice(name, "encoder", encoder,
+                                    tuple(AUDIO_ENCODERS.names()))
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.dim = check_positive_int(name, "dim", dim)
@@ -140,19 +142,32 @@ class AudioTower(keras.layers.Layer):
         self.num_mfcc = check_positive_int(name, "num_mfcc", num_mfcc)
         self.feature_norm = check_choice(name, "feature_norm", feature_norm,
                                          FEATURE_NORMS)
-        self.filters = check_positive_ints(name, "filters", filters)
-        if encoder in ("cnn", "crnn") and not self.filters:
-            raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64)")
-        self.kernel_size = check_positive_int(name, "kernel_size",
-                                              kernel_size)
-        self.rnn_units = check_positive_int(name, "rnn_units", rnn_units,
-                                            allow_none=True)
-        self.num_layers = check_positive_int(name, "num_layers", num_layers)
-        self.num_heads = check_positive_int(name, "num_heads", num_heads)
-        self.intermediate_dim = check_positive_int(
-            name, "intermediate_dim", intermediate_dim, allow_none=True)
+        self.filters = tuple(filters) if isinstance(filters, (list, tuple)) \
+            else filters
+        self.kernel_size = kernel_size
+        self.rnn_units = rnn_units
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # Created before the encoder: the weights (and optimizer slots) keep
+        # the order of towers saved before the encoder registry.
+        if self.feature_norm == "layer":
+            self.feature_normalization = keras.layers.LayerNormalization(
+                dtype=self.dtype_policy, name="feature_norm")
+        elif self.feature_norm == "batch":
+            self.feature_normalization = keras.layers.BatchNormalization(
+                dtype=self.dtype_policy, name="feature_norm")
+        # The encoder checks the arguments it takes (the others are kept
+        # for get_config only).
+        self.audio_encoder = make_encoder(
+            AUDIO_ENCODERS, self.encoder,
+            {"filters": self.filters, "kernel_size": kernel_size,
+             "rnn_units": rnn_units, "num_layers": num_layers,
+             "num_heads": num_heads, "intermediate_dim": intermediate_dim,
+             "kernel_initializer": self.kernel_initializer, "dim": dim,
+             "dropout": dropout},
+            dtype=self.dtype_policy, name="audio_encoder")
         if self.frontend is not None:
             nyquist = self.sample_rate / 2.0
             upper = self.upper_edge_hertz or nyquist
@@ -209,11 +224,6 @@ class AudioTower(keras.layers.Layer):
             bins = min(bins, self.num_mel_bins)
         return (shape[0], frames, bins)
 
-    def _tokens(self, frames):
-        if frames is None or self.encoder != "cnn":
-            return frames
-        return math.ceil(frames / 2 ** len(self.filters))
-
     # -- building -----------------------------------------------------------
 
     def build(self, input_shape):
@@ -227,63 +237,14 @@ class AudioTower(keras.layers.Layer):
             raise ValueError("AudioTower needs a known number of feature "
                              f"bins; got feature shape {shape}")
         policy = self.dtype_policy
-        if self.feature_norm == "layer":
-            self.feature_normalization = keras.layers.LayerNormalization(
-                dtype=policy, name="feature_norm")
-        elif self.feature_norm == "batch":
-            self.feature_normalization = keras.layers.BatchNormalization(
-                dtype=policy, name="feature_norm")
         if self.feature_norm is not None:
             self.feature_normalization.build(shape)
-        if self.encoder in ("cnn", "crnn"):
-            pool_size = (2, 2) if self.encoder == "cnn" else (1, 2)
-            grid = shape + (1,)
-            self.convs, self.pools = [], []
-            for i, f in enumerate(self.filters):
-                conv = keras.layers.Conv2D(
-                    f, self.kernel_size, padding="same",
-                    kernel_initializer=clone_initializer(
-                        self.kernel_initializer),
-                    dtype=policy, name=f"conv{i}")
-                pool = keras.layers.MaxPooling2D(pool_size, padding="same",
-                                                 dtype=policy,
-                                                 name=f"pool{i}")
-                conv.build(grid)
-                grid = conv.compute_output_shape(grid)
-                grid = pool.compute_output_shape(grid)
-                self.convs.append(conv)
-                self.pools.append(pool)
-            width = grid[2] * grid[3]
-            steps = (grid[0], grid[1], width)
-            if self.encoder == "crnn":
-                units = self.rnn_units or self.dim
-                self.rnn = keras.layers.Bidirectional(
-                    keras.layers.GRU(units, return_sequences=True,
-                                     dtype=policy),
-                    dtype=policy, name="bigru")
-                self.rnn.build(steps)
-                steps = (grid[0], grid[1], 2 * units)
+        self.audio_encoder.build(shape)
+        if not self.audio_encoder.projected:
             self.projection = keras.layers.Dense(
                 self.dim, dtype=policy, name="projection")
-            self.projection.build(steps)
-        else:
-            frames = shape[1]
-            if frames is None:
-                raise ValueError(
-                    "AudioTower(encoder='transformer') needs a fixed clip "
-                    "length for its position embeddings; got input shape "
-                    f"{tuple(input_shape)}")
-            self.embedding = keras.layers.Dense(
-                self.dim, dtype=policy, name="frame_embedding")
-            self.embedding.build(shape)
-            self.position_embedding = PositionEmbedding(
-                frames, dtype=policy, name="position_embedding")
-            self.position_embedding.build((None, frames, self.dim))
-            self.transformer = TransformerEncoder(
-                num_layers=self.num_layers, num_heads=self.num_heads,
-                intermediate_dim=self.intermediate_dim,
-                dropout=self.dropout, dtype=policy, name="transformer")
-            self.transformer.build((None, frames, self.dim))
+            self.projection.build(
+                self.audio_encoder.compute_output_shape(shape))
         self.output_dropout = keras.layers.Dropout(self.dropout,
                                                    dtype=policy)
         self.built = True
@@ -300,23 +261,21 @@ class AudioTower(keras.layers.Layer):
         x = ops.cast(x, self.compute_dtype)
         if self.feature_norm is not None:
             x = self.feature_normalization(x, training=training)
-        if self.encoder in ("cnn", "crnn"):
-            x = ops.expand_dims(x, -1)
-            for conv, pool in zip(self.convs, self.pools):
-                x = pool(keras.activations.relu(conv(x)))
-            shape = ops.shape(x)
-            x = ops.reshape(x, (shape[0], shape[1], x.shape[2] * x.shape[3]))
-            if self.encoder == "crnn":
-                x = self.rnn(x, training=training)
+        x = self.audio_encoder(x, training=training)
+        if not self.audio_encoder.projected:
             x = self.projection(x)
-        else:
-            x = self.embedding(x)
-            x = self.position_embedding(x)
-            x = self.transformer(x, training=training)
         x = self.output_dropout(x, training=training)
         if self.output_mode == "vector":
-            return ops.mean(x, axis=1)
+            return self.audio_encoder.pool(x)
         return x
+
+    def load_own_variables(self, store):
+        # A file saved before the encoder registry: the encoder's
+        # sublayers sat directly under the tower.
+        if remap_legacy_encoder(store, "audio_encoder",
+                                self.audio_encoder.legacy_path):
+            return
+        super().load_own_variables(store)
 
     def compute_mask(self, inputs, mask=None):
         return None
@@ -325,7 +284,7 @@ class AudioTower(keras.layers.Layer):
         batch, frames, _ = self._feature_shape(input_shape)
         if self.output_mode == "vector":
             return (batch, self.dim)
-        return (batch, self._tokens(frames), self.dim)
+        return (batch, self.audio_encoder.steps(frames), self.dim)
 
     def get_config(self):
         config = super().get_config()
@@ -345,7 +304,8 @@ class AudioTower(keras.layers.Layer):
             "log_offset": self.log_offset,
             "num_mfcc": self.num_mfcc,
             "feature_norm": self.feature_norm,
-            "filters": list(self.filters),
+            "filters": list(self.filters)
+            if isinstance(self.filters, tuple) else self.filters,
             "kernel_size": self.kernel_size,
             "rnn_units": self.rnn_units,
             "num_layers": self.num_layers,

@@ -1,149 +1,21 @@
-import math
-import os
-import socket
-import urllib.parse
-import urllib.request
 import warnings
 
 import keras
 from keras import ops
 
-from keras_mm.layers.position_embedding import PositionEmbedding
-from keras_mm.layers.transformer_encoder import TransformerEncoder
+import keras_mm.towers.image_encoders  # noqa: F401  (fills IMAGE_ENCODERS)
 from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_positive_int, check_positive_ints,
-                                   clone_initializer)
-from keras_mm.registry import TOWERS
-from keras_mm.towers.resnet_backbone import (NORM_MOMENTUM, NORMALIZATIONS,
-                                             ResNetBackbone, make_norm)
+                                   check_positive_int)
+from keras_mm.registry import IMAGE_ENCODERS, TOWERS
+from keras_mm.towers.image_encoders.applications_image_encoder import \
+    BACKBONES as APPLICATION_BACKBONES
+from keras_mm.towers.encoder_arguments import make_encoder
+from keras_mm.towers.imagenet_weights import IMAGENET_WEIGHTS  # noqa: F401
+from keras_mm.towers.legacy_weights import remap_legacy_encoder
+from keras_mm.towers.resnet_backbone import NORM_MOMENTUM
 
-ENCODERS = ("cnn", "resnet", "vit", "applications")
 OUTPUTS = ("vector", "sequence", "feature_map")
-BACKBONES = (None, "resnet50", "mobilenet_v3_small", "efficientnet_b0")
-# Encoders whose feature map is the input downsampled 32x.
-_STRIDE_32 = ("resnet", "applications")
-
-
-# keras.applications' ImageNet weights without the classifier
-# (include_top=False), as Keras 3.15 names, serves and hashes them (md5).
-IMAGENET_WEIGHTS = {
-    "resnet50": (
-        "keras.applications.ResNet50",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "https://storage.googleapis.com/tensorflow/keras-applications/"
-        "resnet/",
-        "4d473c1dd8becc155b73f8504c6f6626"),
-    "mobilenet_v3_small": (
-        "keras.applications.MobileNetV3Small",
-        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
-        "https://storage.googleapis.com/tensorflow/keras-applications/"
-        "mobilenet_v3/",
-        "d3e8ec802a04aa4fc771ee12a9a9b836"),
-    "efficientnet_b0": (
-        "keras.applications.EfficientNetB0",
-        "efficientnetb0_notop.h5",
-        "https://storage.googleapis.com/keras-applications/",
-        "50bc09e76180e00e4465e1a485ddc09d"),
-}
-
-
-def keras_cache_folder():
-    """The folder where Keras keeps downloaded application weights:
-    `$KERAS_HOME/models` (read now, so a later `KERAS_HOME` counts), else
-    `~/.keras/models`; `/tmp/.keras/models` where that is not writable (as
-    `keras.utils.get_file` does)."""
-    home = os.environ.get("KERAS_HOME")
-    if not home:
-        base = os.path.expanduser("~")
-        if not os.access(base, os.W_OK):
-            base = "/tmp"
-        home = os.path.join(base, ".keras")
-    home = os.path.expanduser(home)
-    if os.path.isdir(home) and not os.access(home, os.W_OK):
-        home = os.path.join("/tmp", ".keras")
-    return os.path.join(home, "models")
-
-
-def _one_line(error):
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
-
-
-def _reachable(url, timeout=5.0):
-    """None when the host of `url` (or the proxy urllib would use for it)
-    accepts a connection, else the reason."""
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname, parts.port or (
-        443 if parts.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        proxy = urllib.parse.urlsplit(proxy if "://" in proxy
-                                      else "http://" + proxy)
-        host, port = proxy.hostname, proxy.port or 80
-        what = f"the proxy {host}:{port}"
-    else:
-        what = host
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as error:
-        return f"no connection to {what}: {type(error).__name__}: " \
-            f"{_one_line(error)}"
-    return None
-
-
-def imagenet_weights_file(backbone):
-    """The local path of `backbone`'s ImageNet weights (include_top=False).
-
-    The Keras cache folder (`keras_cache_folder()`) is looked at first: a
-    file there under Keras's name is used as it is, without the network.
-    Otherwise Keras downloads it (`keras.utils.get_file`, hash-checked)
-    into that folder. Where the host (or the proxy urllib would use)
-    cannot be reached, checked with a 5-second connection before Keras
-    tries, or the download fails, a one-line `ValueError` names the file,
-    its URL and the folder to put it in.
-    """
-    application, fname, base, file_hash = IMAGENET_WEIGHTS[backbone]
-    folder = keras_cache_folder()
-    path = os.path.join(folder, fname)
-    if os.path.isfile(path):
-        return path
-    origin = base + fname
-
-    def offline(reason):
-        return ValueError(
-            f"ImageTower: weights='imagenet' for backbone={backbone!r} "
-            f"needs the file {fname} (the ImageNet weights of {application}"
-            f"(include_top=False)), which is not in the Keras cache folder "
-            f"{folder} and cannot be downloaded here ({reason}); download "
-            f"{origin} where there is a network (or run {application}("
-            "include_top=False, weights='imagenet') there) and copy it into "
-            f"{folder}/ ($KERAS_HOME/models, default ~/.keras/models), or "
-            "give weights= the path of a local weights file")
-
-    reason = _reachable(origin)
-    if reason is not None:
-        raise offline(reason)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        return keras.utils.get_file(fname, origin, cache_subdir="models",
-                                    cache_dir=os.path.dirname(folder),
-                                    file_hash=file_hash)
-    except Exception as error:  # urllib / hash errors
-        raise offline(f"the download failed: {_one_line(error)}") from None
-
-
-def _application(backbone, input_shape, weights):
-    """Builds a keras.applications backbone without its classifier."""
-    apps = keras.applications
-    if backbone == "resnet50":
-        return apps.ResNet50(include_top=False, weights=weights,
-                             input_shape=input_shape)
-    if backbone == "mobilenet_v3_small":
-        return apps.MobileNetV3Small(include_top=False, weights=weights,
-                                     input_shape=input_shape,
-                                     include_preprocessing=False)
-    return apps.EfficientNetB0(include_top=False, weights=weights,
-                               input_shape=input_shape)
+BACKBONES = (None,) + APPLICATION_BACKBONES
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -151,43 +23,43 @@ def _application(backbone, input_shape, weights):
 class ImageTower(keras.layers.Layer):
     """Image tower: encodes float images `[batch, height, width, channels]`.
 
-    Encoders:
+    Encoders (`keras_mm.registry.IMAGE_ENCODERS`; one class each, which the
+    tower builds with the arguments below that its `__init__` names):
 
-    - `"cnn"`: a small conv stack, one block per entry of `filters`
-      (3x3 convolution, normalization, ReLU, 2x2 max pool).
+    - `"cnn"` (`CNNImageEncoder`): a small conv stack, one block per entry
+      of `filters` (3x3 convolution, normalization, ReLU, 2x2 max pool).
       `filters=(6, 16)` on 28x28 digits is LeNet-sized.
-    - `"resnet"`: a ResNet-18/34 built here (`depth`, `base_filters`; see
-      `ResNetBackbone`).
-    - `"applications"`: the `keras.applications` model named by
-      `backbone`, without its classifier: `"resnet50"`,
-      `"mobilenet_v3_small"` (built without its internal rescaling) or
-      `"efficientnet_b0"` (which keeps its built-in rescaling/normalization
-      and so expects pixel values in [0, 255]). These need images of at
-      least 32x32 and 3 channels. Their `weights` are `None` (random),
-      `"imagenet"` or the path of a local weights file of the application
-      model with `include_top=False` (e.g. a `..._notop.h5` file or
-      `app.save_weights("x.weights.h5")`). `"imagenet"` reads Keras's
-      cache folder first (`$KERAS_HOME/models`, default
+    - `"resnet"` (`ResNetBackbone`): a ResNet-18/34 built here (`depth`,
+      `base_filters`).
+    - `"applications"` (`ApplicationsImageEncoder`): the
+      `keras.applications` model named by `backbone`, without its
+      classifier: `"resnet50"`, `"mobilenet_v3_small"` (built without its
+      internal rescaling) or `"efficientnet_b0"` (which keeps its built-in
+      rescaling/normalization and so expects pixel values in [0, 255]).
+      These need images of at least 32x32 and 3 channels. Their `weights`
+      are `None` (random), `"imagenet"` or the path of a local weights file
+      of the application model with `include_top=False`. `"imagenet"`
+      reads Keras's cache folder first (`$KERAS_HOME/models`, default
       `~/.keras/models`; the file names are in `IMAGENET_WEIGHTS`), so a
       file dropped there loads offline; otherwise Keras downloads it, and
       without a network the error is one line naming the file, its URL and
-      the folder to put it in. The ImageNet weights expect the
-      application's own input scaling: `[-1, 1]` for
-      `mobilenet_v3_small` (built here without its rescaling layer),
-      `[0, 255]` for `efficientnet_b0`, and for `resnet50` caffe-style
-      BGR pixels minus the ImageNet mean (`keras.applications.resnet50.
-      preprocess_input`; an RGB input with that mean subtracted is close
-      but not the same). The file is read when the tower is first built;
-      a tower restored from a `.keras` file does not need it. (`encoder="resnet"` with a
-      `backbone` is the deprecated spelling of this encoder: it still
-      works, warns with a `DeprecationWarning`, and `get_config()` stores
+      the folder to put it in. The weights expect the application's own
+      input scaling (see `ApplicationsImageEncoder`). The file is read when
+      the tower is first built; a tower restored from a `.keras` file does
+      not need it. (`encoder="resnet"` with a `backbone` is the deprecated
+      spelling of this encoder: it still works, warns with a
+      `DeprecationWarning`, and `get_config()` stores
       `encoder="applications"`.)
-    - `"vit"`: a vision transformer: non-overlapping `patch_size` patches
-      embedded by a strided convolution, a learned [CLS] token, learned
-      position embeddings and `num_layers` pre-norm transformer layers.
+    - `"vit"` (`ViTImageEncoder`): a vision transformer: non-overlapping
+      `patch_size` patches embedded by a strided convolution, a learned
+      [CLS] token, learned position embeddings and `num_layers` pre-norm
+      transformer layers.
+
+    A new architecture is an `ImageEncoder` subclass registered in
+    `IMAGE_ENCODERS`; `ImageTower(encoder=its_name)` then builds it.
 
     The encoder's feature map is projected to `dim` channels by a dense
-    layer, then:
+    layer (`vit` already works at `dim`), dropout is applied, then:
 
     - `output="feature_map"`: `[batch, H', W', dim]`;
     - `output="sequence"`: the spatial positions (patch tokens for `vit`)
@@ -204,7 +76,8 @@ class ImageTower(keras.layers.Layer):
         output: `"vector"`, `"sequence"` or `"feature_map"` (kept as the
             attribute `output_mode`: `output` is a Keras Layer property).
         dim: output width.
-        dropout: dropout rate on the output (and inside the transformer).
+        dropout: dropout rate on the output (and on the tokens and inside
+            the transformer of `vit`).
         filters: `cnn` channels per conv block. The default three blocks
             see a whole 28x28 digit before the mean over positions (two
             blocks, the old default, reached 76% instead of 96% on 3,000
@@ -239,6 +112,9 @@ class ImageTower(keras.layers.Layer):
 
     Masking: none; `compute_mask` returns None (mark a missing image with
     the fusion presence mask).
+
+    Weights saved before the encoder registry (the encoder's sublayers
+    directly under the tower) still load: see `legacy_weights`.
 
     Example:
 
@@ -285,19 +161,11 @@ class ImageTower(keras.layers.Layer):
                 "ResNet-18/34 built here, sized by depth=)",
                 DeprecationWarning, stacklevel=2)
             encoder = "applications"
-        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        self.encoder = check_choice(name, "encoder", encoder,
+                                    tuple(IMAGE_ENCODERS.names()))
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.dim = check_positive_int(name, "dim", dim)
         self.dropout = check_fraction(name, "dropout", dropout)
-        self.filters = check_positive_ints(name, "filters", filters)
-        if not self.filters:
-            raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64, 128)")
-        self.kernel_size = check_positive_int(name, "kernel_size",
-                                              kernel_size)
-        self.depth = check_choice(name, "depth", depth, (18, 34))
-        self.base_filters = check_positive_int(name, "base_filters",
-                                               base_filters)
         self.backbone = check_choice(name, "backbone", backbone, BACKBONES)
         if backbone is not None and self.encoder != "applications":
             raise ValueError(
@@ -309,60 +177,53 @@ class ImageTower(keras.layers.Layer):
                 f"{name}: encoder='applications' needs backbone= one of "
                 f"{choices} (the keras.applications model); got "
                 "backbone=None")
-        if weights is not None:
-            if backbone is None:
-                raise ValueError(
-                    f"{name}: weights={weights!r} needs a keras.applications "
-                    "backbone (encoder='applications' with backbone="
-                    "'resnet50', 'mobilenet_v3_small' or 'efficientnet_b0'); "
-                    "use weights=None otherwise")
-            if not isinstance(weights, (str, os.PathLike)) or \
-                    not os.fspath(weights):
-                raise ValueError(
-                    f"{name}: weights={weights!r} must be None, 'imagenet' "
-                    "(keras.applications' ImageNet weights: downloaded by "
-                    "Keras, or read from its cache folder offline) or the "
-                    "path of a local weights file")
-            weights = os.fspath(weights)
+        if weights is not None and backbone is None:
+            raise ValueError(
+                f"{name}: weights={weights!r} needs a keras.applications "
+                "backbone (encoder='applications' with backbone="
+                "'resnet50', 'mobilenet_v3_small' or 'efficientnet_b0'); "
+                "use weights=None otherwise")
+        self.filters = tuple(filters) if isinstance(filters, (list, tuple)) \
+            else filters
+        self.kernel_size = kernel_size
+        self.depth = depth
+        self.base_filters = base_filters
+        self.patch_size = patch_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.normalization = normalization
+        self.norm_momentum = norm_momentum
+        # The encoder checks the arguments it takes (the others are kept
+        # for get_config only).
+        arguments = {
+            "filters": self.filters, "kernel_size": kernel_size,
+            "depth": depth, "base_filters": base_filters,
+            "backbone": backbone, "weights": weights,
+            "patch_size": patch_size, "num_layers": num_layers,
+            "num_heads": num_heads, "intermediate_dim": intermediate_dim,
+            "kernel_initializer": self.kernel_initializer,
+            "normalization": normalization, "norm_momentum": norm_momentum,
+            "dim": dim, "dropout": dropout}
+        self.image_encoder = make_encoder(
+            IMAGE_ENCODERS, self.encoder, arguments,
+            dtype=self.dtype_policy, name="image_encoder")
         # `weights` and `output` are Keras Layer properties, so these two
         # arguments are stored as `weights_file` and `output_mode`.
-        self.weights_file = weights
-        self.patch_size = check_positive_int(name, "patch_size", patch_size)
-        self.num_layers = check_positive_int(name, "num_layers", num_layers)
-        self.num_heads = check_positive_int(name, "num_heads", num_heads)
-        self.intermediate_dim = check_positive_int(
-            name, "intermediate_dim", intermediate_dim, allow_none=True)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.normalization = check_choice(name, "normalization",
-                                          normalization, NORMALIZATIONS)
-        self.norm_momentum = check_fraction(name, "norm_momentum",
-                                            norm_momentum)
-        self._restoring = False
+        self.weights_file = getattr(self.image_encoder, "weights_file",
+                                    weights)
 
     # -- building -----------------------------------------------------------
 
     def build_from_config(self, config):
         # Called when restoring a saved model: the saved variables replace
-        # the initial ones, so the weights file is not read (or needed).
-        self._restoring = True
+        # the initial ones, so no weights file is read (or needed).
+        self.image_encoder.restoring = True
         try:
             super().build_from_config(config)
         finally:
-            self._restoring = False
-
-    def _spatial(self, input_shape):
-        _, height, width, _ = input_shape
-        if self.encoder == "cnn":
-            def down(s):
-                return None if s is None else math.ceil(
-                    s / 2 ** len(self.filters))
-        elif self.encoder in _STRIDE_32:
-            def down(s):
-                return None if s is None else math.ceil(s / 32)
-        else:
-            def down(s):
-                return None if s is None else s // self.patch_size
-        return down(height), down(width)
+            self.image_encoder.restoring = False
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -370,178 +231,43 @@ class ImageTower(keras.layers.Layer):
             raise ValueError(
                 "ImageTower takes float images [batch, height, width, "
                 f"channels] with known channels; got shape {shape}")
-        policy = self.dtype_policy
-        if self.encoder == "cnn":
-            self.convs, self.norms, self.pools = [], [], []
-            for i, f in enumerate(self.filters):
-                conv = keras.layers.Conv2D(
-                    f, self.kernel_size, padding="same", use_bias=False,
-                    kernel_initializer=clone_initializer(
-                        self.kernel_initializer),
-                    dtype=policy, name=f"conv{i}")
-                norm = make_norm(self.normalization, self.norm_momentum, f,
-                                 policy, f"norm{i}")
-                pool = keras.layers.MaxPooling2D(2, padding="same",
-                                                 dtype=policy,
-                                                 name=f"pool{i}")
-                conv.build(shape)
-                shape = conv.compute_output_shape(shape)
-                norm.build(shape)
-                shape = pool.compute_output_shape(shape)
-                self.convs.append(conv)
-                self.norms.append(norm)
-                self.pools.append(pool)
-        elif self.encoder == "resnet":
-            self.resnet = ResNetBackbone(
-                depth=self.depth, base_filters=self.base_filters,
-                kernel_initializer=clone_initializer(
-                    self.kernel_initializer),
-                normalization=self.normalization,
-                norm_momentum=self.norm_momentum,
-                dtype=policy, name="resnet")
-            self.resnet.build(shape)
-            shape = self.resnet.compute_output_shape(shape)
-        elif self.encoder == "applications":
-            self._build_application(shape)
-            shape = tuple(self.application.output.shape)
-        else:
-            height, width = shape[1], shape[2]
-            if height is None or width is None:
-                raise ValueError(
-                    "ImageTower(encoder='vit') needs a fixed image size for "
-                    f"its position embeddings; got shape {shape}")
-            if height < self.patch_size or width < self.patch_size:
-                raise ValueError(
-                    f"ImageTower: patch_size={self.patch_size} is larger "
-                    f"than the {height}x{width} images; lower patch_size")
-            self.patch_embedding = keras.layers.Conv2D(
-                self.dim, self.patch_size, strides=self.patch_size,
-                padding="valid", kernel_initializer="glorot_uniform",
-                dtype=policy, name="patch_embedding")
-            self.patch_embedding.build(shape)
-            grid = self._spatial(shape)
-            tokens = grid[0] * grid[1]
-            self.cls_token = self.add_weight(
-                name="cls_token", shape=(1, 1, self.dim),
-                initializer=keras.initializers.TruncatedNormal(stddev=0.02))
-            self.position_embedding = PositionEmbedding(
-                tokens + 1, dtype=policy, name="position_embedding")
-            self.position_embedding.build((None, tokens + 1, self.dim))
-            self.transformer = TransformerEncoder(
-                num_layers=self.num_layers, num_heads=self.num_heads,
-                intermediate_dim=self.intermediate_dim,
-                dropout=self.dropout, dtype=policy, name="transformer")
-            self.transformer.build((None, tokens + 1, self.dim))
-        if self.encoder != "vit":
+        self.image_encoder.build(shape)
+        if not self.image_encoder.projected:
             self.projection = keras.layers.Dense(
-                self.dim, kernel_initializer="glorot_uniform", dtype=policy,
-                name="projection")
-            self.projection.build(shape)
-        self.output_dropout = keras.layers.Dropout(self.dropout,
-                                                   dtype=policy)
+                self.dim, kernel_initializer="glorot_uniform",
+                dtype=self.dtype_policy, name="projection")
+            self.projection.build(
+                self.image_encoder.compute_output_shape(shape))
+        self.output_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy)
         self.built = True
 
-    def _build_application(self, shape):
-        weights = self.weights_file
-        imagenet = weights == "imagenet"
-        if self._restoring:
-            weights = None
-        elif weights is not None and not imagenet and \
-                not os.path.exists(weights):
-            raise ValueError(
-                f"ImageTower: weights={weights!r}: no such file; give the "
-                f"path of a local {self.backbone} weights file "
-                "(include_top=False), 'imagenet' or weights=None")
-        if shape[1] is None or shape[2] is None:
-            raise ValueError(
-                f"ImageTower(backbone={self.backbone!r}) needs a fixed "
-                f"image size; got shape {shape}")
-        if min(shape[1], shape[2]) < 32 or shape[3] != 3:
-            if imagenet:
-                raise ValueError(
-                    f"ImageTower(backbone={self.backbone!r}, weights="
-                    "'imagenet'): the ImageNet weights take RGB images (3 "
-                    "channels) of at least 32x32; got images of shape "
-                    f"{tuple(shape[1:])}: set the image preprocessor to "
-                    "channels: 3 and a size of at least 32x32 (the weights "
-                    "were trained at 224x224)")
-            raise ValueError(
-                f"ImageTower(backbone={self.backbone!r}) needs images of at "
-                f"least 32x32 with 3 channels; got shape {shape}")
-        imagenet_path = None
-        if weights == "imagenet":
-            # Looked up (or downloaded) before the model is built; loaded
-            # below as keras.applications loads it (its h5 format).
-            imagenet_path = imagenet_weights_file(self.backbone)
-            weights = None
-        # keras.applications take no dtype argument: build them under this
-        # tower's policy so that mixed precision reaches their layers.
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(self.dtype_policy)
-        try:
-            self.application = _application(self.backbone, shape[1:],
-                                             weights)
-        finally:
-            keras.config.set_dtype_policy(previous)
-        if imagenet_path:
-            try:
-                self.application.load_weights(imagenet_path)
-            except Exception as error:  # h5py / shape mismatch errors
-                raise ValueError(
-                    f"ImageTower: cannot load the ImageNet weights file "
-                    f"{imagenet_path} into {self.backbone}: "
-                    f"{_one_line(error)}; delete it (Keras downloads it "
-                    "again where there is a network) or replace it with "
-                    "the right file") from None
-        for layer in self.application._flatten_layers():
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = self.norm_momentum
+    def load_own_variables(self, store):
+        # A file saved before the encoder registry: its encoder sublayers
+        # (and, for `vit`, the tower's own variables) are the encoder's.
+        if remap_legacy_encoder(store, "image_encoder",
+                                self.image_encoder.legacy_path):
+            return
+        super().load_own_variables(store)
 
     # -- calling ------------------------------------------------------------
-
-    def _feature_map(self, inputs, training):
-        if self.encoder == "cnn":
-            x = inputs
-            for conv, norm, pool in zip(self.convs, self.norms, self.pools):
-                x = keras.activations.relu(norm(conv(x), training=training))
-                x = pool(x)
-            return self.projection(x)
-        if self.encoder == "resnet":
-            return self.projection(self.resnet(inputs, training=training))
-        if self.encoder == "applications":
-            x = self.application(inputs, training=training)
-            return self.projection(x)
-        return self.patch_embedding(inputs)
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
             raise ValueError(
                 "ImageTower does not take a mask (images have no padding); "
                 "mark a missing image with the fusion presence mask instead")
-        x = self._feature_map(inputs, training)
-        if self.encoder == "vit":
-            batch = ops.shape(x)[0]
-            grid_h, grid_w = x.shape[1], x.shape[2]
-            tokens = ops.reshape(x, (batch, grid_h * grid_w, self.dim))
-            cls = ops.cast(self.cls_token, tokens.dtype)
-            cls = ops.broadcast_to(cls, (batch, 1, self.dim))
-            tokens = ops.concatenate([cls, tokens], axis=1)
-            tokens = self.position_embedding(tokens)
-            tokens = self.output_dropout(tokens, training=training)
-            tokens = self.transformer(tokens, training=training)
-            if self.output_mode == "vector":
-                return tokens[:, 0]
-            patches = tokens[:, 1:]
-            if self.output_mode == "sequence":
-                return patches
-            return ops.reshape(patches, (batch, grid_h, grid_w, self.dim))
+        encoder = self.image_encoder
+        x = encoder(inputs, training=training)
+        if not encoder.projected:
+            x = self.projection(x)
         x = self.output_dropout(x, training=training)
+        if self.output_mode == "vector":
+            return encoder.pool(x)
+        x = encoder.grid(x)
         if self.output_mode == "feature_map":
             return x
-        if self.output_mode == "vector":
-            return ops.mean(x, axis=(1, 2))
-        shape = ops.shape(x)
-        return ops.reshape(x, (shape[0], -1, self.dim))
+        return ops.reshape(x, (ops.shape(x)[0], -1, self.dim))
 
     def compute_mask(self, inputs, mask=None):
         return None
@@ -550,7 +276,7 @@ class ImageTower(keras.layers.Layer):
         batch = input_shape[0]
         if self.output_mode == "vector":
             return (batch, self.dim)
-        height, width = self._spatial(input_shape)
+        height, width = self.image_encoder.spatial(input_shape)
         if self.output_mode == "feature_map":
             return (batch, height, width, self.dim)
         tokens = None if height is None or width is None else height * width
@@ -563,7 +289,8 @@ class ImageTower(keras.layers.Layer):
             "output": self.output_mode,
             "dim": self.dim,
             "dropout": self.dropout,
-            "filters": list(self.filters),
+            "filters": list(self.filters)
+            if isinstance(self.filters, tuple) else self.filters,
             "kernel_size": self.kernel_size,
             "depth": self.depth,
             "base_filters": self.base_filters,

@@ -4,6 +4,8 @@ import keras
 
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_positive_int, clone_initializer)
+from keras_mm.registry import IMAGE_ENCODERS
+from keras_mm.towers.image_encoder import ImageEncoder
 
 _STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 NORMALIZATIONS = ("batch", "group", "layer")
@@ -34,7 +36,8 @@ def make_norm(normalization, momentum, channels, dtype, name):
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
-class ResNetBackbone(keras.layers.Layer):
+@IMAGE_ENCODERS.register("resnet")
+class ResNetBackbone(ImageEncoder):
     """ResNet-18 / ResNet-34 feature extractor (basic residual blocks).
 
     The ImageNet layout of He et al. (2016): a 7x7 stride-2 convolution and
@@ -43,6 +46,7 @@ class ResNetBackbone(keras.layers.Layer):
     are `base_filters * (1, 2, 4, 8)`; stages 2-4 halve the resolution.
     All convolutions use `"same"` padding, so the output is
     `ceil(H / 32) x ceil(W / 32)` for any input size. No classifier.
+    `ImageTower(encoder="resnet")`'s encoder (`IMAGE_ENCODERS["resnet"]`).
 
     Args:
         depth: `18` (blocks 2-2-2-2) or `34` (blocks 3-4-6-3).
@@ -66,6 +70,9 @@ class ResNetBackbone(keras.layers.Layer):
     >>> tuple(ResNetBackbone(depth=18, base_filters=8)(x).shape)
     (2, 2, 2, 64)
     """
+
+    # Pre-registry ImageTower weights held this layer as `resnet`.
+    legacy_path = "resnet"
 
     def __init__(self, depth=18, base_filters=64,
                  kernel_initializer="he_normal", normalization="batch",
@@ -160,11 +167,14 @@ class ResNetBackbone(keras.layers.Layer):
             x = keras.activations.relu(h + shortcut)
         return x
 
-    def compute_output_shape(self, input_shape):
+    def spatial(self, input_shape):
         def down(size):
             return None if size is None else math.ceil(size / 32)
 
-        return (input_shape[0], down(input_shape[1]), down(input_shape[2]),
+        return down(input_shape[1]), down(input_shape[2])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.spatial(input_shape),
                 8 * self.base_filters)
 
     def get_config(self):

@@ -1,16 +1,14 @@
 import keras
 from keras import ops
 
-from keras_mm.layers.position_embedding import PositionEmbedding
-from keras_mm.layers.transformer_encoder import TransformerEncoder
+import keras_mm.towers.text_encoders  # noqa: F401  (fills TEXT_ENCODERS)
 from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_positive_int, check_positive_ints,
-                                   clone_initializer)
-from keras_mm.registry import TOWERS
+                                   check_positive_int, clone_initializer)
+from keras_mm.registry import TEXT_ENCODERS, TOWERS
+from keras_mm.towers.encoder_arguments import make_encoder
+from keras_mm.towers.legacy_weights import remap_legacy_encoder
 
-ENCODERS = ("bag", "cnn", "bigru", "bilstm", "transformer")
 OUTPUTS = ("vector", "sequence")
-CUDNN_CHOICES = (False, True, "auto")
 
 
 def _masked_mean(x, weights):
@@ -29,15 +27,20 @@ class TextTower(keras.layers.Layer):
     """Text tower: encodes padded token ids `[batch, tokens]` (0 = padding).
 
     The ids go through an `Embedding` (`embedding_dim` wide; padded
-    positions are zeroed) and then the `encoder`:
+    positions are zeroed) and then the `encoder`
+    (`keras_mm.registry.TEXT_ENCODERS`; one `TextEncoder` class each, which
+    the tower builds with the arguments below that its `__init__` names; a
+    new architecture is a new registered class):
 
-    - `"bag"`: no contextual encoder (bag of embeddings);
-    - `"cnn"`: one same-padded `Conv1D` (ReLU, `filters` channels) per entry
+    - `"bag"` (`BagTextEncoder`): no contextual encoder (bag of
+      embeddings);
+    - `"cnn"` (`CNNTextEncoder`): one same-padded `Conv1D` (ReLU, `filters` channels) per entry
       of `kernel_sizes`, concatenated; the vector output max-pools each
       channel over the real tokens only (Kim, 2014);
-    - `"bigru"` / `"bilstm"`: `num_layers` bidirectional GRU / LSTM layers
+    - `"bigru"` / `"bilstm"` (`BiGRUTextEncoder` / `BiLSTMTextEncoder`):
+      `num_layers` bidirectional GRU / LSTM layers
       (`rnn_units` per direction) that skip padded steps;
-    - `"transformer"`: learned position embeddings and `num_layers` pre-norm
+    - `"transformer"` (`TransformerTextEncoder`): learned position embeddings and `num_layers` pre-norm
       transformer encoder layers (`num_heads`, width `embedding_dim`) whose
       attention never looks at padded tokens.
 
@@ -52,6 +55,9 @@ class TextTower(keras.layers.Layer):
     output: their embeddings are zeroed (which equals the convolutions' own
     zero padding), recurrent layers skip them, attention ignores them, and
     pooling excludes them. A row of padding only gives zeros.
+
+    Weights saved before the encoder registry (the encoder's sublayers
+    directly under the tower) still load (`legacy_weights`).
 
     Args:
         vocab_size: number of token ids, including 0 (padding) and any
@@ -114,39 +120,45 @@ class TextTower(keras.layers.Layer):
                                                   sequence_length)
         self.embedding_dim = check_positive_int(name, "embedding_dim",
                                                 embedding_dim)
-        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        self.encoder = check_choice(name, "encoder", encoder,
+                                    tuple(TEXT_ENCODERS.names()))
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.dim = check_positive_int(name, "dim", dim)
         self.dropout = check_fraction(name, "dropout", dropout)
-        self.num_layers = check_positive_int(name, "num_layers", num_layers)
-        self.num_heads = check_positive_int(name, "num_heads", num_heads)
-        self.intermediate_dim = check_positive_int(
-            name, "intermediate_dim", intermediate_dim, allow_none=True)
-        self.kernel_sizes = check_positive_ints(name, "kernel_sizes",
-                                                kernel_sizes)
-        if not self.kernel_sizes:
-            raise ValueError(f"{name}: kernel_sizes must list at least one "
-                             "convolution width, e.g. kernel_sizes=(2, 3, 4)")
-        self.filters = check_positive_int(name, "filters", filters,
-                                          allow_none=True)
-        self.rnn_units = check_positive_int(name, "rnn_units", rnn_units,
-                                            allow_none=True)
-        self.use_cudnn = check_choice(name, "use_cudnn", use_cudnn,
-                                      CUDNN_CHOICES)
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.kernel_sizes = tuple(kernel_sizes) \
+            if isinstance(kernel_sizes, (list, tuple)) else kernel_sizes
+        self.filters = filters
+        self.rnn_units = rnn_units
+        self.use_cudnn = use_cudnn
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # Created before the encoder: the weights (and optimizer slots) keep
+        # the order of towers saved before the encoder registry.
+        self.embedding = keras.layers.Embedding(
+            self.vocab_size, self.embedding_dim,
+            embeddings_initializer=clone_initializer(
+                self.embeddings_initializer),
+            dtype=self.dtype_policy, name="embedding")
+        # The encoder checks the arguments it takes (the others are kept
+        # for get_config only).
+        self.text_encoder = make_encoder(
+            TEXT_ENCODERS, self.encoder,
+            {"sequence_length": self.sequence_length,
+             "num_layers": num_layers, "num_heads": num_heads,
+             "intermediate_dim": intermediate_dim,
+             "kernel_sizes": self.kernel_sizes, "filters": filters,
+             "rnn_units": rnn_units, "use_cudnn": use_cudnn,
+             "kernel_initializer": self.kernel_initializer, "dim": dim,
+             "dropout": dropout},
+            dtype=self.dtype_policy, name="text_encoder")
         self.supports_masking = True
 
     # -- building -----------------------------------------------------------
-
-    def _encoder_width(self):
-        if self.encoder == "cnn":
-            return (self.filters or self.dim) * len(self.kernel_sizes)
-        if self.encoder in ("bigru", "bilstm"):
-            return 2 * (self.rnn_units or self.dim)
-        return self.embedding_dim
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -161,60 +173,16 @@ class TextTower(keras.layers.Layer):
                 "sequence_length or truncate the token ids")
         policy = self.dtype_policy
         seq_shape = (shape[0], shape[1], self.embedding_dim)
-        self.embedding = keras.layers.Embedding(
-            self.vocab_size, self.embedding_dim,
-            embeddings_initializer=clone_initializer(
-                self.embeddings_initializer),
-            dtype=policy, name="embedding")
         self.embedding.build(shape)
-        if self.encoder == "cnn":
-            self.convs = []
-            filters = self.filters or self.dim
-            for k in self.kernel_sizes:
-                conv = keras.layers.Conv1D(
-                    filters, k, padding="same", activation="relu",
-                    kernel_initializer=clone_initializer(
-                        self.kernel_initializer),
-                    dtype=policy, name=f"conv{k}")
-                conv.build(seq_shape)
-                self.convs.append(conv)
-        elif self.encoder in ("bigru", "bilstm"):
-            self.rnns = []
-            units = self.rnn_units or self.dim
-            rnn_cls = (keras.layers.GRU if self.encoder == "bigru"
-                       else keras.layers.LSTM)
-            rnn_shape = seq_shape
-            for i in range(self.num_layers):
-                rnn = keras.layers.Bidirectional(
-                    rnn_cls(units, return_sequences=True,
-                            use_cudnn=self.use_cudnn,
-                            kernel_initializer=clone_initializer(
-                                self.kernel_initializer),
-                            dtype=policy),
-                    dtype=policy, name=f"{self.encoder}{i}")
-                rnn.build(rnn_shape)
-                rnn_shape = rnn_shape[:2] + (2 * units,)
-                self.rnns.append(rnn)
-        elif self.encoder == "transformer":
-            self.position_embedding = PositionEmbedding(
-                self.sequence_length, dtype=policy,
-                name="position_embedding")
-            self.position_embedding.build(seq_shape)
-            self.transformer = TransformerEncoder(
-                num_layers=self.num_layers, num_heads=self.num_heads,
-                intermediate_dim=self.intermediate_dim,
-                dropout=self.dropout,
-                kernel_initializer=clone_initializer(
-                    self.kernel_initializer),
-                dtype=policy, name="transformer")
-            self.transformer.build(seq_shape)
+        self.text_encoder.build(seq_shape)
         self.feature_dropout = keras.layers.Dropout(self.dropout,
                                                     dtype=policy)
         self.projection = keras.layers.Dense(
             self.dim,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             dtype=policy, name="projection")
-        self.projection.build(shape + (self._encoder_width(),))
+        self.projection.build(
+            self.text_encoder.compute_output_shape(seq_shape))
         self.built = True
 
     # -- calling ------------------------------------------------------------
@@ -231,21 +199,11 @@ class TextTower(keras.layers.Layer):
         x = self.embedding(ids)
         weights = ops.cast(token_mask, x.dtype)[:, :, None]
         x = x * weights
-        if self.encoder == "cnn":
-            x = ops.concatenate([conv(x) for conv in self.convs], axis=-1)
-            # ReLU features are >= 0, so zeroing padded steps leaves the
-            # max over the real tokens unchanged (and gives 0 for empty rows).
-            x = x * ops.cast(weights, x.dtype)
-        elif self.encoder in ("bigru", "bilstm"):
-            for rnn in self.rnns:
-                x = rnn(x, mask=token_mask, training=training)
-            x = x * ops.cast(weights, x.dtype)
-        elif self.encoder == "transformer":
-            x = self.position_embedding(x)
-            x = self.transformer(x, mask=token_mask, training=training)
+        x = self.text_encoder(x, mask=token_mask, training=training)
         x = self.feature_dropout(x, training=training)
         weights = ops.cast(weights, x.dtype)
-        if self.output_mode == "vector" and self.encoder == "cnn":
+        if self.output_mode == "vector" and \
+                self.text_encoder.pooling == "max":
             pooled = self.projection(ops.max(x, axis=1))
             has_tokens = ops.any(token_mask, axis=1, keepdims=True)
             return pooled * ops.cast(has_tokens, pooled.dtype)
@@ -253,6 +211,14 @@ class TextTower(keras.layers.Layer):
         if self.output_mode == "sequence":
             return x
         return _masked_mean(x, ops.cast(weights, x.dtype))
+
+    def load_own_variables(self, store):
+        # A file saved before the encoder registry: the encoder's
+        # sublayers sat directly under the tower.
+        if remap_legacy_encoder(store, "text_encoder",
+                                self.text_encoder.legacy_path):
+            return
+        super().load_own_variables(store)
 
     def compute_mask(self, inputs, mask=None):
         if self.output_mode != "sequence":
@@ -277,7 +243,8 @@ class TextTower(keras.layers.Layer):
             "num_layers": self.num_layers,
             "num_heads": self.num_heads,
             "intermediate_dim": self.intermediate_dim,
-            "kernel_sizes": list(self.kernel_sizes),
+            "kernel_sizes": list(self.kernel_sizes)
+            if isinstance(self.kernel_sizes, tuple) else self.kernel_sizes,
             "filters": self.filters,
             "rnn_units": self.rnn_units,
             "use_cudnn": self.use_cudnn,
