@@ -89,6 +89,10 @@ IMAGE_ENCODERS = Registry("image encoder")
 AUDIO_ENCODERS = Registry("audio encoder")
 # `TextTower(encoder=NAME)`'s architectures (`TextEncoder` subclasses).
 TEXT_ENCODERS = Registry("text encoder")
+# `SensorTower(encoder=NAME)`'s architectures (`SensorEncoder` subclasses).
+SENSOR_ENCODERS = Registry("sensor encoder")
+# `VideoTower(encoder=NAME)`'s architectures (`VideoEncoder` subclasses).
+VIDEO_ENCODERS = Registry("video encoder")
 
 
 # Modules whose import registers classes (Keras serializables and the

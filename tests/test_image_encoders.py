@@ -89,7 +89,8 @@ class AveragePoolEncoder(ImageEncoder):
 
 @pytest.fixture
 def test_average_pool():
-    """Registers `AveragePoolEncoder` as `test_average_pool` for the test only."""
+    """Registers `AveragePoolEncoder` as `test_average_pool` (this test
+    only)."""
     IMAGE_ENCODERS.register("test_average_pool")(AveragePoolEncoder)
     yield AveragePoolEncoder
     IMAGE_ENCODERS.unregister("test_average_pool")
@@ -160,3 +161,29 @@ def test_a_fresh_model_differs_from_the_fixture():
     expected = np.load(os.path.join(FIXTURES, "legacy_towers.npz"))
     out = fresh.predict([expected["image"], expected["video"]], verbose=0)
     assert np.abs(out - expected["output"]).max() > 1e-2
+
+
+def test_a_spec_names_a_registered_encoder(test_average_pool, tmp_path):
+    import keras_mm
+    model = keras_mm.build_model({
+        "inputs": {
+            "image": {"modality": "image", "shape": [16, 16, 3],
+                      "tower": {"encoder": "test_average_pool",
+                                "kernel_size": 1, "dim": 4}},
+            "audio": {"modality": "audio", "shape": [12, 10],
+                      "tower": {"encoder": "cnn", "frontend": None,
+                                "filters": [4]}},
+        },
+        "fusion": {"type": "concat"},
+        "heads": {"label": {"type": "classification", "num_classes": 3}},
+    })
+    tower = model.get_layer("image_tower")
+    assert isinstance(tower.image_encoder, AveragePoolEncoder)
+    assert tower.image_encoder.kernel_size == 1
+    x = {"image": IMAGES, "audio": np.zeros((4, 12, 10), "float32"),
+         "presence": np.ones((4, 2), bool)}
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.testing.assert_allclose(
+        keras.saving.load_model(path).predict(x, verbose=0)["label"],
+        model.predict(x, verbose=0)["label"], atol=1e-6)

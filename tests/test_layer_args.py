@@ -19,6 +19,13 @@ from keras_mm.layers.utils import (check_bool, check_choice, check_fraction,
                                    check_non_negative_int,
                                    check_positive_float, check_positive_int,
                                    check_positive_ints, check_unique_strings)
+from keras_mm.towers.audio_encoders import (CRNNAudioEncoder,
+                                            TransformerAudioEncoder)
+from keras_mm.towers.image_encoders import (ApplicationsImageEncoder,
+                                            CNNImageEncoder, ViTImageEncoder)
+from keras_mm.towers.sensor_encoders import GRUSensorEncoder
+from keras_mm.towers.text_encoders import BiLSTMTextEncoder, CNNTextEncoder
+from keras_mm.towers.video_encoders import Conv3DVideoEncoder
 from keras_mm.towers import (AudioTower, ImageTower, SensorTower,
                              TabularTower, TextTower, VideoTower)
 from keras_mm.towers.resnet_backbone import ResNetBackbone
@@ -116,7 +123,8 @@ def test_allow_none_and_choice():
 WIRED = [
     # towers
     (lambda: SensorTower(dim=0), "SensorTower: dim=0"),
-    (lambda: SensorTower(intermediate_dim=0), "SensorTower: intermediate_dim"),
+    (lambda: SensorTower(encoder="transformer", intermediate_dim=0),
+     "TransformerSensorEncoder: intermediate_dim"),
     (lambda: TextTower(20, 8, dim=True), "TextTower: dim=True"),
     (lambda: TextTower(20, 8, encoder="transformer", num_heads=True),
      "TransformerTextEncoder: num_heads=True"),
@@ -127,7 +135,22 @@ WIRED = [
     (lambda: ImageTower(dim=8.5), "ImageTower: dim=8.5"),
     (lambda: AudioTower(frame_step=0), "AudioTower: frame_step=0"),
     (lambda: AudioTower(log_offset=0.0), "AudioTower: log_offset=0.0"),
-    (lambda: VideoTower(filters=(8, 0)), "VideoTower: filters=0"),
+    (lambda: VideoTower(filters=(8, 0)), "FramesVideoEncoder: filters=0"),
+    (lambda: VideoTower(dim=0), "VideoTower: dim=0"),
+    # encoders (built by the towers)
+    (lambda: CNNImageEncoder(kernel_size=0), "CNNImageEncoder: kernel_size"),
+    (lambda: ViTImageEncoder(patch_size=0), "ViTImageEncoder: patch_size"),
+    (lambda: ApplicationsImageEncoder("vgg16"),
+     "ApplicationsImageEncoder: backbone='vgg16'"),
+    (lambda: CRNNAudioEncoder(rnn_units=0), "CRNNAudioEncoder: rnn_units"),
+    (lambda: TransformerAudioEncoder(num_heads=0),
+     "TransformerAudioEncoder: num_heads"),
+    (lambda: CNNTextEncoder(filters=0), "CNNTextEncoder: filters=0"),
+    (lambda: BiLSTMTextEncoder(num_layers=0),
+     "BiLSTMTextEncoder: num_layers"),
+    (lambda: GRUSensorEncoder(use_cudnn="yes"), "GRUSensorEncoder: use_cudnn"),
+    (lambda: Conv3DVideoEncoder(kernel_size=0),
+     "Conv3DVideoEncoder: kernel_size"),
     (lambda: VideoTower(temporal="tcn", tcn_dilations=()),
      "VideoTower: tcn_dilations must list"),
     (lambda: ResNetBackbone(base_filters=0), "ResNetBackbone: base_filters"),

@@ -133,7 +133,8 @@ class RunningSumEncoder(TextEncoder):
 
 @pytest.fixture
 def test_running_sum():
-    """Registers `RunningSumEncoder` as `test_running_sum` for the test only."""
+    """Registers `RunningSumEncoder` as `test_running_sum` (this test
+    only)."""
     TEXT_ENCODERS.register("test_running_sum")(RunningSumEncoder)
     yield RunningSumEncoder
     TEXT_ENCODERS.unregister("test_running_sum")

@@ -262,7 +262,8 @@ def test_sensor_pooling_definitions():
     for pooling in POOLINGS:
         tower = SensorTower(**sensor_kwargs("gru", pooling=pooling))
         tower.build(SERIES.shape)
-        tower.rnns[0].set_weights(seq_tower.rnns[0].get_weights())
+        tower.sensor_encoder.rnns[0].set_weights(
+            seq_tower.sensor_encoder.rnns[0].get_weights())
         _nonzero_query(tower)
         got = np_out(tower(SERIES, mask=mask))
         for i in range(4):
@@ -411,7 +412,8 @@ def test_tabular_out_of_range_ids_are_oov():
     (lambda: SensorTower(output="feature_map"),
      r"output='feature_map'.*'vector', 'sequence'"),
     (lambda: SensorTower(dropout=1.5), "dropout"),
-    (lambda: SensorTower(tcn_dilations=()), "tcn_dilations"),
+    (lambda: SensorTower(encoder="tcn", tcn_dilations=()),
+     "TCNSensorEncoder: tcn_dilations"),
     (lambda: SensorTower(pooling="sum"),
      r"pooling='sum'.*'mean', 'last', 'attention', 'max'"),
     (lambda: TabularTower(), "no columns"),

@@ -19,6 +19,28 @@ def clone_initializer(initializer):
     return keras.initializers.get(initializer)
 
 
+def plain(value):
+    """`value` with NumPy scalars as Python scalars and sequences (lists,
+    tuples, arrays) as tuples of them: what a layer stores for an argument
+    it keeps for `get_config` without checking it (a tower keeps the
+    arguments its encoder does not take).
+
+    >>> plain([np.int64(1), 2.0]), plain(np.float32(0.5)), plain("cnn")
+    ((1, 2.0), 0.5, 'cnn')
+    """
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def config_value(value):
+    """`plain(value)` with tuples as lists, for `get_config`."""
+    value = plain(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
 def check_choice(owner, argument, value, allowed):
     """Raises a ValueError naming the argument when `value` is not allowed."""
     if value not in allowed:

@@ -4,7 +4,8 @@ from keras import ops
 import keras_mm.towers.audio_encoders  # noqa: F401  (fills AUDIO_ENCODERS)
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_non_negative_float,
-                                   check_positive_float, check_positive_int)
+                                   check_positive_float, check_positive_int,
+                                   config_value, plain)
 from keras_mm.ops import audio_features
 from keras_mm.registry import AUDIO_ENCODERS, TOWERS
 from keras_mm.towers.encoder_arguments import make_encoder
@@ -41,17 +42,17 @@ class AudioTower(keras.layers.Layer):
     each, which the tower builds with the arguments below that its
     `__init__` names; a new architecture is a new registered class):
 
-    - `"cnn"` (`CNNAudioEncoder`): VGGish-style 2-D convolutions over time x frequency, one
-      block per entry of `filters` (3x3 convolution, ReLU, 2x2 max pool;
-      no batch norm, so training and inference behave alike), then
+    - `"cnn"` (`CNNAudioEncoder`): VGGish-style 2-D convolutions over time x
+      frequency, one block per entry of `filters` (3x3 convolution, ReLU, 2x2
+      max pool; no batch norm, so training and inference behave alike), then
       each time step's frequency x channel features are projected to `dim`.
       Tokens: `ceil(frames / 2**len(filters))` time steps.
-    - `"crnn"` (`CRNNAudioEncoder`): the same conv blocks pooling frequency only (time is kept),
-      then a bidirectional GRU (`rnn_units` per direction) over time and a
-      projection to `dim`. Tokens: `frames`.
-    - `"transformer"` (`TransformerAudioEncoder`): each frame is a token: a dense embedding to `dim`,
-      learned position embeddings and `num_layers` pre-norm transformer
-      layers. Tokens: `frames`.
+    - `"crnn"` (`CRNNAudioEncoder`): the same conv blocks pooling frequency
+      only (time is kept), then a bidirectional GRU (`rnn_units` per direction)
+      over time and a projection to `dim`. Tokens: `frames`.
+    - `"transformer"` (`TransformerAudioEncoder`): each frame is a token: a
+      dense embedding to `dim`, learned position embeddings and `num_layers`
+      pre-norm transformer layers. Tokens: `frames`.
 
     Outputs: `output="sequence"` gives the time steps `[batch, tokens,
     dim]` (all valid: `compute_mask` returns None); `output="vector"` gives
@@ -142,13 +143,12 @@ class AudioTower(keras.layers.Layer):
         self.num_mfcc = check_positive_int(name, "num_mfcc", num_mfcc)
         self.feature_norm = check_choice(name, "feature_norm", feature_norm,
                                          FEATURE_NORMS)
-        self.filters = tuple(filters) if isinstance(filters, (list, tuple)) \
-            else filters
-        self.kernel_size = kernel_size
-        self.rnn_units = rnn_units
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
+        self.filters = plain(filters)
+        self.kernel_size = plain(kernel_size)
+        self.rnn_units = plain(rnn_units)
+        self.num_layers = plain(num_layers)
+        self.num_heads = plain(num_heads)
+        self.intermediate_dim = plain(intermediate_dim)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         # Created before the encoder: the weights (and optimizer slots) keep
         # the order of towers saved before the encoder registry.
@@ -304,8 +304,7 @@ class AudioTower(keras.layers.Layer):
             "log_offset": self.log_offset,
             "num_mfcc": self.num_mfcc,
             "feature_norm": self.feature_norm,
-            "filters": list(self.filters)
-            if isinstance(self.filters, tuple) else self.filters,
+            "filters": config_value(self.filters),
             "kernel_size": self.kernel_size,
             "rnn_units": self.rnn_units,
             "num_layers": self.num_layers,

@@ -5,7 +5,7 @@ from keras import ops
 
 import keras_mm.towers.image_encoders  # noqa: F401  (fills IMAGE_ENCODERS)
 from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_positive_int)
+                                   check_positive_int, config_value, plain)
 from keras_mm.registry import IMAGE_ENCODERS, TOWERS
 from keras_mm.towers.image_encoders.applications_image_encoder import \
     BACKBONES as APPLICATION_BACKBONES
@@ -183,18 +183,17 @@ class ImageTower(keras.layers.Layer):
                 "backbone (encoder='applications' with backbone="
                 "'resnet50', 'mobilenet_v3_small' or 'efficientnet_b0'); "
                 "use weights=None otherwise")
-        self.filters = tuple(filters) if isinstance(filters, (list, tuple)) \
-            else filters
-        self.kernel_size = kernel_size
-        self.depth = depth
-        self.base_filters = base_filters
-        self.patch_size = patch_size
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
+        self.filters = plain(filters)
+        self.kernel_size = plain(kernel_size)
+        self.depth = plain(depth)
+        self.base_filters = plain(base_filters)
+        self.patch_size = plain(patch_size)
+        self.num_layers = plain(num_layers)
+        self.num_heads = plain(num_heads)
+        self.intermediate_dim = plain(intermediate_dim)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.normalization = normalization
-        self.norm_momentum = norm_momentum
+        self.normalization = plain(normalization)
+        self.norm_momentum = plain(norm_momentum)
         # The encoder checks the arguments it takes (the others are kept
         # for get_config only).
         arguments = {
@@ -246,7 +245,8 @@ class ImageTower(keras.layers.Layer):
         # A file saved before the encoder registry: its encoder sublayers
         # (and, for `vit`, the tower's own variables) are the encoder's.
         if remap_legacy_encoder(store, "image_encoder",
-                                self.image_encoder.legacy_path):
+                                self.image_encoder.legacy_path,
+                                shares_variables=True):
             return
         super().load_own_variables(store)
 
@@ -289,8 +289,7 @@ class ImageTower(keras.layers.Layer):
             "output": self.output_mode,
             "dim": self.dim,
             "dropout": self.dropout,
-            "filters": list(self.filters)
-            if isinstance(self.filters, tuple) else self.filters,
+            "filters": config_value(self.filters),
             "kernel_size": self.kernel_size,
             "depth": self.depth,
             "base_filters": self.base_filters,

@@ -13,7 +13,7 @@ def _join(*parts):
     return "/".join(p for p in parts if p)
 
 
-def remap_legacy_encoder(store, child, legacy_path):
+def remap_legacy_encoder(store, child, legacy_path, shares_variables=False):
     """Makes `store` read a tower's encoder from its pre-registry paths.
 
     Args:
@@ -21,8 +21,12 @@ def remap_legacy_encoder(store, child, legacy_path):
             `load_own_variables` (an H5 store positioned at the tower).
         child: the tower attribute holding the encoder (`"image_encoder"`).
         legacy_path: where the encoder's sublayers sat relative to the
-            tower: `""` (directly under it; the tower's own variables were
-            the encoder's) or an attribute name (`"resnet"`).
+            tower: `""` (directly under it) or an attribute name
+            (`"resnet"`, the encoder's own group).
+        shares_variables: with `legacy_path=""`, whether the tower's own
+            variables in the file are the encoder's own (a ViT's [CLS]
+            token); otherwise they stay the tower's and the encoder's own
+            variables are read as empty.
 
     Returns:
         True where the file is in the old layout and the store now maps
@@ -37,13 +41,21 @@ def remap_legacy_encoder(store, child, legacy_path):
     new = _join(tower, child)
     if new in h5_file or (tower and tower not in h5_file):
         return False
-    old = _join(tower, legacy_path)
-    get = store.get
+    # One wrapper per store, applying the remaps in the order the towers
+    # installed them: a tower inside a remapped tower (a video tower's
+    # frame CNN) sees, and remaps further, the already remapped paths.
+    remaps = getattr(store, "_keras_mm_legacy_remaps", None)
+    if remaps is None:
+        remaps = store._keras_mm_legacy_remaps = []
+        get = store.get
 
-    def get_remapped(path):
-        if path == new or path.startswith(new + "/"):
-            path = old + path[len(new):]
-        return get(path)
+        def get_remapped(path):
+            for prefix, target, exact in remaps:
+                if path.startswith(prefix + "/") or (exact and path == prefix):
+                    path = target + path[len(prefix):]
+            return get(path)
 
-    store.get = get_remapped
+        store.get = get_remapped
+    remaps.append((new, _join(tower, legacy_path),
+                   bool(legacy_path or shares_variables)))
     return True

@@ -1,18 +1,15 @@
 import keras
 from keras import ops
 
-from keras_mm.layers.position_embedding import PositionEmbedding
-from keras_mm.layers.temporal_conv_net import TemporalConvNet
-from keras_mm.layers.transformer_encoder import TransformerEncoder
+import keras_mm.towers.sensor_encoders  # noqa: F401  (fills SENSOR_ENCODERS)
 from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_positive_int, check_positive_ints,
-                                   clone_initializer)
-from keras_mm.registry import TOWERS
+                                   check_positive_int, config_value, plain)
+from keras_mm.registry import SENSOR_ENCODERS, TOWERS
+from keras_mm.towers.encoder_arguments import make_encoder
+from keras_mm.towers.legacy_weights import remap_legacy_encoder
 
-ENCODERS = ("lstm", "gru", "tcn", "transformer")
 OUTPUTS = ("vector", "sequence")
 POOLINGS = ("mean", "last", "attention", "max")
-CUDNN_CHOICES = (False, True, "auto")
 
 
 @keras.saving.register_keras_serializable(package="keras_mm")
@@ -20,17 +17,21 @@ CUDNN_CHOICES = (False, True, "auto")
 class SensorTower(keras.layers.Layer):
     """Sensor tower: encodes multivariate series `[batch, steps, channels]`.
 
-    Encoders (each gives one `dim`-wide token per time step):
+    Encoders (`keras_mm.registry.SENSOR_ENCODERS`; one `SensorEncoder`
+    class each, which the tower builds with the arguments below that its
+    `__init__` names; a new architecture is a new registered class). Each
+    gives one `dim`-wide token per time step:
 
-    - `"lstm"` / `"gru"`: `num_layers` stacked (unidirectional) LSTM / GRU
-      layers of `dim` units that skip missing steps (the state is carried
-      over them);
-    - `"tcn"`: a `TemporalConvNet` (`dim` filters, `kernel_size`, one
-      residual block per entry of `tcn_dilations`, causal padding: step t
-      only sees steps <= t);
-    - `"transformer"`: a dense projection to `dim`, learned position
-      embeddings (one per step of the input length) and `num_layers`
-      pre-norm transformer layers whose attention ignores missing steps.
+    - `"lstm"` / `"gru"` (`LSTMSensorEncoder` / `GRUSensorEncoder`):
+      `num_layers` stacked (unidirectional) LSTM / GRU layers of `dim` units
+      that skip missing steps (the state is carried over them);
+    - `"tcn"` (`TCNSensorEncoder`): a `TemporalConvNet` (`dim` filters,
+      `kernel_size`, one residual block per entry of `tcn_dilations`, causal
+      padding: step t only sees steps <= t);
+    - `"transformer"` (`TransformerSensorEncoder`): a dense projection to
+      `dim`, learned position embeddings (one per step of the input length) and
+      `num_layers` pre-norm transformer layers whose attention ignores missing
+      steps.
 
     - `output="vector"`: `[batch, dim]`, the tokens pooled over the valid
       steps by `pooling`: `"mean"`; `"last"`, the token of the last VALID
@@ -52,6 +53,9 @@ class SensorTower(keras.layers.Layer):
     sequence output. A row without any valid step gives zeros. Right-padded
     series with their mask give the same vector as the unpadded series, for
     every pooling, with the lstm, gru and tcn encoders.
+
+    Weights saved before the encoder registry (the encoder's sublayers
+    directly under the tower) still load (`legacy_weights`).
 
     Args:
         encoder: `"lstm"`, `"gru"`, `"tcn"` or `"transformer"`.
@@ -104,26 +108,30 @@ class SensorTower(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         name = "SensorTower"
-        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        self.encoder = check_choice(name, "encoder", encoder,
+                                    tuple(SENSOR_ENCODERS.names()))
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.dim = check_positive_int(name, "dim", dim)
         self.dropout = check_fraction(name, "dropout", dropout)
-        self.num_layers = check_positive_int(name, "num_layers", num_layers)
-        self.num_heads = check_positive_int(name, "num_heads", num_heads)
-        self.intermediate_dim = check_positive_int(
-            name, "intermediate_dim", intermediate_dim, allow_none=True)
-        self.kernel_size = check_positive_int(name, "kernel_size",
-                                              kernel_size)
-        self.tcn_dilations = check_positive_ints(name, "tcn_dilations",
-                                                 tcn_dilations)
-        if not self.tcn_dilations:
-            raise ValueError(f"{name}: tcn_dilations must list at least one "
-                             "dilation rate, e.g. tcn_dilations=(1, 2, 4)")
+        self.num_layers = plain(num_layers)
+        self.num_heads = plain(num_heads)
+        self.intermediate_dim = plain(intermediate_dim)
+        self.kernel_size = plain(kernel_size)
+        self.tcn_dilations = plain(tcn_dilations)
         self.pooling = check_choice(name, "pooling", pooling, POOLINGS)
-        self.use_cudnn = check_choice(name, "use_cudnn", use_cudnn,
-                                      CUDNN_CHOICES)
+        self.use_cudnn = plain(use_cudnn)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # The encoder checks the arguments it takes (the others are kept
+        # for get_config only).
+        self.sensor_encoder = make_encoder(
+            SENSOR_ENCODERS, self.encoder,
+            {"dim": dim, "dropout": dropout, "num_layers": num_layers,
+             "num_heads": num_heads, "intermediate_dim": intermediate_dim,
+             "kernel_size": kernel_size,
+             "tcn_dilations": self.tcn_dilations, "use_cudnn": use_cudnn,
+             "kernel_initializer": self.kernel_initializer},
+            dtype=self.dtype_policy, name="sensor_encoder")
         self.supports_masking = True
 
     # -- building -----------------------------------------------------------
@@ -135,47 +143,7 @@ class SensorTower(keras.layers.Layer):
                 "SensorTower takes float series [batch, steps, channels] "
                 f"with a known number of channels; got input shape {shape}")
         policy = self.dtype_policy
-        seq_shape = shape[:2] + (self.dim,)
-        if self.encoder in ("lstm", "gru"):
-            rnn_cls = (keras.layers.LSTM if self.encoder == "lstm"
-                       else keras.layers.GRU)
-            self.rnns = []
-            rnn_shape = shape
-            for i in range(self.num_layers):
-                rnn = rnn_cls(
-                    self.dim, return_sequences=True, use_cudnn=self.use_cudnn,
-                    kernel_initializer=clone_initializer(
-                        self.kernel_initializer),
-                    dtype=policy, name=f"{self.encoder}{i}")
-                rnn.build(rnn_shape)
-                rnn_shape = seq_shape
-                self.rnns.append(rnn)
-        elif self.encoder == "tcn":
-            self.tcn = TemporalConvNet(
-                filters=self.dim, kernel_size=self.kernel_size,
-                dilations=self.tcn_dilations, dropout=self.dropout,
-                padding="causal", dtype=policy, name="tcn")
-            self.tcn.build(shape)
-        else:
-            if shape[1] is None:
-                raise ValueError(
-                    "SensorTower(encoder='transformer') needs a fixed number "
-                    "of steps for its position embeddings (pad the series "
-                    f"and pass a step mask); got input shape {shape}")
-            self.input_projection = keras.layers.Dense(
-                self.dim,
-                kernel_initializer=clone_initializer(self.kernel_initializer),
-                dtype=policy, name="input_projection")
-            self.input_projection.build(shape)
-            self.position_embedding = PositionEmbedding(
-                shape[1], dtype=policy, name="position_embedding")
-            self.position_embedding.build(seq_shape)
-            self.transformer = TransformerEncoder(
-                num_layers=self.num_layers, num_heads=self.num_heads,
-                intermediate_dim=self.intermediate_dim, dropout=self.dropout,
-                kernel_initializer=clone_initializer(self.kernel_initializer),
-                dtype=policy, name="transformer")
-            self.transformer.build(seq_shape)
+        self.sensor_encoder.build(shape)
         if self.output_mode == "vector" and self.pooling == "attention":
             self.pool_query = self.add_weight(
                 name="pool_query", shape=(self.dim,),
@@ -192,14 +160,7 @@ class SensorTower(keras.layers.Layer):
             mask = ops.cast(mask, "bool")
             # `where`, not a product: missing values may be NaN.
             x = ops.where(mask[:, :, None], x, ops.zeros_like(x))
-        if self.encoder in ("lstm", "gru"):
-            for rnn in self.rnns:
-                x = rnn(x, mask=mask, training=training)
-        elif self.encoder == "tcn":
-            x = self.tcn(x, mask=mask, training=training)
-        else:
-            x = self.position_embedding(self.input_projection(x))
-            x = self.transformer(x, mask=mask, training=training)
+        x = self.sensor_encoder(x, mask=mask, training=training)
         x = ops.cast(x, self.compute_dtype)
         weights = None
         if mask is not None:
@@ -253,6 +214,14 @@ class SensorTower(keras.layers.Layer):
         attn = exp / ops.maximum(ops.sum(exp, axis=1, keepdims=True), 1e-30)
         return ops.sum(x * ops.cast(attn, x.dtype)[:, :, None], axis=1)
 
+    def load_own_variables(self, store):
+        # A file saved before the encoder registry: the encoder's
+        # sublayers sat directly under the tower (`pool_query` is the
+        # tower's own, in either layout).
+        remap_legacy_encoder(store, "sensor_encoder",
+                             self.sensor_encoder.legacy_path)
+        super().load_own_variables(store)
+
     def compute_mask(self, inputs, mask=None):
         if mask is None or self.output_mode != "sequence":
             return None
@@ -281,7 +250,7 @@ class SensorTower(keras.layers.Layer):
             "num_heads": self.num_heads,
             "intermediate_dim": self.intermediate_dim,
             "kernel_size": self.kernel_size,
-            "tcn_dilations": list(self.tcn_dilations),
+            "tcn_dilations": config_value(self.tcn_dilations),
             "pooling": self.pooling,
             "use_cudnn": self.use_cudnn,
             "kernel_initializer": keras.initializers.serialize(

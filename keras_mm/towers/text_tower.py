@@ -3,7 +3,8 @@ from keras import ops
 
 import keras_mm.towers.text_encoders  # noqa: F401  (fills TEXT_ENCODERS)
 from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_positive_int, clone_initializer)
+                                   check_positive_int, clone_initializer,
+                                   config_value, plain)
 from keras_mm.registry import TEXT_ENCODERS, TOWERS
 from keras_mm.towers.encoder_arguments import make_encoder
 from keras_mm.towers.legacy_weights import remap_legacy_encoder
@@ -32,17 +33,16 @@ class TextTower(keras.layers.Layer):
     the tower builds with the arguments below that its `__init__` names; a
     new architecture is a new registered class):
 
-    - `"bag"` (`BagTextEncoder`): no contextual encoder (bag of
-      embeddings);
-    - `"cnn"` (`CNNTextEncoder`): one same-padded `Conv1D` (ReLU, `filters` channels) per entry
-      of `kernel_sizes`, concatenated; the vector output max-pools each
-      channel over the real tokens only (Kim, 2014);
+    - `"bag"` (`BagTextEncoder`): no contextual encoder (bag of embeddings);
+    - `"cnn"` (`CNNTextEncoder`): one same-padded `Conv1D` (ReLU, `filters`
+      channels) per entry of `kernel_sizes`, concatenated; the vector output
+      max-pools each channel over the real tokens only (Kim, 2014);
     - `"bigru"` / `"bilstm"` (`BiGRUTextEncoder` / `BiLSTMTextEncoder`):
-      `num_layers` bidirectional GRU / LSTM layers
-      (`rnn_units` per direction) that skip padded steps;
-    - `"transformer"` (`TransformerTextEncoder`): learned position embeddings and `num_layers` pre-norm
-      transformer encoder layers (`num_heads`, width `embedding_dim`) whose
-      attention never looks at padded tokens.
+      `num_layers` bidirectional GRU / LSTM layers (`rnn_units` per direction)
+      that skip padded steps;
+    - `"transformer"` (`TransformerTextEncoder`): learned position embeddings
+      and `num_layers` pre-norm transformer encoder layers (`num_heads`, width
+      `embedding_dim`) whose attention never looks at padded tokens.
 
     A dense projection then maps every token to `dim`.
 
@@ -126,39 +126,37 @@ class TextTower(keras.layers.Layer):
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.dim = check_positive_int(name, "dim", dim)
         self.dropout = check_fraction(name, "dropout", dropout)
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.kernel_sizes = tuple(kernel_sizes) \
-            if isinstance(kernel_sizes, (list, tuple)) else kernel_sizes
-        self.filters = filters
-        self.rnn_units = rnn_units
-        self.use_cudnn = use_cudnn
+        self.num_layers = plain(num_layers)
+        self.num_heads = plain(num_heads)
+        self.intermediate_dim = plain(intermediate_dim)
+        self.kernel_sizes = plain(kernel_sizes)
+        self.filters = plain(filters)
+        self.rnn_units = plain(rnn_units)
+        self.use_cudnn = plain(use_cudnn)
         self.embeddings_initializer = keras.initializers.get(
             embeddings_initializer)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        # Created before the encoder: the weights (and optimizer slots) keep
-        # the order of towers saved before the encoder registry.
-        self.embedding = keras.layers.Embedding(
-            self.vocab_size, self.embedding_dim,
-            embeddings_initializer=clone_initializer(
-                self.embeddings_initializer),
-            dtype=self.dtype_policy, name="embedding")
         # The encoder checks the arguments it takes (the others are kept
-        # for get_config only).
-        self.text_encoder = make_encoder(
-            TEXT_ENCODERS, self.encoder,
-            {"sequence_length": self.sequence_length,
-             "num_layers": num_layers, "num_heads": num_heads,
-             "intermediate_dim": intermediate_dim,
-             "kernel_sizes": self.kernel_sizes, "filters": filters,
-             "rnn_units": rnn_units, "use_cudnn": use_cudnn,
-             "kernel_initializer": self.kernel_initializer, "dim": dim,
-             "dropout": dropout},
-            dtype=self.dtype_policy, name="text_encoder")
+        # for get_config only): checked now, built in build() after the
+        # embedding, so that the weights keep the order (and the initial
+        # values under a seed) of the towers before the encoder registry.
+        self._encoder_arguments = {
+            "sequence_length": self.sequence_length,
+            "num_layers": self.num_layers, "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "kernel_sizes": self.kernel_sizes, "filters": self.filters,
+            "rnn_units": self.rnn_units, "use_cudnn": self.use_cudnn,
+            "kernel_initializer": self.kernel_initializer, "dim": self.dim,
+            "dropout": self.dropout}
+        self._make_encoder()
         self.supports_masking = True
 
     # -- building -----------------------------------------------------------
+
+    def _make_encoder(self):
+        return make_encoder(TEXT_ENCODERS, self.encoder,
+                            self._encoder_arguments,
+                            dtype=self.dtype_policy, name="text_encoder")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -173,7 +171,13 @@ class TextTower(keras.layers.Layer):
                 "sequence_length or truncate the token ids")
         policy = self.dtype_policy
         seq_shape = (shape[0], shape[1], self.embedding_dim)
+        self.embedding = keras.layers.Embedding(
+            self.vocab_size, self.embedding_dim,
+            embeddings_initializer=clone_initializer(
+                self.embeddings_initializer),
+            dtype=policy, name="embedding")
         self.embedding.build(shape)
+        self.text_encoder = self._make_encoder()
         self.text_encoder.build(seq_shape)
         self.feature_dropout = keras.layers.Dropout(self.dropout,
                                                     dtype=policy)
@@ -243,8 +247,7 @@ class TextTower(keras.layers.Layer):
             "num_layers": self.num_layers,
             "num_heads": self.num_heads,
             "intermediate_dim": self.intermediate_dim,
-            "kernel_sizes": list(self.kernel_sizes)
-            if isinstance(self.kernel_sizes, tuple) else self.kernel_sizes,
+            "kernel_sizes": config_value(self.kernel_sizes),
             "filters": self.filters,
             "rnn_units": self.rnn_units,
             "use_cudnn": self.use_cudnn,

@@ -1,19 +1,17 @@
-import math
-
 import keras
 from keras import ops
 
+import keras_mm.towers.video_encoders  # noqa: F401  (fills VIDEO_ENCODERS)
 from keras_mm.layers.position_embedding import PositionEmbedding
 from keras_mm.layers.temporal_conv_net import TemporalConvNet
 from keras_mm.layers.transformer_encoder import TransformerEncoder
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_positive_int, check_positive_ints,
-                                   clone_initializer)
-from keras_mm.registry import TOWERS
-from keras_mm.towers.image_tower import ImageTower
-from keras_mm.towers.resnet_backbone import NORM_MOMENTUM, NORMALIZATIONS
-
-ENCODERS = ("conv3d", "frames")
+                                   config_value, plain)
+from keras_mm.registry import TOWERS, VIDEO_ENCODERS
+from keras_mm.towers.encoder_arguments import make_encoder
+from keras_mm.towers.legacy_weights import remap_legacy_encoder
+from keras_mm.towers.resnet_backbone import NORM_MOMENTUM
 OUTPUTS = ("vector", "sequence", "feature_map")
 TEMPORALS = ("mean", "tcn", "gru", "transformer")
 
@@ -30,15 +28,18 @@ def _masked_mean(x, step_mask):
 class VideoTower(keras.layers.Layer):
     """Video tower: encodes clips `[batch, frames, height, width, channels]`.
 
-    Encoders (both give a feature map `[batch, T', H', W', dim]`):
+    Encoders (`keras_mm.registry.VIDEO_ENCODERS`; one `VideoEncoder` class
+    each, which the tower builds with the arguments below that its
+    `__init__` names; a new architecture is a new registered class). Both
+    give a feature map `[batch, T', H', W', dim]`:
 
-    - `"conv3d"`: a C3D-style stack, one block per entry of `filters`
-      (3x3x3 convolution, ReLU, max pool; the first pool is 1x2x2 and the
-      later ones 2x2x2, so `T' = ceil(T / 2**(len(filters) - 1))` and
+    - `"conv3d"` (`Conv3DVideoEncoder`): a C3D-style stack, one block per entry
+      of `filters` (3x3x3 convolution, ReLU, max pool; the first pool is 1x2x2
+      and the later ones 2x2x2, so `T' = ceil(T / 2**(len(filters) - 1))` and
       `H' = ceil(H / 2**len(filters))`), then a dense projection to `dim`.
-    - `"frames"`: a shared per-frame 2-D CNN (an `ImageTower` with
-      `encoder="cnn"`, `filters`, `kernel_size`) applied to every frame;
-      `T' = T`, `H' = ceil(H / 2**len(filters))`.
+    - `"frames"` (`FramesVideoEncoder`): a shared per-frame 2-D CNN (an
+      `ImageTower` with `encoder="cnn"`, `filters`, `kernel_size`) applied to
+      every frame; `T' = T`, `H' = ceil(H / 2**len(filters))`.
 
     The feature map is averaged over space into one token per time step,
     and the `temporal` stage runs over those tokens: `"mean"` (none),
@@ -60,6 +61,9 @@ class VideoTower(keras.layers.Layer):
     outputs: their content never changes the output. A pooled `conv3d`
     step is valid when any of its frames is. (In training, the batch norm
     of the `frames` CNN counts padded frames as black frames.)
+
+    Weights saved before the encoder registry (the encoder's sublayers
+    directly under the tower) still load (`legacy_weights`).
 
     Args:
         encoder: `"conv3d"` or `"frames"`.
@@ -106,18 +110,15 @@ class VideoTower(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         name = "VideoTower"
-        self.encoder = check_choice(name, "encoder", encoder, ENCODERS)
+        self.encoder = check_choice(name, "encoder", encoder,
+                                    tuple(VIDEO_ENCODERS.names()))
         # `output` is a Keras Layer property: stored as `output_mode`.
         self.output_mode = check_choice(name, "output", output, OUTPUTS)
         self.temporal = check_choice(name, "temporal", temporal, TEMPORALS)
         self.dim = check_positive_int(name, "dim", dim)
         self.dropout = check_fraction(name, "dropout", dropout)
-        self.filters = check_positive_ints(name, "filters", filters)
-        if not self.filters:
-            raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64)")
-        self.kernel_size = check_positive_int(name, "kernel_size",
-                                              kernel_size)
+        self.filters = plain(filters)
+        self.kernel_size = plain(kernel_size)
         self.tcn_dilations = check_positive_ints(name, "tcn_dilations",
                                                  tcn_dilations)
         if temporal == "tcn" and not self.tcn_dilations:
@@ -128,25 +129,17 @@ class VideoTower(keras.layers.Layer):
         self.intermediate_dim = check_positive_int(
             name, "intermediate_dim", intermediate_dim, allow_none=True)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.normalization = check_choice(name, "normalization",
-                                          normalization, NORMALIZATIONS)
-        self.norm_momentum = check_fraction(name, "norm_momentum",
-                                            norm_momentum)
+        self.normalization = plain(normalization)
+        self.norm_momentum = plain(norm_momentum)
+        # The encoder checks the arguments it takes (the others are kept
+        # for get_config only).
+        self.video_encoder = make_encoder(
+            VIDEO_ENCODERS, self.encoder,
+            {"filters": self.filters, "kernel_size": kernel_size,
+             "dim": dim, "kernel_initializer": self.kernel_initializer,
+             "normalization": normalization, "norm_momentum": norm_momentum},
+            dtype=self.dtype_policy, name="video_encoder")
         self.supports_masking = True
-
-    # -- shapes -------------------------------------------------------------
-
-    def _grid(self, input_shape):
-        """(T', H', W') of the feature map."""
-        _, frames, height, width, _ = input_shape
-
-        def ceil_div(size, factor):
-            return None if size is None else math.ceil(size / factor)
-
-        space = 2 ** len(self.filters)
-        if self.encoder == "conv3d":
-            frames = ceil_div(frames, 2 ** (len(self.filters) - 1))
-        return frames, ceil_div(height, space), ceil_div(width, space)
 
     # -- building -----------------------------------------------------------
 
@@ -157,36 +150,8 @@ class VideoTower(keras.layers.Layer):
                 "VideoTower takes float clips [batch, frames, height, width, "
                 f"channels] with a known frame size; got shape {shape}")
         policy = self.dtype_policy
-        if self.encoder == "conv3d":
-            self.convs, self.pools = [], []
-            for i, f in enumerate(self.filters):
-                conv = keras.layers.Conv3D(
-                    f, self.kernel_size, padding="same",
-                    kernel_initializer=clone_initializer(
-                        self.kernel_initializer),
-                    dtype=policy, name=f"conv{i}")
-                pool = keras.layers.MaxPooling3D(
-                    (1, 2, 2) if i == 0 else (2, 2, 2), padding="same",
-                    dtype=policy, name=f"pool{i}")
-                conv.build(shape)
-                shape = pool.compute_output_shape(
-                    conv.compute_output_shape(shape))
-                self.convs.append(conv)
-                self.pools.append(pool)
-            self.projection = keras.layers.Dense(self.dim, dtype=policy,
-                                                 name="projection")
-            self.projection.build(shape)
-        else:
-            self.frame_encoder = ImageTower(
-                encoder="cnn", output="feature_map", dim=self.dim,
-                filters=self.filters, kernel_size=self.kernel_size,
-                kernel_initializer=clone_initializer(
-                    self.kernel_initializer),
-                normalization=self.normalization,
-                norm_momentum=self.norm_momentum,
-                dtype=policy, name="frame_encoder")
-            self.frame_encoder.build((None,) + shape[2:])
-        steps = self._grid(tuple(input_shape))[0]
+        self.video_encoder.build(shape)
+        steps = self.video_encoder.grid(shape)[0]
         seq_shape = (None, steps, self.dim)
         if self.temporal == "tcn":
             self.temporal_layer = TemporalConvNet(
@@ -217,47 +182,21 @@ class VideoTower(keras.layers.Layer):
 
     # -- calling ------------------------------------------------------------
 
-    def _step_mask(self, mask):
-        """Boolean [B, T'] mask of the feature map's time steps."""
-        if mask is None:
-            return None
-        mask = ops.cast(mask, "bool")
-        if self.encoder == "frames":
-            return mask
-        # conv3d: one 2x temporal max pool per block after the first.
-        for _ in range(len(self.filters) - 1):
-            mask = self._pool_mask(mask)
-        return mask
-
-    @staticmethod
-    def _pool_mask(mask):
-        """Halves a boolean [B, T] mask: a step is valid if any frame is."""
-        m = ops.cast(mask, "float32")[:, :, None]
-        m = ops.max_pool(m, 2, strides=2, padding="same")
-        return ops.cast(m[:, :, 0], "bool")
-
     def _feature_map(self, inputs, mask, training):
-        """Feature map [B, T', H', W', dim] and frame mask [B, T'] or None."""
+        """Feature map [B, T', H', W', dim] and step mask [B, T'] or None."""
         x = ops.cast(inputs, self.compute_dtype)
         if mask is not None:
-            frame_mask = ops.cast(mask, x.dtype)[:, :, None, None, None]
-            x = x * frame_mask
-        if self.encoder == "frames":
-            shape = ops.shape(x)
-            frames = ops.reshape(x, (-1,) + tuple(x.shape[2:]))
-            fmap = self.frame_encoder(frames, training=training)
-            fmap = ops.reshape(
-                fmap, (shape[0], shape[1]) + tuple(fmap.shape[1:]))
-            return fmap, self._step_mask(mask)
-        for i, (conv, pool) in enumerate(zip(self.convs, self.pools)):
-            x = keras.activations.relu(conv(x))
-            if mask is not None:
-                # Re-zero padded steps so that they act as zero padding.
-                x = x * ops.cast(mask, x.dtype)[:, :, None, None, None]
-            x = pool(x)
-            if i > 0 and mask is not None:
-                mask = self._pool_mask(mask)
-        return self.projection(x), mask
+            x = x * ops.cast(mask, x.dtype)[:, :, None, None, None]
+        fmap = self.video_encoder(x, mask=mask, training=training)
+        return fmap, self.video_encoder.step_mask(mask)
+
+    def load_own_variables(self, store):
+        # A file saved before the encoder registry: the encoder's
+        # sublayers sat directly under the tower.
+        if remap_legacy_encoder(store, "video_encoder",
+                                self.video_encoder.legacy_path):
+            return
+        super().load_own_variables(store)
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
@@ -292,13 +231,13 @@ class VideoTower(keras.layers.Layer):
     def compute_mask(self, inputs, mask=None):
         if mask is None or self.output_mode != "sequence":
             return None
-        return self._step_mask(mask)
+        return self.video_encoder.step_mask(mask)
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0]
         if self.output_mode == "vector":
             return (batch, self.dim)
-        steps, height, width = self._grid(input_shape)
+        steps, height, width = self.video_encoder.grid(input_shape)
         if self.output_mode == "sequence":
             return (batch, steps, self.dim)
         return (batch, steps, height, width, self.dim)
@@ -311,7 +250,7 @@ class VideoTower(keras.layers.Layer):
             "temporal": self.temporal,
             "dim": self.dim,
             "dropout": self.dropout,
-            "filters": list(self.filters),
+            "filters": config_value(self.filters),
             "kernel_size": self.kernel_size,
             "tcn_dilations": list(self.tcn_dilations),
             "num_layers": self.num_layers,
