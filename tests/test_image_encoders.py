@@ -3,24 +3,19 @@
 saved before the registry (encoder sublayers directly under the tower)
 still load, with the outputs they had then."""
 
-import io
-import os
-import zipfile
-
-import h5py
 import numpy as np
 import pytest
 import keras
 from keras import ops
 
 from helpers import run_layer_checks
+from legacy_fixtures import check_legacy_fixture
 from keras_mm.registry import IMAGE_ENCODERS
 from keras_mm.towers import ImageTower
 from keras_mm.towers.image_encoder import ImageEncoder
 from keras_mm.towers.image_encoders import (ApplicationsImageEncoder,
                                             CNNImageEncoder, ViTImageEncoder)
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 RNG = np.random.RandomState(0)
 IMAGES = RNG.uniform(size=(4, 16, 16, 3)).astype("float32")
 
@@ -118,49 +113,21 @@ def test_tower_builds_a_registered_encoder(output, shape, tmp_path,
     assert out.shape == shape
 
 
-def _weight_paths(path):
-    with zipfile.ZipFile(path) as archive:
-        data = archive.read("model.weights.h5")
-    names = []
-    with h5py.File(io.BytesIO(data), "r") as h5:
-        h5.visit(names.append)
-    return names
-
-
 def test_weights_saved_before_the_registry_load(tmp_path):
     """`legacy_towers.keras` was written by keras_mm at commit 3927240
     (`tests/fixtures/make_legacy_towers.py`): cnn, resnet and vit image
     towers and a frames video tower, after two training epochs (so the
     batch-norm statistics are not their initial values)."""
-    path = os.path.join(FIXTURES, "legacy_towers.keras")
-    names = _weight_paths(path)
-    assert "layers/image_tower/convs" in names  # the old layout
-    assert not any("image_encoder" in n for n in names)
-    expected = np.load(os.path.join(FIXTURES, "legacy_towers.npz"))
-    inputs = [expected["image"], expected["video"]]
-    model = keras.saving.load_model(path)
-    np.testing.assert_allclose(model.predict(inputs, verbose=0),
-                               expected["output"], atol=1e-5)
-    # Saved again, the model is in the new layout, and loads the same.
-    again = tmp_path / "again.keras"
-    model.save(again)
-    names = _weight_paths(again)
-    assert "layers/image_tower/image_encoder/convs" in names
-    assert "layers/image_tower/convs" not in names
-    assert "layers/image_tower_2/image_encoder/vars" in names  # cls_token
-    reloaded = keras.saving.load_model(again)
-    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0),
-                               expected["output"], atol=1e-5)
-
-
-def test_a_fresh_model_differs_from_the_fixture():
-    """The load test above can fail: fresh weights give other outputs."""
-    path = os.path.join(FIXTURES, "legacy_towers.keras")
-    model = keras.saving.load_model(path)
-    fresh = keras.Model.from_config(model.get_config())
-    expected = np.load(os.path.join(FIXTURES, "legacy_towers.npz"))
-    out = fresh.predict([expected["image"], expected["video"]], verbose=0)
-    assert np.abs(out - expected["output"]).max() > 1e-2
+    check_legacy_fixture(
+        "legacy_towers", ["image", "video"],
+        old_paths=["layers/image_tower/convs", "layers/image_tower_1/resnet",
+                   "layers/video_tower/frame_encoder/convs"],
+        new_paths=["layers/image_tower/image_encoder/convs",
+                   "layers/image_tower_1/image_encoder/convs1",
+                   "layers/image_tower_2/image_encoder/vars",  # cls_token
+                   "layers/video_tower/video_encoder/frame_encoder/"
+                   "image_encoder/convs"],
+        tmp_path=tmp_path)
 
 
 def test_a_spec_names_a_registered_encoder(test_average_pool, tmp_path):

@@ -3,14 +3,13 @@ battery, the towers build registered encoders (a user's own too), and
 weights saved before the registries still load with the outputs they had
 then."""
 
-import os
-
 import numpy as np
 import pytest
 import keras
 from keras import ops
 
 from helpers import run_layer_checks
+from legacy_fixtures import check_legacy_fixture
 from keras_mm.registry import AUDIO_ENCODERS, TEXT_ENCODERS
 from keras_mm.towers import AudioTower, TextTower
 from keras_mm.towers.audio_encoder import AudioEncoder
@@ -22,7 +21,6 @@ from keras_mm.towers.text_encoders import (BagTextEncoder, BiGRUTextEncoder,
                                            BiLSTMTextEncoder, CNNTextEncoder,
                                            TransformerTextEncoder)
 
-from test_image_encoders import FIXTURES, _weight_paths
 
 RNG = np.random.RandomState(0)
 SPECTROGRAMS = RNG.normal(size=(4, 12, 10)).astype("float32")
@@ -184,23 +182,13 @@ def test_weights_saved_before_the_registries_load(tmp_path):
     3927240 (`tests/fixtures/make_legacy_sequence_towers.py`): cnn, crnn
     and transformer audio towers and cnn, bigru and transformer text
     towers, after two training epochs."""
-    path = os.path.join(FIXTURES, "legacy_sequence_towers.keras")
-    names = _weight_paths(path)
-    assert "layers/audio_tower/convs" in names
-    assert "layers/text_tower_1/rnns" in names
-    expected = np.load(os.path.join(FIXTURES, "legacy_sequence_towers.npz"))
-    inputs = [expected["wave"], expected["ids"]]
-    model = keras.saving.load_model(path)
-    np.testing.assert_allclose(model.predict(inputs, verbose=0),
-                               expected["output"], atol=1e-5)
-    fresh = keras.Model.from_config(model.get_config())
-    assert np.abs(fresh.predict(inputs, verbose=0)
-                  - expected["output"]).max() > 1e-2
-    again = tmp_path / "again.keras"
-    model.save(again)
-    names = _weight_paths(again)
-    assert "layers/audio_tower/audio_encoder/convs" in names
-    assert "layers/text_tower_1/text_encoder/rnns" in names
-    np.testing.assert_allclose(
-        keras.saving.load_model(again).predict(inputs, verbose=0),
-        expected["output"], atol=1e-5)
+    check_legacy_fixture(
+        "legacy_sequence_towers", ["wave", "ids"],
+        old_paths=["layers/audio_tower/convs", "layers/audio_tower_1/rnn",
+                   "layers/audio_tower_2/transformer",
+                   "layers/text_tower/convs", "layers/text_tower_1/rnns",
+                   "layers/text_tower_2/position_embedding"],
+        new_paths=["layers/audio_tower/audio_encoder/convs",
+                   "layers/audio_tower_1/audio_encoder/rnn",
+                   "layers/text_tower_1/text_encoder/rnns"],
+        tmp_path=tmp_path)

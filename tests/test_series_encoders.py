@@ -3,13 +3,12 @@ battery and ignores missing steps, `SensorTower` builds registered
 encoders, and weights saved before the registry (sensor and video towers)
 still load with the outputs they had then."""
 
-import os
-
 import numpy as np
 import pytest
 import keras
 
 from helpers import run_layer_checks
+from legacy_fixtures import check_legacy_fixture
 from keras_mm.registry import SENSOR_ENCODERS
 from keras_mm.towers import SensorTower
 from keras_mm.towers.sensor_encoder import SensorEncoder
@@ -18,7 +17,6 @@ from keras_mm.towers.sensor_encoders import (GRUSensorEncoder,
                                              TCNSensorEncoder,
                                              TransformerSensorEncoder)
 
-from test_image_encoders import FIXTURES, _weight_paths
 
 RNG = np.random.RandomState(0)
 SERIES = RNG.normal(size=(4, 10, 3)).astype("float32")
@@ -114,22 +112,12 @@ def test_weights_saved_before_the_registry_load(tmp_path):
     py`): lstm, gru, tcn and transformer (attention pooling: a weight of
     the tower itself) sensor towers and a conv3d video tower, after two
     training epochs."""
-    path = os.path.join(FIXTURES, "legacy_series_towers.keras")
-    names = _weight_paths(path)
-    assert "layers/sensor_tower/rnns" in names
-    expected = np.load(os.path.join(FIXTURES, "legacy_series_towers.npz"))
-    inputs = [expected["series"], expected["video"]]
-    model = keras.saving.load_model(path)
-    np.testing.assert_allclose(model.predict(inputs, verbose=0),
-                               expected["output"], atol=1e-5)
-    fresh = keras.Model.from_config(model.get_config())
-    assert np.abs(fresh.predict(inputs, verbose=0)
-                  - expected["output"]).max() > 1e-2
-    again = tmp_path / "again.keras"
-    model.save(again)
-    names = _weight_paths(again)
-    assert "layers/sensor_tower/sensor_encoder/rnns" in names
-    assert "layers/sensor_tower_3/vars" in names  # pool_query
-    np.testing.assert_allclose(
-        keras.saving.load_model(again).predict(inputs, verbose=0),
-        expected["output"], atol=1e-5)
+    check_legacy_fixture(
+        "legacy_series_towers", ["series", "video"],
+        old_paths=["layers/sensor_tower/rnns", "layers/sensor_tower_2/tcn",
+                   "layers/sensor_tower_3/transformer",
+                   "layers/video_tower/convs"],
+        new_paths=["layers/sensor_tower/sensor_encoder/rnns",
+                   "layers/sensor_tower_3/vars",  # pool_query, the tower's
+                   "layers/video_tower/video_encoder/convs"],
+        tmp_path=tmp_path)

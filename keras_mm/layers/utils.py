@@ -124,6 +124,32 @@ def check_positive_ints(owner, argument, values, min_length=0):
     return tuple(int(v) for v in values)
 
 
+def check_widths(owner, argument, values, what, example):
+    """`check_positive_ints` with at least one entry: a conv stack's
+    `filters`, a text CNN's `kernel_sizes`, a TCN's dilations. `what` names
+    one entry and `example` is a value to suggest.
+
+    >>> check_widths("MyLayer", "filters", [8, 16], "conv block width",
+    ...              "(32, 64)")
+    (8, 16)
+    """
+    values = check_positive_ints(owner, argument, values)
+    if not values:
+        raise ValueError(f"{owner}: {argument} must list at least one "
+                         f"{what}, e.g. {argument}={example}")
+    return values
+
+
+def ceil_div(size, factor):
+    """`ceil(size / factor)`, None for an unknown size: a side of a map
+    downsampled `factor` times with "same" padding.
+
+    >>> ceil_div(28, 8), ceil_div(None, 2)
+    (4, None)
+    """
+    return None if size is None else math.ceil(size / factor)
+
+
 def check_fraction(owner, argument, value):
     """Returns a rate in [0, 1) (e.g. a dropout rate) as a float.
 

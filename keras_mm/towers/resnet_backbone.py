@@ -2,7 +2,7 @@ import math
 
 import keras
 
-from keras_mm.layers.utils import (check_choice, check_fraction,
+from keras_mm.layers.utils import (ceil_div, check_choice, check_fraction,
                                    check_positive_int, clone_initializer)
 from keras_mm.registry import IMAGE_ENCODERS
 from keras_mm.towers.image_encoder import ImageEncoder
@@ -168,10 +168,7 @@ class ResNetBackbone(ImageEncoder):
         return x
 
     def spatial(self, input_shape):
-        def down(size):
-            return None if size is None else math.ceil(size / 32)
-
-        return down(input_shape[1]), down(input_shape[2])
+        return ceil_div(input_shape[1], 32), ceil_div(input_shape[2], 32)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.spatial(input_shape),

@@ -7,7 +7,7 @@ from keras_mm.layers.temporal_conv_net import TemporalConvNet
 from keras_mm.layers.transformer_encoder import TransformerEncoder
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_positive_int, check_positive_ints,
-                                   config_value, plain)
+                                   check_widths, config_value, plain)
 from keras_mm.registry import TOWERS, VIDEO_ENCODERS
 from keras_mm.towers.encoder_arguments import make_encoder
 from keras_mm.towers.legacy_weights import remap_legacy_encoder
@@ -119,11 +119,10 @@ class VideoTower(keras.layers.Layer):
         self.dropout = check_fraction(name, "dropout", dropout)
         self.filters = plain(filters)
         self.kernel_size = plain(kernel_size)
-        self.tcn_dilations = check_positive_ints(name, "tcn_dilations",
-                                                 tcn_dilations)
-        if temporal == "tcn" and not self.tcn_dilations:
-            raise ValueError(f"{name}: tcn_dilations must list at least one "
-                             "dilation rate, e.g. tcn_dilations=(1, 2, 4)")
+        self.tcn_dilations = check_widths(
+            name, "tcn_dilations", tcn_dilations, "dilation rate",
+            "(1, 2, 4)") if temporal == "tcn" else check_positive_ints(
+                name, "tcn_dilations", tcn_dilations)
         self.num_layers = check_positive_int(name, "num_layers", num_layers)
         self.num_heads = check_positive_int(name, "num_heads", num_heads)
         self.intermediate_dim = check_positive_int(

@@ -1,13 +1,11 @@
 """`CNNAudioEncoder`: `AudioTower(encoder="cnn")`'s conv stack over the
 spectrogram."""
 
-import math
-
 import keras
 from keras import ops
 
-from keras_mm.layers.utils import (check_positive_int, check_positive_ints,
-                                   clone_initializer)
+from keras_mm.layers.utils import (ceil_div, check_positive_int,
+                                   check_widths, clone_initializer)
 from keras_mm.registry import AUDIO_ENCODERS
 from keras_mm.towers.audio_encoder import AudioEncoder
 
@@ -46,28 +44,17 @@ class CNNAudioEncoder(AudioEncoder):
                  kernel_initializer="he_normal", **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.filters = check_positive_ints(name, "filters", filters)
-        if not self.filters:
-            raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64)")
+        self.filters = check_widths(name, "filters", filters,
+                                    "conv block width", "(32, 64)")
         self.kernel_size = check_positive_int(name, "kernel_size",
                                               kernel_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _conv_shape(self, input_shape):
         """(batch, steps, width) after the conv blocks."""
-        bins = input_shape[2]
-        for _ in self.filters:
-            bins = math.ceil(bins / self.pool_size[1])
-        return (input_shape[0], self._conv_steps(input_shape[1]),
+        bins = ceil_div(input_shape[2], self.pool_size[1] ** len(self.filters))
+        return (input_shape[0], self.steps(input_shape[1]),
                 bins * self.filters[-1])
-
-    def _conv_steps(self, frames):
-        if frames is None:
-            return None
-        for _ in self.filters:
-            frames = math.ceil(frames / self.pool_size[0])
-        return frames
 
     def build(self, input_shape):
         grid = tuple(input_shape) + (1,)
@@ -94,7 +81,7 @@ class CNNAudioEncoder(AudioEncoder):
                                x.shape[2] * x.shape[3]))
 
     def steps(self, frames):
-        return self._conv_steps(frames)
+        return ceil_div(frames, self.pool_size[0] ** len(self.filters))
 
     def compute_output_shape(self, input_shape):
         return self._conv_shape(input_shape)

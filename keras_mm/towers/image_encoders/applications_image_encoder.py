@@ -1,12 +1,11 @@
 """`ApplicationsImageEncoder`: a `keras.applications` backbone as
 `ImageTower(encoder="applications")`'s encoder."""
 
-import math
 import os
 
 import keras
 
-from keras_mm.layers.utils import check_choice, check_fraction
+from keras_mm.layers.utils import ceil_div, check_choice, check_fraction
 from keras_mm.registry import IMAGE_ENCODERS
 from keras_mm.towers.image_encoder import ImageEncoder
 from keras_mm.towers.imagenet_weights import (IMAGENET_WEIGHTS,
@@ -160,10 +159,7 @@ class ApplicationsImageEncoder(ImageEncoder):
         return self.application(inputs, training=training)
 
     def spatial(self, input_shape):
-        def down(size):
-            return None if size is None else math.ceil(size / 32)
-
-        return down(input_shape[1]), down(input_shape[2])
+        return ceil_div(input_shape[1], 32), ceil_div(input_shape[2], 32)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.spatial(input_shape),

@@ -1,11 +1,9 @@
 """`CNNImageEncoder`: `ImageTower(encoder="cnn")`'s conv stack."""
 
-import math
-
 import keras
 
-from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_positive_int, check_positive_ints,
+from keras_mm.layers.utils import (ceil_div, check_choice, check_fraction,
+                                   check_positive_int, check_widths,
                                    clone_initializer)
 from keras_mm.registry import IMAGE_ENCODERS
 from keras_mm.towers.image_encoder import ImageEncoder
@@ -49,10 +47,8 @@ class CNNImageEncoder(ImageEncoder):
                  norm_momentum=NORM_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.filters = check_positive_ints(name, "filters", filters)
-        if not self.filters:
-            raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64, 128)")
+        self.filters = check_widths(name, "filters", filters,
+                                    "conv block width", "(32, 64, 128)")
         self.kernel_size = check_positive_int(name, "kernel_size",
                                               kernel_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -90,11 +86,9 @@ class CNNImageEncoder(ImageEncoder):
         return x
 
     def spatial(self, input_shape):
-        def down(size):
-            return None if size is None else math.ceil(
-                size / 2 ** len(self.filters))
-
-        return down(input_shape[1]), down(input_shape[2])
+        factor = 2 ** len(self.filters)
+        return (ceil_div(input_shape[1], factor),
+                ceil_div(input_shape[2], factor))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.spatial(input_shape), self.filters[-1])

@@ -5,7 +5,7 @@ import keras
 
 from keras_mm.layers.temporal_conv_net import TemporalConvNet
 from keras_mm.layers.utils import (check_fraction, check_positive_int,
-                                   check_positive_ints)
+                                   check_widths)
 from keras_mm.registry import SENSOR_ENCODERS
 from keras_mm.towers.sensor_encoder import SensorEncoder
 
@@ -43,11 +43,9 @@ class TCNSensorEncoder(SensorEncoder):
         self.dim = check_positive_int(name, "dim", dim)
         self.kernel_size = check_positive_int(name, "kernel_size",
                                               kernel_size)
-        self.tcn_dilations = check_positive_ints(name, "tcn_dilations",
-                                                 tcn_dilations)
-        if not self.tcn_dilations:
-            raise ValueError(f"{name}: tcn_dilations must list at least one "
-                             "dilation rate, e.g. tcn_dilations=(1, 2, 4)")
+        self.tcn_dilations = check_widths(name, "tcn_dilations",
+                                          tcn_dilations, "dilation rate",
+                                          "(1, 2, 4)")
         self.dropout = check_fraction(name, "dropout", dropout)
 
     def build(self, input_shape):

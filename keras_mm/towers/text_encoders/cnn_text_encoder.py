@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_mm.layers.utils import (check_positive_int, check_positive_ints,
+from keras_mm.layers.utils import (check_positive_int, check_widths,
                                    clone_initializer)
 from keras_mm.registry import TEXT_ENCODERS
 from keras_mm.towers.text_encoder import TextEncoder
@@ -43,11 +43,8 @@ class CNNTextEncoder(TextEncoder):
                  kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.kernel_sizes = check_positive_ints(name, "kernel_sizes",
-                                                kernel_sizes)
-        if not self.kernel_sizes:
-            raise ValueError(f"{name}: kernel_sizes must list at least one "
-                             "convolution width, e.g. kernel_sizes=(2, 3, 4)")
+        self.kernel_sizes = check_widths(name, "kernel_sizes", kernel_sizes,
+                                         "convolution width", "(2, 3, 4)")
         self.filters = check_positive_int(name, "filters", filters,
                                           allow_none=True)
         self.dim = check_positive_int(name, "dim", dim)

@@ -1,12 +1,10 @@
 """`Conv3DVideoEncoder`: `VideoTower(encoder="conv3d")`'s C3D-style stack."""
 
-import math
-
 import keras
 from keras import ops
 
-from keras_mm.layers.utils import (check_positive_int, check_positive_ints,
-                                   clone_initializer)
+from keras_mm.layers.utils import (ceil_div, check_positive_int,
+                                   check_widths, clone_initializer)
 from keras_mm.registry import VIDEO_ENCODERS
 from keras_mm.towers.video_encoder import VideoEncoder
 
@@ -51,10 +49,8 @@ class Conv3DVideoEncoder(VideoEncoder):
                  kernel_initializer="he_normal", **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.filters = check_positive_ints(name, "filters", filters)
-        if not self.filters:
-            raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64)")
+        self.filters = check_widths(name, "filters", filters,
+                                    "conv block width", "(32, 64)")
         self.kernel_size = check_positive_int(name, "kernel_size",
                                               kernel_size)
         self.dim = check_positive_int(name, "dim", dim)
@@ -103,10 +99,6 @@ class Conv3DVideoEncoder(VideoEncoder):
 
     def grid(self, input_shape):
         _, frames, height, width, _ = input_shape
-
-        def ceil_div(size, factor):
-            return None if size is None else math.ceil(size / factor)
-
         space = 2 ** len(self.filters)
         return (ceil_div(frames, 2 ** (len(self.filters) - 1)),
                 ceil_div(height, space), ceil_div(width, space))

@@ -1,13 +1,11 @@
 """`FramesVideoEncoder`: `VideoTower(encoder="frames")`'s shared per-frame
 CNN."""
 
-import math
-
 import keras
 from keras import ops
 
-from keras_mm.layers.utils import (check_choice, check_fraction,
-                                   check_positive_int, check_positive_ints,
+from keras_mm.layers.utils import (ceil_div, check_choice, check_fraction,
+                                   check_positive_int, check_widths,
                                    clone_initializer)
 from keras_mm.registry import VIDEO_ENCODERS
 from keras_mm.towers.image_tower import ImageTower
@@ -50,10 +48,8 @@ class FramesVideoEncoder(VideoEncoder):
                  norm_momentum=NORM_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
-        self.filters = check_positive_ints(name, "filters", filters)
-        if not self.filters:
-            raise ValueError(f"{name}: filters must list at least one "
-                             "conv block width, e.g. filters=(32, 64)")
+        self.filters = check_widths(name, "filters", filters,
+                                    "conv block width", "(32, 64)")
         self.kernel_size = check_positive_int(name, "kernel_size",
                                               kernel_size)
         self.dim = check_positive_int(name, "dim", dim)
@@ -83,11 +79,7 @@ class FramesVideoEncoder(VideoEncoder):
     def grid(self, input_shape):
         _, frames, height, width, _ = input_shape
         space = 2 ** len(self.filters)
-
-        def ceil_div(size):
-            return None if size is None else math.ceil(size / space)
-
-        return frames, ceil_div(height), ceil_div(width)
+        return frames, ceil_div(height, space), ceil_div(width, space)
 
     def get_config(self):
         config = super().get_config()
