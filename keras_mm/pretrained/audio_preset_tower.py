@@ -6,10 +6,11 @@ from keras import ops
 
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_positive_int)
-from keras_mm.pretrained.preset_loading import from_preset, keras_hub
+from keras_mm.pretrained.preset_loading import keras_hub
 from keras_mm.pretrained.tower_utils import (check_fine_tuning, check_source,
+                                           load_backbone,
                                            train_only_adapters,
-                                           trainable_property, with_dtype)
+                                           trainable_property)
 from keras_mm.registry import PRETRAINED_TOWERS
 
 OUTPUTS = ("vector", "sequence")
@@ -196,12 +197,7 @@ class AudioPresetTower(keras.layers.Layer):
             else "backbone"
 
     def _load(self, preset, backbone):
-        policy = self.dtype_policy.name
         models = keras_hub().models
-        if backbone is None:
-            backbone = from_preset(models.Backbone.from_preset, preset,
-                                   "backbone", "AudioPresetTower",
-                                   dtype=policy)
         if isinstance(backbone, dict):
             kind = backbone.get("registered_name") or \
                 backbone.get("class_name")
@@ -209,13 +205,9 @@ class AudioPresetTower(keras.layers.Layer):
                 raise ValueError(
                     f"AudioPresetTower: backbone config is a {kind!r}, not "
                     "a keras_hub>WhisperBackbone")
-            backbone = keras.saving.deserialize_keras_object(
-                with_dtype(backbone, policy))
-        elif not isinstance(backbone, keras.Model):
-            raise ValueError(
-                "AudioPresetTower: backbone must be a keras-hub "
-                "WhisperBackbone or its serialized config (a dict); got "
-                f"{type(backbone).__name__}")
+        backbone = load_backbone("AudioPresetTower", preset, backbone,
+                                 self.dtype_policy.name,
+                                 what="a keras-hub WhisperBackbone")
         if not isinstance(backbone, models.WhisperBackbone):
             raise ValueError(
                 f"AudioPresetTower: {self._source()} has a "

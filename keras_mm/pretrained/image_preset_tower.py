@@ -7,8 +7,9 @@ from keras import ops
 
 from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_positive_int)
-from keras_mm.pretrained.preset_loading import from_preset, keras_hub
+from keras_mm.pretrained.preset_loading import keras_hub
 from keras_mm.pretrained.tower_utils import (check_fine_tuning, check_source,
+                                           load_backbone,
                                            train_only_adapters,
                                            trainable_property, with_dtype)
 from keras_mm.registry import PRETRAINED_TOWERS
@@ -206,10 +207,6 @@ class ImagePresetTower(keras.layers.Layer):
     def _load(self, preset, backbone):
         policy = self.dtype_policy.name
         models = keras_hub().models
-        if backbone is None:
-            backbone = from_preset(models.Backbone.from_preset, preset,
-                                   "backbone", "ImagePresetTower",
-                                   dtype=policy)
         if isinstance(backbone, dict):
             self.backbone_config = copy.deepcopy(backbone)
             if backbone.get("registered_name") in _FULL_MODELS:
@@ -221,14 +218,11 @@ class ImagePresetTower(keras.layers.Layer):
                     self.vision_projection = self._projection_layer(
                         config["projection_dim"])
                 return
-            self.backbone = keras.saving.deserialize_keras_object(
-                with_dtype(backbone, policy))
+            self.backbone = load_backbone("ImagePresetTower", preset,
+                                          backbone, policy)
             return
-        if not isinstance(backbone, keras.Model):
-            raise ValueError(
-                "ImagePresetTower: backbone must be a keras-hub Backbone or "
-                f"its serialized config (a dict); got "
-                f"{type(backbone).__name__}")
+        backbone = load_backbone("ImagePresetTower", preset, backbone,
+                                 policy)
         self.backbone_config = keras.saving.serialize_keras_object(backbone)
         if isinstance(backbone, (models.CLIPBackbone, models.SigLIPBackbone)):
             # A fresh vision encoder with the model's weights: the given

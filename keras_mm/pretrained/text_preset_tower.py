@@ -10,8 +10,9 @@ from keras_mm.layers.utils import (check_choice, check_fraction,
                                    check_non_negative_int, check_positive_int)
 from keras_mm.pretrained.preset_loading import from_preset, keras_hub
 from keras_mm.pretrained.tower_utils import (check_fine_tuning, check_source,
+                                           load_backbone,
                                            train_only_adapters,
-                                           trainable_property, with_dtype)
+                                           trainable_property)
 from keras_mm.registry import PRETRAINED_TOWERS
 
 OUTPUTS = ("vector", "sequence")
@@ -168,25 +169,14 @@ class TextPresetTower(keras.layers.Layer):
         return f"the {kind} backbone"
 
     def _load(self, preset, backbone):
-        policy = self.dtype_policy.name
-        models = keras_hub().models
-        if backbone is None:
-            backbone = from_preset(models.Backbone.from_preset, preset,
-                                   "backbone", _NAME, dtype=policy)
+        self.backbone_config = copy.deepcopy(backbone) \
+            if isinstance(backbone, dict) else None
+        self.backbone = load_backbone(_NAME, preset, backbone,
+                                      self.dtype_policy.name,
+                                      keras_hub().models.Backbone)
+        if self.backbone_config is None:
             self.backbone_config = keras.saving.serialize_keras_object(
-                backbone)
-        elif isinstance(backbone, dict):
-            self.backbone_config = copy.deepcopy(backbone)
-            backbone = keras.saving.deserialize_keras_object(
-                with_dtype(backbone, policy))
-        elif isinstance(backbone, models.Backbone):
-            self.backbone_config = keras.saving.serialize_keras_object(
-                backbone)
-        else:
-            raise ValueError(
-                f"{_NAME}: backbone must be a keras-hub Backbone or its "
-                f"serialized config (a dict); got {type(backbone).__name__}")
-        self.backbone = backbone
+                self.backbone)
 
     def _check_backbone(self):
         inputs = self.backbone.input

@@ -1,12 +1,14 @@
 """What the keras-hub preset towers (text, image, audio, video) share:
-their argument checks, the serialized-backbone dtype, the LoRA freeze and
-the `trainable` property that re-applies the fine-tuning rules."""
+their argument checks, loading the backbone, the serialized-backbone dtype,
+the LoRA freeze and the `trainable` property that re-applies the
+fine-tuning rules."""
 
 import copy
 
 import keras
 
 from keras_mm.layers.utils import check_non_negative_int, check_positive_int
+from keras_mm.pretrained.preset_loading import from_preset, keras_hub
 
 
 def with_dtype(config, dtype):
@@ -14,6 +16,26 @@ def with_dtype(config, dtype):
     config = copy.deepcopy(config)
     config["config"]["dtype"] = dtype
     return config
+
+
+def load_backbone(owner, preset, backbone, dtype, model_class=None,
+                  what="a keras-hub Backbone"):
+    """The keras-hub model a preset tower wraps, under `dtype`: read from
+    `preset` (`backbone=None`; offline errors from `from_preset`), built
+    from a serialized config (a dict), or `backbone` itself, which must be
+    a `model_class` (default `keras.Model`; `what` names it in the error).
+    """
+    if backbone is None:
+        return from_preset(keras_hub().models.Backbone.from_preset, preset,
+                           "backbone", owner, dtype=dtype)
+    if isinstance(backbone, dict):
+        return keras.saving.deserialize_keras_object(
+            with_dtype(backbone, dtype))
+    if not isinstance(backbone, model_class or keras.Model):
+        raise ValueError(
+            f"{owner}: backbone must be {what} or its serialized config (a "
+            f"dict); got {type(backbone).__name__}")
+    return backbone
 
 
 def check_fine_tuning(owner, trainable_blocks, lora_rank):
@@ -69,5 +91,6 @@ trainable_property = property(_get_trainable, _set_trainable,
                                   "the tower's fine-tuning rules.")
 
 
-__all__ = ["check_fine_tuning", "check_source", "train_only_adapters",
+__all__ = ["check_fine_tuning", "check_source", "load_backbone",
+           "train_only_adapters",
            "trainable_property", "with_dtype"]
