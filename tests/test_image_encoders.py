@@ -14,7 +14,8 @@ from keras_mm.registry import IMAGE_ENCODERS
 from keras_mm.towers import ImageTower
 from keras_mm.towers.image_encoder import ImageEncoder
 from keras_mm.towers.image_encoders import (ApplicationsImageEncoder,
-                                            CNNImageEncoder, ViTImageEncoder)
+                                            CNNImageEncoder, ResNetBackbone,
+                                            ViTImageEncoder)
 
 RNG = np.random.RandomState(0)
 IMAGES = RNG.uniform(size=(4, 16, 16, 3)).astype("float32")
@@ -24,6 +25,7 @@ IMAGES = RNG.uniform(size=(4, 16, 16, 3)).astype("float32")
     (CNNImageEncoder, {"filters": (4, 8)}, IMAGES, (4, 4, 4, 8), True),
     (ViTImageEncoder, {"dim": 8, "patch_size": 4, "num_heads": 2,
                        "num_layers": 1}, IMAGES, (4, 17, 8), False),
+    (ResNetBackbone, {"base_filters": 4}, IMAGES, (4, 1, 1, 32), False),
     (ApplicationsImageEncoder, {"backbone": "mobilenet_v3_small"},
      RNG.uniform(size=(2, 32, 32, 3)).astype("float32"), (2, 1, 1, 576),
      False),

@@ -1,11 +1,13 @@
-"""The sensor encoder registry: each `SensorEncoder` passes the layer
-battery and ignores missing steps, `SensorTower` builds registered
-encoders, and weights saved before the registry (sensor and video towers)
-still load with the outputs they had then."""
+"""The sensor and video encoder registries: each `SensorEncoder` and
+`VideoEncoder` passes the layer battery (sensor encoders ignore missing
+steps), `SensorTower` builds registered encoders, and weights saved before
+the registry (sensor and video towers) still load with the outputs they
+had then."""
 
 import numpy as np
 import pytest
 import keras
+import tensorflow as tf
 
 from helpers import run_layer_checks
 from legacy_fixtures import check_legacy_fixture
@@ -16,6 +18,8 @@ from keras_mm.towers.sensor_encoders import (GRUSensorEncoder,
                                              LSTMSensorEncoder,
                                              TCNSensorEncoder,
                                              TransformerSensorEncoder)
+from keras_mm.towers.video_encoders import (Conv3DVideoEncoder,
+                                            FramesVideoEncoder)
 
 
 RNG = np.random.RandomState(0)
@@ -121,3 +125,31 @@ def test_weights_saved_before_the_registry_load(tmp_path):
                    "layers/sensor_tower_3/vars",  # pool_query, the tower's
                    "layers/video_tower/video_encoder/convs"],
         tmp_path=tmp_path)
+
+
+CLIPS = RNG.uniform(size=(2, 4, 16, 16, 3)).astype("float32")
+FRAME_MASK = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], bool)
+
+
+# TF 2.21 has no float16 CPU kernel for MaxPool3D (see test_towers_media).
+CONV3D_POLICIES = ("mixed_bfloat16", "mixed_float16") \
+    if tf.config.list_physical_devices("GPU") else ("mixed_bfloat16",)
+
+
+@pytest.mark.parametrize("cls, kwargs, shape, policies", [
+    (Conv3DVideoEncoder, {"filters": (4, 8), "dim": 6}, (2, 2, 4, 4, 6),
+     CONV3D_POLICIES),
+    (FramesVideoEncoder, {"filters": (4,), "dim": 6}, (2, 4, 8, 8, 6), True),
+])
+def test_video_encoder_layer_checks(cls, kwargs, shape, policies, tmp_path):
+    run_layer_checks(cls, kwargs, CLIPS, tmp_path=tmp_path,
+                     call_kwargs={"mask": FRAME_MASK},
+                     expected_output_shape=shape, fit=False,
+                     mixed_precision=policies)
+    encoder = cls(**kwargs)
+    assert encoder.grid(CLIPS.shape) == shape[1:4]
+    step_mask = np.asarray(encoder.step_mask(FRAME_MASK))
+    assert step_mask.shape == shape[:2]
+    # A pooled step is valid when any of its frames is.
+    assert step_mask[1].tolist() == ([True, False] if shape[1] == 2
+                                     else [True, True, False, False])
