@@ -42,15 +42,15 @@ QUICK = {"limit": 256, "steps": 8, "repeats": 2}
 SETTLE_STEPS = 5
 
 
-def _conv_blocks(x, tower, prefix, pairs):
-    """Plain-Keras conv blocks of a keras_mm cnn tower: 3x3 conv -> [batch
-    norm] -> ReLU -> 2x2 max pool (batch norm and conv bias as the tower
-    has them)."""
+def _conv_blocks(x, encoder, prefix, pairs):
+    """Plain-Keras conv blocks of a keras_mm cnn encoder (a tower's
+    `image_encoder` or `audio_encoder`): 3x3 conv -> [batch norm] -> ReLU
+    -> 2x2 max pool (batch norm and conv bias as the encoder has them)."""
     import keras
-    norms = getattr(tower, "norms", None) or [None] * len(tower.convs)
-    for i, (conv, norm) in enumerate(zip(tower.convs, norms)):
+    norms = getattr(encoder, "norms", None) or [None] * len(encoder.convs)
+    for i, (conv, norm) in enumerate(zip(encoder.convs, norms)):
         plain_conv = keras.layers.Conv2D(
-            tower.filters[i], tower.kernel_size, padding="same",
+            encoder.filters[i], encoder.kernel_size, padding="same",
             use_bias=conv.use_bias, name=f"{prefix}_conv{i}")
         x = plain_conv(x)
         pairs.append((plain_conv, conv))
@@ -84,7 +84,7 @@ def plain_keras_model(toolkit):
     # projection of the feature map, dropout, the mean over positions.
     tower = toolkit.get_layer("image_tower")
     image = keras.Input(tuple(spec["inputs"]["image"]["shape"]), name="image")
-    x = _conv_blocks(image, tower, "image", pairs)
+    x = _conv_blocks(image, tower.image_encoder, "image", pairs)
     proj = keras.layers.Dense(tower.dim, name="image_projection")
     pairs.append((proj, tower.projection))
     x = keras.layers.Dropout(tower.dropout)(proj(x))
@@ -108,7 +108,7 @@ def plain_keras_model(toolkit):
         pairs.append((norm, source))
         y = norm(y)
     y = keras.layers.Reshape(tuple(y.shape[1:]) + (1,))(y)
-    y = _conv_blocks(y, tower, "audio", pairs)
+    y = _conv_blocks(y, tower.audio_encoder, "audio", pairs)
     y = keras.layers.Reshape((y.shape[1], y.shape[2] * y.shape[3]))(y)
     proj = keras.layers.Dense(tower.dim, name="audio_projection")
     pairs.append((proj, tower.projection))
